@@ -1,0 +1,264 @@
+"""Audio I/O: read any WAV that libsndfile reads, as mono at a codec's rate, and cut it
+into fixed windows.
+
+Shape letters: S samples, N segments.
+
+WAV files are read with ``soundfile`` (libsndfile), resampled with torchaudio. Two checks
+cover what libsndfile lets through: ``probe`` compares the byte count that a WAV header
+declares for its audio with what the file holds, and ``read_mono`` compares the frames it
+actually read with the header's count.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+import torchaudio
+
+# Reading in blocks keeps a multichannel file's memory at one mono copy.
+_READ_BLOCK_FRAMES = 1 << 18
+
+
+class AudioError(ValueError):
+    """A file that cannot be used; the message is the reason shown in rejects."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    path: str
+    sample_rate: int
+    channels: int
+    frames: int
+    format: str
+    subtype: str
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def probe(path: str | os.PathLike) -> AudioInfo:
+    """Read a file's header (cheap: no samples are decoded).
+
+    Raises:
+        AudioError: unreadable, not audio, empty, or truncated.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise AudioError("file does not exist") from None
+    except OSError as error:
+        raise AudioError(f"cannot read file: {error.strerror or error}") from None
+    if path.is_dir():
+        raise AudioError("is a directory, not a file")
+    if size == 0:
+        raise AudioError("empty file (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise AudioError("cannot read file: permission denied")
+    try:
+        info = soundfile.info(str(path))
+    except (RuntimeError, soundfile.LibsndfileError) as error:
+        raise AudioError(f"not a readable audio file ({_first_line(error)})") from None
+    except OSError as error:
+        raise AudioError(f"cannot read file: {error.strerror or error}") from None
+    if info.frames <= 0:
+        raise AudioError("no audio frames in file")
+    if info.samplerate <= 0 or info.channels <= 0:
+        raise AudioError(f"invalid header: {info.samplerate} Hz, {info.channels} channels")
+    if info.format == "WAV":
+        _check_riff_data_size(path, size)
+    return AudioInfo(
+        path=str(path),
+        sample_rate=int(info.samplerate),
+        channels=int(info.channels),
+        frames=int(info.frames),
+        format=info.format,
+        subtype=info.subtype,
+    )
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _check_riff_data_size(path: Path, size: int) -> None:
+    """Compare the 'data' chunk size a RIFF/WAVE header declares with the bytes present.
+
+    libsndfile opens many truncated WAVs silently and reports fewer frames; the header
+    is the only record of how long the file should be. Sizes of 0 and 0xFFFFFFFF mean
+    "unknown" (streamed recordings) and are accepted.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        offset = 12
+        while offset + 8 <= size:
+            handle.seek(offset)
+            chunk = handle.read(8)
+            if len(chunk) < 8:
+                return
+            chunk_id, chunk_size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if chunk_id == b"data":
+                available = size - (offset + 8)
+                if chunk_size not in (0, 0xFFFFFFFF) and chunk_size > available:
+                    raise AudioError(
+                        f"truncated: header declares {chunk_size} bytes of audio, file holds {available}"
+                    )
+                return
+            offset += 8 + chunk_size + (chunk_size & 1)
+
+
+def read_mono(path: str | os.PathLike, sample_rate: int, *, info: AudioInfo | None = None) -> np.ndarray:
+    """Read a file as float32 mono at ``sample_rate``.
+
+    Channels are averaged; the signal is resampled with torchaudio's windowed sinc.
+
+    Returns:
+        [S] float32 array.
+
+    Raises:
+        AudioError: unreadable, truncated (fewer frames than the header says), NaN/Inf
+            samples, or all-zero audio.
+    """
+    info = info or probe(path)
+    mono = np.empty(info.frames, dtype=np.float32)
+    read = 0
+    try:
+        with soundfile.SoundFile(str(path)) as handle:
+            while read < info.frames:
+                block = handle.read(min(_READ_BLOCK_FRAMES, info.frames - read), dtype="float32", always_2d=True)
+                if len(block) == 0:
+                    break
+                mono[read : read + len(block)] = block.mean(axis=1)
+                read += len(block)
+    except (RuntimeError, soundfile.LibsndfileError, OSError) as error:
+        raise AudioError(f"decoding failed after {read} of {info.frames} frames ({_first_line(error)})") from None
+    if read < info.frames:
+        raise AudioError(f"truncated: header says {info.frames} frames, read {read}")
+    if not np.isfinite(mono).all():
+        bad = int((~np.isfinite(mono)).sum())
+        raise AudioError(f"contains {bad} NaN/Inf samples")
+    if not np.any(mono):
+        raise AudioError("silent: every sample is zero")
+    return resample(mono, info.sample_rate, sample_rate)
+
+
+def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """[S] float32 at ``from_rate`` -> [S'] float32 at ``to_rate``."""
+    if from_rate == to_rate:
+        return audio
+    resampler = _resampler(from_rate, to_rate)
+    with torch.inference_mode():
+        out = resampler(torch.from_numpy(audio))
+    return out.numpy().astype(np.float32, copy=False)
+
+
+@lru_cache(maxsize=16)
+def _resampler(from_rate: int, to_rate: int) -> torchaudio.transforms.Resample:
+    # The transform caches its sinc kernel, which a per-call functional resample rebuilds.
+    return torchaudio.transforms.Resample(from_rate, to_rate)
+
+
+def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> None:
+    """Write [S] mono or [S, C] audio; the folder is created if needed."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(str(path), audio, sample_rate, subtype=subtype)
+
+
+# ------------------------------------------------------------------ segmenting
+
+TAIL_POLICIES = ("drop", "pad")
+
+
+@dataclass(frozen=True)
+class Segmenting:
+    """How recordings are cut into fixed windows.
+
+    Args:
+        segment_seconds: window length (16 s by default; 24 s suits adaptive windows).
+        hop_seconds: distance between window starts; defaults to ``segment_seconds``
+            (no overlap). Smaller values overlap windows.
+        tail: what happens to audio after the last full window. ``"drop"`` discards it;
+            ``"pad"`` keeps a last window zero-padded to full length when it holds at
+            least ``min_tail_seconds`` of audio. A recording with no window under the
+            policy is rejected.
+        min_tail_seconds: shortest tail kept by ``"pad"``; defaults to half a segment.
+    """
+
+    segment_seconds: float = 16.0
+    hop_seconds: float | None = None
+    tail: str = "drop"
+    min_tail_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.segment_seconds > 0:
+            raise ValueError(f"segment_seconds must be positive, got {self.segment_seconds}")
+        if self.hop_seconds is not None and not 0 < self.hop_seconds:
+            raise ValueError(f"hop_seconds must be positive, got {self.hop_seconds}")
+        if self.tail not in TAIL_POLICIES:
+            raise ValueError(f"tail must be one of {TAIL_POLICIES}, got {self.tail!r}")
+        if self.min_tail_seconds is not None and not 0 < self.min_tail_seconds <= self.segment_seconds:
+            raise ValueError(
+                f"min_tail_seconds must be in (0, segment_seconds={self.segment_seconds}], got {self.min_tail_seconds}"
+            )
+
+    @property
+    def hop(self) -> float:
+        return self.hop_seconds if self.hop_seconds is not None else self.segment_seconds
+
+    @property
+    def min_tail(self) -> float:
+        return self.min_tail_seconds if self.min_tail_seconds is not None else self.segment_seconds / 2
+
+    def to_dict(self) -> dict:
+        return {
+            "segment_seconds": self.segment_seconds,
+            "hop_seconds": self.hop,
+            "tail": self.tail,
+            "min_tail_seconds": self.min_tail if self.tail == "pad" else None,
+        }
+
+    def min_seconds(self) -> float:
+        """Shortest recording that yields one window."""
+        return self.min_tail if self.tail == "pad" else self.segment_seconds
+
+    def bounds(self, num_samples: int, sample_rate: int) -> list[tuple[int, int]]:
+        """Sample ranges [start, end) of every window; ``end`` may pass ``num_samples``
+        for a padded tail (the caller pads with zeros)."""
+        length = round(self.segment_seconds * sample_rate)
+        hop = round(self.hop * sample_rate)
+        windows = []
+        start = 0
+        while start + length <= num_samples:
+            windows.append((start, start + length))
+            start += hop
+        if self.tail == "pad" and start < num_samples:
+            if num_samples - start >= round(self.min_tail * sample_rate):
+                windows.append((start, start + length))
+        return windows
+
+    def count(self, seconds: float, sample_rate: int) -> int:
+        return len(self.bounds(math.floor(seconds * sample_rate), sample_rate))
+
+
+def cut(audio: np.ndarray, bounds: list[tuple[int, int]]) -> np.ndarray:
+    """[S] audio and window bounds -> [N, window] windows, zero-padded past the end."""
+    if not bounds:
+        return np.zeros((0, 0), dtype=np.float32)
+    length = bounds[0][1] - bounds[0][0]
+    out = np.zeros((len(bounds), length), dtype=np.float32)
+    for row, (start, end) in enumerate(bounds):
+        piece = audio[start:min(end, len(audio))]
+        out[row, : len(piece)] = piece
+    return out

@@ -1,0 +1,355 @@
+"""Ray Data glue for preprocessing: decode as tasks, encode in an actor pool, write shards.
+
+The stages, each streaming into the next (nothing is collected on the driver but one
+small commit record per shard written)::
+
+    from_items(work items)                      driver: pair ids, paths, segments to skip
+      -> map_batches(decode_fusion_pairs)       tasks: read, check, resample, cut windows
+      -> map_batches(SegmentEncoder)            actor pool: codec loaded once per actor
+      -> map_batches(write_fusion_shard)        tasks: one Parquet shard per batch
+      -> iter_rows() on the driver              journal commit per shard
+
+A file that fails in decode becomes a row with ``reject_reason`` set (its audio columns are
+zeros and are never encoded), so bad files travel with the stream to the driver's commit
+instead of raising. Column names ending in ``_audio`` hold [N, S] float32 windows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import ray
+import torch
+
+from datasets.audio import AudioError, Segmenting, read_mono
+from datasets.pairs import Reject
+from datasets.shards import ShardStore, WorkItem, fusion_schema, write_shard
+from models.codecs import build_codec
+
+# Decode output blocks hold at most this many windows (16 s at 24 kHz, both sides:
+# 8 windows are ~25 MB), so a long recording streams instead of forming one huge block.
+_WINDOWS_PER_BLOCK = 8
+
+
+def decode_fusion_pairs(
+    batch: dict[str, np.ndarray], *, sample_rate: int, segmenting: dict
+) -> Iterator[dict[str, np.ndarray]]:
+    """Read each pair of the batch and cut both sides into aligned windows.
+
+    Yields batches with one row per window (or one reject row per failed pair).
+    """
+    cutter = Segmenting(**segmenting)
+    window = round(cutter.segment_seconds * sample_rate)
+    for row in range(len(batch["pair_id"])):
+        pair_id = str(batch["pair_id"][row])
+        paths = {"input": str(batch["input_path"][row]), "target": str(batch["target_path"][row])}
+        skip = set(json.loads(str(batch["skip"][row])))
+        audio = {}
+        failure = None
+        for role, path in paths.items():
+            try:
+                audio[role] = read_mono(path, sample_rate)
+            except AudioError as error:
+                failure = Reject(pair_id, path, f"{role}: {error}", "decode")
+                break
+        if failure is None:
+            length = min(len(audio["input"]), len(audio["target"]))
+            bounds = cutter.bounds(length, sample_rate)
+            if not bounds:
+                failure = Reject(pair_id, paths["input"], f"shorter than one segment after resampling ({length / sample_rate:.2f} s)", "decode")
+        if failure is not None:
+            yield _reject_rows(batch, row, failure, window)
+            continue
+        todo = [(index, span) for index, span in enumerate(bounds) if index not in skip]
+        for offset in range(0, len(todo), _WINDOWS_PER_BLOCK):
+            chunk = todo[offset : offset + _WINDOWS_PER_BLOCK]
+            input_windows = _cut(audio["input"], [span for _, span in chunk], window)
+            target_windows = _cut(audio["target"], [span for _, span in chunk], window)
+            count = len(chunk)
+            yield {
+                "pair_id": np.array([pair_id] * count, dtype=object),
+                "segment_index": np.array([index for index, _ in chunk], dtype=np.int32),
+                "segments_total": np.full(count, len(bounds), dtype=np.int32),
+                "input_path": np.array([paths["input"]] * count, dtype=object),
+                "target_path": np.array([paths["target"]] * count, dtype=object),
+                "fingerprint": np.array([str(batch["fingerprint"][row])] * count, dtype=object),
+                "start_s": np.array([start / sample_rate for _, (start, _) in chunk]),
+                "end_s": np.array([min(end, length) / sample_rate for _, (_, end) in chunk]),
+                "audio_sha256": np.array(
+                    [_window_hash(i, t) for i, t in zip(input_windows, target_windows)], dtype=object
+                ),
+                "reject_reason": np.array([""] * count, dtype=object),
+                "reject_path": np.array([""] * count, dtype=object),
+                "reject_stage": np.array([""] * count, dtype=object),
+                "input_audio": input_windows,
+                "target_audio": target_windows,
+            }
+
+
+def _cut(audio: np.ndarray, spans: list[tuple[int, int]], window: int) -> np.ndarray:
+    out = np.zeros((len(spans), window), dtype=np.float32)  # [N, S]
+    for row, (start, end) in enumerate(spans):
+        piece = audio[start : min(end, len(audio))]
+        out[row, : len(piece)] = piece
+    return out
+
+
+def _window_hash(input_window: np.ndarray, target_window: np.ndarray) -> str:
+    digest = hashlib.sha256(input_window.tobytes())
+    digest.update(target_window.tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _reject_rows(batch: dict, row: int, reject: Reject, window: int) -> dict[str, np.ndarray]:
+    return {
+        "pair_id": np.array([reject.pair_id], dtype=object),
+        "segment_index": np.array([-1], dtype=np.int32),
+        "segments_total": np.array([0], dtype=np.int32),
+        "input_path": np.array([str(batch["input_path"][row])], dtype=object),
+        "target_path": np.array([str(batch["target_path"][row])], dtype=object),
+        "fingerprint": np.array([str(batch["fingerprint"][row])], dtype=object),
+        "start_s": np.zeros(1),
+        "end_s": np.zeros(1),
+        "audio_sha256": np.array([""], dtype=object),
+        "reject_reason": np.array([reject.reason], dtype=object),
+        "reject_path": np.array([reject.path], dtype=object),
+        "reject_stage": np.array([reject.stage], dtype=object),
+        "input_audio": np.zeros((1, window), dtype=np.float32),
+        "target_audio": np.zeros((1, window), dtype=np.float32),
+    }
+
+
+class SegmentEncoder:
+    """Actor: loads the codec once, turns ``*_audio`` windows into ``*_latent`` frames.
+
+    Args:
+        codec_name: registry name.
+        codec_id: the id the driver computed; a worker whose codec differs refuses.
+        state: ``[ObjectRef]`` of the codec weights (None for weight-free codecs),
+            shipped through the object store so that every node gets the same weights.
+        latent_dtype: ``"float32"`` or ``"float16"``.
+        threads: torch intra-op threads for this actor.
+    """
+
+    def __init__(self, *, codec_name: str, codec_id: str, state: list | None, latent_dtype: str, threads: int) -> None:
+        torch.set_num_threads(max(1, threads))
+        weights = ray.get(state[0]) if state else None
+        self.device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
+        self.codec = build_codec(codec_name, state=weights).to(self.device)
+        if self.codec.id != codec_id:
+            raise RuntimeError(f"worker built codec {self.codec.id}, driver expected {codec_id}")
+        self.dtype = np.dtype(latent_dtype)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        good = batch["reject_reason"] == ""
+        count, window = batch["input_audio"].shape
+        frames = self.codec.frames_for(window)
+        latents = {role: np.zeros((count, self.codec.dim, frames), dtype=self.dtype) for role in ("input", "target")}
+        if good.any():
+            audio = np.concatenate([batch["input_audio"][good], batch["target_audio"][good]])  # [2N, S]
+            with torch.inference_mode():
+                encoded = self.codec.encode(torch.from_numpy(audio).to(self.device)[:, None])  # [2N, D, T]
+            encoded = encoded.float().cpu().numpy().astype(self.dtype)
+            half = int(good.sum())
+            latents["input"][good], latents["target"][good] = encoded[:half], encoded[half:]
+        out = {key: value for key, value in batch.items() if not key.endswith("_audio")}
+        out["input_latent"] = latents["input"]
+        out["target_latent"] = latents["target"]
+        return out
+
+
+def write_fusion_shard(
+    batch: dict[str, np.ndarray], *, out_dir: str, schema: pa.Schema, codec_id: str, sample_rate: int, frame_rate: float
+) -> dict[str, np.ndarray]:
+    """Task: write one batch of encoded rows as a shard; return its commit record."""
+    good = batch["reject_reason"] == ""
+    rows = {key: value[good] for key, value in batch.items()}
+    entry = {"file": None, "rows": 0, "bytes": 0, "sha256": "", "items": {}, "audio_seconds": 0.0}
+    if good.any():
+        count = int(good.sum())
+        latent_type = schema.field("input_latent").type
+        table = pa.table(
+            {
+                "pair_id": pa.array(rows["pair_id"].astype(str)),
+                "segment_index": pa.array(rows["segment_index"], pa.int32()),
+                "input_path": pa.array(rows["input_path"].astype(str)),
+                "target_path": pa.array(rows["target_path"].astype(str)),
+                "start_s": pa.array(rows["start_s"], pa.float64()),
+                "end_s": pa.array(rows["end_s"], pa.float64()),
+                "codec_id": pa.array([codec_id] * count),
+                "sample_rate": pa.array([sample_rate] * count, pa.int32()),
+                "frame_rate": pa.array([frame_rate] * count, pa.float64()),
+                "audio_sha256": pa.array(rows["audio_sha256"].astype(str)),
+                "input_latent": _tensor_array(rows["input_latent"], latent_type),
+                "target_latent": _tensor_array(rows["target_latent"], latent_type),
+            },
+            schema=schema,
+        )
+        keys = [(str(p), int(i)) for p, i in zip(rows["pair_id"], rows["segment_index"])]
+        entry.update(write_shard(out_dir, table, keys, codec_id))
+        for pair_id, index in keys:
+            entry["items"].setdefault(pair_id, []).append(index)
+        entry["audio_seconds"] = float(np.sum(rows["end_s"] - rows["start_s"]))
+    entry["segments_total"] = {str(p): int(t) for p, t, ok in zip(batch["pair_id"], batch["segments_total"], good) if ok}
+    entry["rejects"] = {}
+    for p, path, reason, stage, ok in zip(
+        batch["pair_id"], batch["reject_path"], batch["reject_reason"], batch["reject_stage"], good
+    ):
+        if not ok:
+            reject = {"pair_id": str(p), "path": str(path), "reason": str(reason), "stage": str(stage)}
+            entry["rejects"].setdefault(str(p), []).append(reject)
+    entry["fingerprints"] = {str(p): str(f) for p, f in zip(batch["pair_id"], batch["fingerprint"])}
+    return {"entry": np.array([json.dumps(entry)], dtype=object)}
+
+
+def _tensor_array(values: np.ndarray, latent_type: pa.DataType) -> pa.Array:
+    array = pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(values))
+    if array.type != latent_type:
+        raise ValueError(f"latents of type {array.type} do not match the shard schema's {latent_type}")
+    return array
+
+
+# --------------------------------------------------------------------- resources
+
+
+@dataclass(frozen=True)
+class Resources:
+    """How the stages share the cluster.
+
+    On CPU the encoder actors reserve one logical CPU each but run ``encoder_threads``
+    torch threads: decode and write tasks are light and mostly wait on I/O, and
+    reserving a CPU per thread would leave them no slot at all on a 2-core machine.
+    Decode asks for a different CPU share than the encoder on purpose: Ray Data fuses a
+    task stage into the next actor stage when their resource requests match, and then
+    decoding would run inside the encoder actor instead of overlapping with it.
+    """
+
+    encoder_actors: int
+    encoder_threads: int
+    encoder_gpus: float
+    encode_batch: int
+    decode_cpus: float = 0.5
+    write_cpus: float = 0.25
+
+    @classmethod
+    def for_cluster(cls, *, actors: int | None, threads: int | None, encode_batch: int | None) -> "Resources":
+        total = ray.cluster_resources()
+        cpus, gpus = int(total.get("CPU", 1)), int(total.get("GPU", 0))
+        if gpus:
+            return cls(actors or gpus, threads or 2, 1.0, encode_batch or 16)
+        per_node = max(int(node["Resources"].get("CPU", 1)) for node in ray.nodes() if node["Alive"])
+        actors = actors or max(1, cpus // 4)
+        threads = threads or max(1, min(per_node, cpus // actors))
+        return cls(actors, threads, 0.0, encode_batch or 4)
+
+
+@dataclass
+class Progress:
+    """Counters the driver keeps while committing; printed as the run goes."""
+
+    started: float = field(default_factory=time.perf_counter)
+    shards: int = 0
+    rows: int = 0
+    audio_seconds: float = 0.0
+    pairs_done: int = 0
+    pairs_total: int = 0
+    decode_rejects: list[Reject] = field(default_factory=list)
+
+    @property
+    def wall_seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def line(self) -> str:
+        rate = self.audio_seconds / max(self.wall_seconds, 1e-9)
+        return (
+            f"[preprocess] {self.pairs_done}/{self.pairs_total} pairs, {self.rows} segments, "
+            f"{self.audio_seconds / 60:.1f} min audio, {rate:.1f} audio-s/s"
+        )
+
+
+def run_fusion_pipeline(
+    *,
+    store: ShardStore,
+    work: list[WorkItem],
+    pairs: dict,
+    codec_name: str,
+    codec,
+    segmenting: Segmenting,
+    latent_dtype: str,
+    rows_per_shard: int,
+    resources: Resources,
+    on_progress: Callable[[Progress], None] = lambda progress: None,
+) -> Progress:
+    """Stream ``work`` through decode, encode and write; commit each shard as it lands."""
+    progress = Progress(pairs_total=len(work))
+    if not work:
+        return progress
+    frames = codec.frames_for_seconds(segmenting.segment_seconds)
+    schema = fusion_schema(dim=codec.dim, frames=frames, latent_dtype=latent_dtype, codec_id=codec.id)
+    weights = codec.worker_state()
+    state = [ray.put(dict(weights))] if weights is not None else None
+    items = [
+        {
+            "pair_id": item.item_id,
+            "input_path": pairs[item.item_id].input_path,
+            "target_path": pairs[item.item_id].target_path,
+            "fingerprint": item.fingerprint,
+            "skip": json.dumps(list(item.skip)),
+        }
+        for item in work
+    ]
+    dataset = (
+        ray.data.from_items(items, override_num_blocks=min(len(items), 10_000))
+        .map_batches(
+            decode_fusion_pairs,
+            batch_size=1,
+            fn_kwargs={"sample_rate": codec.sample_rate, "segmenting": segmenting.to_dict()},
+            num_cpus=resources.decode_cpus,
+        )
+        .map_batches(
+            SegmentEncoder,
+            batch_size=resources.encode_batch,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=resources.encoder_actors),
+            fn_constructor_kwargs={
+                "codec_name": codec_name,
+                "codec_id": codec.id,
+                "state": state,
+                "latent_dtype": latent_dtype,
+                "threads": resources.encoder_threads,
+            },
+            num_cpus=1,
+            num_gpus=resources.encoder_gpus,
+        )
+        .map_batches(
+            write_fusion_shard,
+            batch_size=rows_per_shard,
+            fn_kwargs={
+                "out_dir": str(store.root),
+                "schema": schema,
+                "codec_id": codec.id,
+                "sample_rate": codec.sample_rate,
+                "frame_rate": codec.frame_rate,
+            },
+            num_cpus=resources.write_cpus,
+        )
+    )
+    finished: set[str] = set()
+    for record in dataset.iter_rows():
+        entry = json.loads(record["entry"])
+        store.commit(entry)
+        progress.shards += entry["file"] is not None
+        progress.rows += entry["rows"]
+        progress.audio_seconds += entry["audio_seconds"]
+        for item_id, rejects in entry["rejects"].items():
+            progress.decode_rejects += [Reject(**reject) for reject in rejects]
+            finished.add(item_id)
+        finished.update(item_id for item_id in entry["items"] if store.items[item_id].complete())
+        progress.pairs_done = len(finished)
+        on_progress(progress)
+    return progress

@@ -1,0 +1,411 @@
+"""Latent shards on disk: Parquet files, a manifest, a journal and the rejects table.
+
+Layout of an output folder::
+
+    OUT/shards/part-<hash>.parquet   rows (several per file); the hash names the rows' keys
+    OUT/manifest.json                settings, per-file row counts and checksums, per-item state
+    OUT/rejects.parquet              path, reason (and pair id, stage) of every file not used
+    OUT/journal.jsonl                only while a run is going: one line per committed shard
+
+Why it is safe to kill a run at any point:
+
+- a shard is written to ``shards/.tmp-*`` and renamed to its final name only when complete
+  (and fsynced), so no partial file ever carries a final name;
+- a shard counts once a journal line names it; the journal is folded into the manifest at
+  the end of the run, or at the start of the next one if the run died;
+- at start, shard files that neither the manifest nor the journal name (renamed, but the
+  run died before the journal line) are deleted, and their rows are made again.
+
+Rows are keyed by (item id, segment index), so a rerun makes exactly the missing rows:
+none twice, none missing. An item whose files changed (size or mtime) invalidates every
+shard holding its rows; the other items of those shards are redone too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from datasets.pairs import InputError, Reject
+
+SCHEMA_VERSION = 1
+SHARD_DIR = "shards"
+MANIFEST = "manifest.json"
+JOURNAL = "journal.jsonl"
+REJECTS = "rejects.parquet"
+LATENT_DTYPES = ("float32", "float16")
+
+REJECT_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("reason", pa.string()),
+        ("pair_id", pa.string()),
+        ("stage", pa.string()),
+    ]
+)
+
+
+def fusion_schema(*, dim: int, frames: int, latent_dtype: str, codec_id: str) -> pa.Schema:
+    """Row schema of fusion shards. Latents are ``arrow.fixed_shape_tensor`` columns, so
+    their [D, T] shape travels in the schema and plain pyarrow can rebuild the arrays."""
+    if latent_dtype not in LATENT_DTYPES:
+        raise ValueError(f"latent_dtype must be one of {LATENT_DTYPES}, got {latent_dtype!r}")
+    latent = pa.fixed_shape_tensor(pa.from_numpy_dtype(np.dtype(latent_dtype)), [dim, frames])
+    return pa.schema(
+        [
+            ("pair_id", pa.string()),
+            ("segment_index", pa.int32()),
+            ("input_path", pa.string()),
+            ("target_path", pa.string()),
+            ("start_s", pa.float64()),
+            ("end_s", pa.float64()),
+            ("codec_id", pa.string()),
+            ("sample_rate", pa.int32()),
+            ("frame_rate", pa.float64()),
+            ("audio_sha256", pa.string()),
+            ("input_latent", latent),
+            ("target_latent", latent),
+        ],
+        metadata={
+            "jingle.kind": "fusion",
+            "jingle.schema_version": str(SCHEMA_VERSION),
+            "jingle.codec_id": codec_id,
+        },
+    )
+
+
+def latents_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A fixed-shape tensor column -> [N, D, T] array (plain pyarrow, no Ray)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.to_numpy_ndarray()
+
+
+def shard_name(keys: Iterable[tuple[str, int]], codec_id: str) -> str:
+    """Content-addressed file name: the same rows always get the same name."""
+    digest = hashlib.sha256(codec_id.encode())
+    for item_id, index in sorted(keys):
+        digest.update(f"\n{item_id}\x00{index}".encode())
+    return f"part-{digest.hexdigest()[:20]}.parquet"
+
+
+def write_shard(out_dir: str | os.PathLike, table: pa.Table, keys: list[tuple[str, int]], codec_id: str) -> dict:
+    """Write ``table`` as one shard, atomically. Runs on any worker (shared storage).
+
+    Returns:
+        ``{"file", "rows", "bytes", "sha256"}`` for the journal.
+    """
+    shard_dir = Path(out_dir) / SHARD_DIR
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    data = buffer.getvalue()
+    name = shard_name(keys, codec_id)
+    temporary = shard_dir / f".tmp-{uuid.uuid4().hex}.parquet"
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, shard_dir / name)
+    return {"file": name, "rows": table.num_rows, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+@dataclass
+class ItemState:
+    fingerprint: str
+    segments_total: int | None = None
+    rows: dict[str, list[int]] = field(default_factory=dict)  # shard file -> segment indices
+
+    def done(self) -> set[int]:
+        return {index for indices in self.rows.values() for index in indices}
+
+    def complete(self) -> bool:
+        return self.segments_total is not None and len(self.done()) >= self.segments_total
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """An item to (re)process and the segment indices it already has."""
+
+    item_id: str
+    fingerprint: str
+    skip: tuple[int, ...] = ()
+
+
+class ShardStore:
+    """The output folder of one preprocessing target, opened for one run.
+
+    Args:
+        out_dir: the folder (created if missing).
+        kind: ``"fusion"`` or ``"pointer"``.
+        settings: everything that makes rows incompatible when it changes (codec id,
+            segmenting, latent dtype...). A folder written with other settings is refused.
+
+    Raises:
+        InputError: another run holds the folder, or its settings differ.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, *, kind: str, settings: dict) -> None:
+        self.root = Path(out_dir)
+        self.kind = kind
+        self.settings = settings
+        self.shard_dir = self.root / SHARD_DIR
+        try:
+            self.shard_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InputError(f"--out {self.root}: cannot create folder ({error.strerror or error})") from None
+        self._lock = open(self.root / ".lock", "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise InputError(f"--out {self.root} is being written by another jingle run; wait for it to finish") from None
+        self.files: dict[str, dict] = {}
+        self.items: dict[str, ItemState] = {}
+        self.decode_rejects: dict[str, dict] = {}  # item id -> {"fingerprint", "rejects": [...]}
+        self.recovered_shards = 0
+        self.removed_orphans = 0
+        self.invalidated_files = 0
+        self._load()
+        self._journal = None
+
+    # -- loading and recovery ---------------------------------------------------
+
+    def _load(self) -> None:
+        manifest_path = self.root / MANIFEST
+        if manifest_path.exists():
+            try:
+                manifest = json.loads(manifest_path.read_text())
+            except (json.JSONDecodeError, OSError) as error:
+                raise InputError(f"{manifest_path} is unreadable ({error}); move the folder aside and rerun") from None
+            if manifest.get("kind") != self.kind:
+                raise InputError(f"--out {self.root} holds {manifest.get('kind')!r} shards, not {self.kind!r}")
+            if manifest.get("schema_version") != SCHEMA_VERSION:
+                raise InputError(
+                    f"--out {self.root} has schema version {manifest.get('schema_version')}, this jingle writes {SCHEMA_VERSION}"
+                )
+            differences = [
+                f"{key}: folder has {manifest['settings'].get(key)!r}, this run {value!r}"
+                for key, value in self.settings.items()
+                if manifest["settings"].get(key) != value
+            ]
+            if differences:
+                raise InputError(
+                    f"--out {self.root} was written with other settings ({'; '.join(differences)}); "
+                    f"use another --out or the same settings"
+                )
+            self.files = manifest["files"]
+            self.items = {key: ItemState(**value) for key, value in manifest["items"].items()}
+            self.decode_rejects = manifest.get("decode_rejects", {})
+        journal_path = self.root / JOURNAL
+        if journal_path.exists():
+            for line in journal_path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    break  # a torn last line: the shard it named is an orphan, made again
+                self._apply(entry)
+                self.recovered_shards += entry.get("file") is not None
+        self._remove_orphans()
+        if journal_path.exists():
+            self._write_manifest()
+            journal_path.unlink()
+
+    def _remove_orphans(self) -> None:
+        """Delete shard files that no commit names, and temporary files."""
+        for path in self.shard_dir.iterdir():
+            if path.name.startswith(".tmp-") or (path.suffix == ".parquet" and path.name not in self.files):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                self.removed_orphans += not path.name.startswith(".tmp-")
+
+    def _apply(self, entry: dict) -> None:
+        if entry.get("file"):
+            self.files[entry["file"]] = {
+                key: entry[key] for key in ("rows", "bytes", "sha256", "items", "audio_seconds")
+            }
+            for item_id, indices in entry["items"].items():
+                state = self.items.setdefault(item_id, ItemState(entry["fingerprints"][item_id]))
+                state.rows[entry["file"]] = sorted(indices)
+        for item_id, total in entry.get("segments_total", {}).items():
+            state = self.items.setdefault(item_id, ItemState(entry["fingerprints"][item_id]))
+            state.segments_total = total
+        for item_id, rejects in entry.get("rejects", {}).items():
+            self.decode_rejects[item_id] = {"fingerprint": entry["fingerprints"][item_id], "rejects": rejects}
+
+    # -- planning ---------------------------------------------------------------
+
+    def plan(self, fingerprints: dict[str, str]) -> list[WorkItem]:
+        """What to process, given the current items and their fingerprints.
+
+        Items whose fingerprint changed lose their shards (and those shards' other rows);
+        items already rejected at decode with the same fingerprint are not retried.
+        """
+        changed = {
+            item_id
+            for item_id, fingerprint in fingerprints.items()
+            if item_id in self.items and self.items[item_id].fingerprint != fingerprint
+        }
+        stale_files = {name for item_id in changed for name in self.items[item_id].rows}
+        for name in stale_files:
+            self._drop_file(name)
+        for item_id in changed:
+            del self.items[item_id]
+        self.invalidated_files += len(stale_files)
+        work = []
+        for item_id, fingerprint in fingerprints.items():
+            rejected = self.decode_rejects.get(item_id)
+            if rejected is not None:
+                if rejected["fingerprint"] == fingerprint:
+                    continue
+                del self.decode_rejects[item_id]
+            state = self.items.get(item_id)
+            if state is not None and state.complete():
+                continue
+            work.append(WorkItem(item_id, fingerprint, tuple(sorted(state.done())) if state else ()))
+        return work
+
+    def _drop_file(self, name: str) -> None:
+        for item_id in self.files.pop(name)["items"]:
+            if item_id in self.items:
+                self.items[item_id].rows.pop(name, None)
+        with contextlib.suppress(FileNotFoundError):
+            (self.shard_dir / name).unlink()
+
+    # -- committing -------------------------------------------------------------
+
+    def commit(self, entry: dict) -> None:
+        """Record a written shard (and the segment counts and rejects that came with it).
+
+        ``entry`` keys: ``file`` (or None), ``rows``, ``bytes``, ``sha256``, ``items``
+        (item id -> segment indices), ``audio_seconds``, ``segments_total`` (item id ->
+        count), ``rejects`` (item id -> list of reject dicts), ``fingerprints``.
+        """
+        if self._journal is None:
+            self._journal = open(self.root / JOURNAL, "a")
+        self._journal.write(json.dumps(entry, sort_keys=True) + "\n")
+        self._journal.flush()
+        os.fsync(self._journal.fileno())
+        self._apply(entry)
+
+    def finish(self, rejects: list[Reject]) -> bool:
+        """Fold the journal into the manifest and write ``rejects.parquet``.
+
+        Returns:
+            whether anything on disk changed.
+        """
+        # Again at the end: a killed run's last writer task may have renamed its shard
+        # after this run's start-up sweep.
+        self._remove_orphans()
+        changed = False
+        if self._journal is not None or self.invalidated_files or not (self.root / MANIFEST).exists():
+            self._write_manifest()
+            changed = True
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+            (self.root / JOURNAL).unlink()
+        changed |= self._write_rejects(rejects)
+        return changed
+
+    def all_rejects(self, current: list[Reject], present: set[str]) -> list[Reject]:
+        """This run's discovery/probe rejects plus decode rejects of items still present."""
+        rejects = list(current)
+        for item_id in sorted(self.decode_rejects):
+            if item_id in present:
+                rejects += [Reject(**reject) for reject in self.decode_rejects[item_id]["rejects"]]
+        return rejects
+
+    def _write_manifest(self) -> None:
+        manifest = {
+            "kind": self.kind,
+            "schema_version": SCHEMA_VERSION,
+            "settings": self.settings,
+            "shard_dir": SHARD_DIR,
+            "totals": {
+                "files": len(self.files),
+                "rows": sum(entry["rows"] for entry in self.files.values()),
+                "bytes": sum(entry["bytes"] for entry in self.files.values()),
+                "audio_seconds": sum(entry["audio_seconds"] for entry in self.files.values()),
+                "items": len(self.items),
+            },
+            "files": dict(sorted(self.files.items())),
+            "items": {
+                key: {"fingerprint": s.fingerprint, "segments_total": s.segments_total, "rows": s.rows}
+                for key, s in sorted(self.items.items())
+            },
+            "decode_rejects": self.decode_rejects,
+        }
+        _atomic_write_bytes(self.root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
+
+    def _write_rejects(self, rejects: list[Reject]) -> bool:
+        table = pa.table(
+            {
+                "path": [r.path for r in rejects],
+                "reason": [r.reason for r in rejects],
+                "pair_id": [r.pair_id for r in rejects],
+                "stage": [r.stage for r in rejects],
+            },
+            schema=REJECT_SCHEMA,
+        )
+        path = self.root / REJECTS
+        if path.exists():
+            try:
+                if pq.read_table(path).equals(table):
+                    return False
+            except (pa.ArrowInvalid, OSError):
+                pass
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        _atomic_write_bytes(path, buffer.getvalue())
+        return True
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+        self._lock.close()
+
+    def __enter__(self) -> "ShardStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- reading ----------------------------------------------------------------
+
+    def shard_paths(self) -> list[Path]:
+        return [self.shard_dir / name for name in sorted(self.files)]
+
+
+def read_manifest(out_dir: str | os.PathLike) -> dict:
+    path = Path(out_dir) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{out_dir} has no {MANIFEST}: is it a jingle preprocess output?") from None
+
+
+def shard_paths(out_dir: str | os.PathLike) -> list[str]:
+    """The committed shard files of an output folder, from its manifest."""
+    manifest = read_manifest(out_dir)
+    return [str(Path(out_dir) / manifest["shard_dir"] / name) for name in sorted(manifest["files"])]

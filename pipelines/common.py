@@ -1,0 +1,97 @@
+"""What every pipeline entry point shares: argument parsing, Ray start-up, exit codes.
+
+Exit codes (ARCHITECTURE.md): 0 success, 2 bad usage or bad input that stops the run,
+1 an internal failure. Errors are one readable line; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from typing import Callable
+
+from datasets.pairs import InputError
+from models.codecs import CodecUnavailable
+
+# Errors a user can cause and fix: one line, exit 2.
+USER_ERRORS = (InputError, CodecUnavailable)
+
+
+class UsageError(ValueError):
+    """A flag combination that cannot work (caught and shown as one line, exit 2)."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one line (and exit 2) instead of a usage block."""
+
+    def error(self, message: str) -> None:  # argparse's hook; must not return
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    parser.add_argument(
+        "--num-cpus",
+        type=int,
+        default=None,
+        help="CPUs for a local Ray started by this command (default: all); ignored when joining a cluster",
+    )
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    """Join a running cluster, or start a local Ray.
+
+    A cluster is joined when ``RAY_ADDRESS`` is set or ``ray start`` left one running on
+    this machine; otherwise a local instance is started (with ``num_cpus`` if given).
+    """
+    import ray
+    import ray.data  # configures the "ray.data" logger on import
+
+    # Ray Data logs every progress tick at INFO on a non-terminal; the pipelines print
+    # their own progress lines, so its console handler shows warnings only (the full
+    # log still goes to the session's ray-data.log).
+    for handler in logging.getLogger("ray.data").handlers:
+        if not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.WARNING)
+    if ray.is_initialized():
+        return
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": True}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], **quiet)
+        return
+    try:
+        ray.init(address="auto", **quiet)
+    except ConnectionError:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
+
+
+def run_main(run: Callable[[argparse.Namespace], int | None], args: argparse.Namespace, prog: str) -> int:
+    """Call ``run(args)`` and turn what it raises into an exit code and one line."""
+    try:
+        code = run(args)
+        return 0 if code is None else code
+    except (UsageError, *USER_ERRORS) as error:
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # an internal failure: say what, hide the stack unless asked
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(f"{prog}: internal error: {type(error).__name__}: {first} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def human_seconds(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.1f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"

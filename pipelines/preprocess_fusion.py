@@ -1,0 +1,198 @@
+"""``jingle preprocess fusion``: WAV pairs -> sharded Parquet latents, through Ray Data.
+
+    python -m pipelines.preprocess_fusion --pairs DIR_OR_MANIFEST --out DIR [--codec mel]
+    ray submit cluster.yaml pipelines/preprocess_fusion.py --pairs ... --out ...
+
+Incremental: a rerun processes only pairs (or segments) not yet in ``OUT/manifest.json``,
+so the same command can run on a schedule over a growing folder.
+"""
+
+from __future__ import annotations
+
+if __package__ in (None, ""):  # run as a file (ray submit): make the project importable
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datasets.audio import Segmenting
+from datasets.pairs import Reject, check_pairs, discover_fusion_pairs
+from datasets.shards import LATENT_DTYPES, REJECTS, ShardStore
+from models.codecs import CODEC_NAMES, build_codec
+from pipelines.common import OneLineParser, UsageError, add_common_arguments, human_seconds, init_ray, run_main
+
+PROG = "jingle preprocess fusion"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pairs", required=True, help="folder with input/ and target/, or a CSV/JSONL manifest")
+    parser.add_argument("--out", required=True, help="output folder for shards/, manifest.json, rejects.parquet")
+    parser.add_argument("--codec", choices=CODEC_NAMES, default="mel", help="latent codec (default: mel)")
+    parser.add_argument("--codec-checkpoint", default=None, help="EnCodec weights file (default: torch hub cache)")
+    parser.add_argument("--segment-seconds", type=float, default=16.0, help="window length (default: 16)")
+    parser.add_argument("--hop-seconds", type=float, default=None, help="distance between windows (default: segment)")
+    parser.add_argument(
+        "--tail",
+        choices=("drop", "pad"),
+        default="drop",
+        help="audio after the last full window: drop it, or pad a last window with zeros (default: drop)",
+    )
+    parser.add_argument("--min-tail-seconds", type=float, default=None, help="shortest tail --tail pad keeps (default: half a segment)")
+    parser.add_argument("--latent-dtype", choices=LATENT_DTYPES, default="float32", help="stored latent precision")
+    parser.add_argument("--rows-per-shard", type=int, default=64, help="segments per Parquet file (default: 64)")
+    parser.add_argument("--encoder-actors", type=int, default=None, help="encoder actor pool size (default: 1 per GPU, or CPUs/4)")
+    parser.add_argument("--encoder-threads", type=int, default=None, help="torch threads per CPU encoder actor")
+    parser.add_argument("--encode-batch", type=int, default=None, help="segments per encoder call")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_common_arguments(parser)
+
+
+@dataclass
+class Summary:
+    """What a preprocessing run did; printed at the end and returned to callers."""
+
+    out_dir: str
+    pairs_found: int = 0
+    pairs_processed: int = 0
+    pairs_already_done: int = 0
+    files_read: int = 0
+    rejects: list[Reject] = field(default_factory=list)
+    new_rejects: int = 0
+    segments_written: int = 0
+    shards_written: int = 0
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    total_rows: int = 0
+    total_files: int = 0
+    removed_orphans: int = 0
+    invalidated_files: int = 0
+    changed: bool = False
+
+    @property
+    def audio_seconds_per_second(self) -> float:
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
+
+    def report(self) -> str:
+        lines = []
+        if not self.changed and self.segments_written == 0 and self.pairs_processed == 0:
+            lines.append(
+                f"nothing to do: {self.pairs_already_done} pairs already in {self.out_dir} "
+                f"({self.total_rows} segments in {self.total_files} shards)"
+            )
+        else:
+            lines.append(f"preprocessed {self.pairs_processed} pairs into {self.out_dir}")
+        lines += [
+            f"  pairs found        {self.pairs_found} ({self.pairs_processed} processed now, {self.pairs_already_done} already done)",
+            f"  files read         {self.files_read}",
+            f"  files rejected     {len(self.rejects)} ({self.new_rejects} new)",
+        ]
+        for reject in self.rejects[:20]:
+            lines.append(f"    {reject.path}: {reject.reason}")
+        if len(self.rejects) > 20:
+            lines.append(f"    ... and {len(self.rejects) - 20} more in {Path(self.out_dir) / REJECTS}")
+        lines += [
+            f"  segments written   {self.segments_written} in {self.shards_written} shards "
+            f"({self.total_rows} segments in {self.total_files} shards in all)",
+            f"  audio              {self.audio_seconds / 3600:.3f} h of pairs ({human_seconds(self.audio_seconds)})",
+            f"  wall time          {human_seconds(self.wall_seconds)}",
+            f"  throughput         {self.audio_seconds_per_second:.1f} audio-seconds per second",
+        ]
+        if self.removed_orphans or self.invalidated_files:
+            lines.append(
+                f"  recovered          removed {self.removed_orphans} unfinished shards of an interrupted run, "
+                f"{self.invalidated_files} shards of changed pairs"
+            )
+        return "\n".join(lines)
+
+
+def segmenting_from_args(args: argparse.Namespace) -> Segmenting:
+    try:
+        return Segmenting(
+            segment_seconds=args.segment_seconds,
+            hop_seconds=args.hop_seconds,
+            tail=args.tail,
+            min_tail_seconds=args.min_tail_seconds,
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def run(args: argparse.Namespace) -> Summary:
+    """Preprocess; raises ``InputError``/``UsageError``/``CodecUnavailable`` for bad input."""
+    from datasets.preprocess import Resources, run_fusion_pipeline
+
+    started = time.perf_counter()
+    if args.rows_per_shard < 1:
+        raise UsageError(f"--rows-per-shard must be at least 1, got {args.rows_per_shard}")
+    segmenting = segmenting_from_args(args)
+    found = discover_fusion_pairs(args.pairs)  # before Ray: a wrong --pairs costs nothing
+    codec = build_codec(args.codec, checkpoint=args.codec_checkpoint)
+    settings = {
+        "codec": codec.describe(),
+        "segmenting": segmenting.to_dict(),
+        "latent_dtype": args.latent_dtype,
+    }
+    summary = Summary(out_dir=str(args.out), pairs_found=len(found.pairs))
+    with ShardStore(args.out, kind="fusion", settings=settings) as store:
+        checked, probe_rejects = check_pairs(found.pairs, segmenting)
+        pairs = {c.pair.pair_id: c.pair for c in checked}
+        work = store.plan({c.pair.pair_id: c.fingerprint for c in checked})
+        summary.pairs_already_done = sum(1 for c in checked if store.items.get(c.pair.pair_id) and store.items[c.pair.pair_id].complete())
+        summary.removed_orphans, summary.invalidated_files = store.removed_orphans, store.invalidated_files
+        progress = None
+        if work:
+            init_ray(args.num_cpus)
+            resources = Resources.for_cluster(actors=args.encoder_actors, threads=args.encoder_threads, encode_batch=args.encode_batch)
+            progress = run_fusion_pipeline(
+                store=store,
+                work=work,
+                pairs=pairs,
+                codec_name=args.codec,
+                codec=codec,
+                segmenting=segmenting,
+                latent_dtype=args.latent_dtype,
+                rows_per_shard=args.rows_per_shard,
+                resources=resources,
+                on_progress=(lambda p: None) if args.quiet else (lambda p: print(p.line(), file=sys.stderr, flush=True)),
+            )
+        rejects = store.all_rejects(found.rejects + probe_rejects, present={c.pair.pair_id for c in checked})
+        summary.changed = store.finish(rejects) or bool(work)
+        summary.rejects = rejects
+        summary.total_rows = sum(entry["rows"] for entry in store.files.values())
+        summary.total_files = len(store.files)
+    summary.pairs_processed = len(work)
+    if progress is not None:
+        summary.segments_written = progress.rows
+        summary.shards_written = progress.shards
+        summary.audio_seconds = progress.audio_seconds
+        summary.new_rejects = len(progress.decode_rejects)
+        summary.files_read = 2 * len(work) - sum(r.reason.startswith("input:") for r in progress.decode_rejects)
+    summary.wall_seconds = time.perf_counter() - started
+    return summary
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    parser = OneLineParser(prog=prog, description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return parser
+
+
+def command(args: argparse.Namespace) -> int:
+    summary = run(args)
+    print(summary.report())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_main(command, args, PROG)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

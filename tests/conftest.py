@@ -1,0 +1,70 @@
+"""Shared fixtures: one local Ray per test session, generated audio under tmp_path."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+# No test may reach the network or the user's torch hub cache.
+os.environ["JINGLE_OFFLINE"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_torch_hub(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch-home"))
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """The session's one Ray instance (2 CPUs, as on the CI machine)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_address(ray_session) -> str:
+    """Address that a subprocess can join (RAY_ADDRESS) instead of starting its own Ray."""
+    return ray_session.get_runtime_context().gcs_address
+
+
+def tone(seconds: float, sample_rate: int, frequency: float = 220.0, channels: int = 1) -> np.ndarray:
+    t = np.arange(round(seconds * sample_rate)) / sample_rate
+    mono = (0.5 * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
+    return mono if channels == 1 else np.stack([mono * (0.5 + 0.5 * c / channels) for c in range(channels)], axis=1)
+
+
+def write(path: Path, audio: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(str(path), audio, sample_rate, subtype=subtype)
+    return path
+
+
+def write_pair(root: Path, name: str, seconds: float, sample_rate: int = 24_000, frequency: float = 220.0) -> None:
+    write(root / "input" / f"{name}.wav", tone(seconds, sample_rate, frequency), sample_rate)
+    write(root / "target" / f"{name}.wav", tone(seconds, sample_rate, frequency * 1.5), sample_rate)
+
+
+@pytest.fixture(scope="session")
+def encodec_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint file saved from a randomly initialised EnCodec (weights cannot be downloaded)."""
+    import torch
+    from encodec import EncodecModel
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("encodec") / "encodec_24khz-random.th"
+    torch.save(EncodecModel.encodec_model_24khz(pretrained=False).state_dict(), path)
+    return path
+
+
+def copy_tree(source: Path, destination: Path) -> Path:
+    shutil.copytree(source, destination, symlinks=True)
+    return destination

@@ -1,0 +1,140 @@
+"""datasets/audio.py: every WAV flavour libsndfile reads, the checks it misses, segmenting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile
+
+from datasets.audio import AudioError, Segmenting, cut, probe, read_mono, resample
+from tests.conftest import tone, write
+
+SUBTYPES = ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"]
+
+
+@pytest.mark.parametrize("subtype", SUBTYPES)
+def test_reads_every_sample_format(tmp_path, subtype):
+    path = write(tmp_path / "a.wav", tone(1.0, 24_000), 24_000, subtype)
+    audio = read_mono(path, 24_000)
+    assert audio.dtype == np.float32 and audio.shape == (24_000,)
+    tolerance = 0.02 if subtype == "PCM_U8" else 1e-3
+    np.testing.assert_allclose(audio, tone(1.0, 24_000), atol=tolerance)
+
+
+@pytest.mark.parametrize("sample_rate", [8_000, 16_000, 22_050, 44_100, 48_000, 96_000])
+def test_resamples_to_the_codec_rate(tmp_path, sample_rate):
+    path = write(tmp_path / "a.wav", tone(2.0, sample_rate, frequency=440.0), sample_rate)
+    audio = read_mono(path, 24_000)
+    assert abs(len(audio) - 48_000) <= 1
+    # the tone survives resampling: its spectrum peaks at 440 Hz
+    spectrum = np.abs(np.fft.rfft(audio[: 24_000]))
+    assert abs(np.argmax(spectrum) - 440) <= 1
+
+
+@pytest.mark.parametrize("channels", [2, 6])
+def test_downmixes_to_mono(tmp_path, channels):
+    stereo = np.stack([np.full(2400, 0.5 * c / channels, dtype=np.float32) for c in range(channels)], axis=1)
+    path = write(tmp_path / "a.wav", stereo, 24_000, "FLOAT")
+    audio = read_mono(path, 24_000)
+    np.testing.assert_allclose(audio, stereo.mean(axis=1), atol=1e-6)
+
+
+def test_probe_reads_the_header_only(tmp_path):
+    path = write(tmp_path / "a.wav", tone(1.5, 44_100, channels=2), 44_100, "PCM_24")
+    info = probe(path)
+    assert (info.sample_rate, info.channels, info.frames, info.subtype) == (44_100, 2, 66_150, "PCM_24")
+    assert info.seconds == pytest.approx(1.5)
+
+
+def test_truncated_wav_is_caught_from_its_header(tmp_path):
+    path = write(tmp_path / "a.wav", tone(1.0, 24_000), 24_000)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 10_000])
+    # libsndfile itself opens it and just reports fewer frames
+    assert soundfile.info(str(path)).frames < 24_000
+    with pytest.raises(AudioError, match="truncated: header declares 48000 bytes"):
+        probe(path)
+
+
+def test_fewer_frames_read_than_the_header_says_is_truncation(tmp_path):
+    path = write(tmp_path / "a.wav", tone(1.0, 24_000), 24_000)
+    info = probe(path)
+    longer = type(info)(**{**info.__dict__, "frames": info.frames + 500})
+    with pytest.raises(AudioError, match="truncated: header says 24500 frames, read 24000"):
+        read_mono(path, 24_000, info=longer)
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"", "empty file"),
+        (b"this is not audio, just text\n" * 20, "not a readable audio file"),
+        (b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x99\x99" + b"\x00" * 40, "not a readable audio file"),
+    ],
+    ids=["zero-length", "text", "corrupt-header"],
+)
+def test_unreadable_files_are_refused_with_a_reason(tmp_path, content, reason):
+    path = tmp_path / "bad.wav"
+    path.write_bytes(content)
+    with pytest.raises(AudioError, match=reason):
+        probe(path)
+
+
+def test_missing_directory_and_dangling_link(tmp_path):
+    with pytest.raises(AudioError, match="does not exist"):
+        probe(tmp_path / "nowhere.wav")
+    (tmp_path / "folder.wav").mkdir()
+    with pytest.raises(AudioError, match="is a directory"):
+        probe(tmp_path / "folder.wav")
+    (tmp_path / "link.wav").symlink_to(tmp_path / "gone.wav")
+    with pytest.raises(AudioError, match="does not exist"):
+        probe(tmp_path / "link.wav")
+
+
+@pytest.mark.parametrize("value, reason", [(np.nan, "NaN/Inf"), (np.inf, "NaN/Inf"), (0.0, "silent")])
+def test_nan_inf_and_silence_are_refused_on_read(tmp_path, value, reason):
+    audio = np.zeros(24_000, dtype=np.float32) if value == 0.0 else tone(1.0, 24_000)
+    audio[100] = value
+    path = write(tmp_path / "a.wav", audio, 24_000, "FLOAT")
+    with pytest.raises(AudioError, match=reason):
+        read_mono(path, 24_000)
+
+
+def test_resample_identity_and_length():
+    audio = tone(1.0, 44_100)
+    assert resample(audio, 44_100, 44_100) is audio
+    assert len(resample(audio, 44_100, 24_000)) == 24_000
+
+
+class TestSegmenting:
+    def test_drop_keeps_full_windows_only(self):
+        assert Segmenting(segment_seconds=2).bounds(5 * 100, 100) == [(0, 200), (200, 400)]
+
+    def test_hop_overlaps_windows(self):
+        bounds = Segmenting(segment_seconds=2, hop_seconds=1).bounds(5 * 100, 100)
+        assert bounds == [(0, 200), (100, 300), (200, 400), (300, 500)]
+
+    def test_pad_keeps_a_long_enough_tail(self):
+        assert Segmenting(segment_seconds=2, tail="pad").bounds(5 * 100, 100)[-1] == (400, 600)
+        # a 0.5 s tail is shorter than the default minimum (half a segment)
+        assert Segmenting(segment_seconds=2, tail="pad").bounds(450, 100) == [(0, 200), (200, 400)]
+        assert Segmenting(segment_seconds=2, tail="pad", min_tail_seconds=0.5).bounds(450, 100)[-1] == (400, 600)
+
+    def test_shorter_than_one_segment_yields_nothing_when_dropping(self):
+        assert Segmenting(segment_seconds=16).bounds(15 * 24_000, 24_000) == []
+        assert Segmenting(segment_seconds=16).min_seconds() == 16
+        assert Segmenting(segment_seconds=16, tail="pad").min_seconds() == 8
+
+    def test_cut_zero_pads_past_the_end(self):
+        audio = np.arange(1, 451, dtype=np.float32)
+        windows = cut(audio, Segmenting(segment_seconds=2, tail="pad", min_tail_seconds=0.5).bounds(450, 100))
+        assert windows.shape == (3, 200)
+        assert windows[2, 49] == 450 and not windows[2, 50:].any()
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [{"segment_seconds": 0}, {"hop_seconds": -1}, {"tail": "keep"}, {"segment_seconds": 2, "min_tail_seconds": 3}],
+    )
+    def test_bad_settings_are_refused(self, kwargs):
+        with pytest.raises(ValueError):
+            Segmenting(**kwargs)
