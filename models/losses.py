@@ -1,0 +1,504 @@
+"""Losses of the fusion model, as modules or pure functions returning named terms.
+
+``FusionLoss`` is the one place that combines them, from a ``LossWeights`` config:
+
+    total = loss_weight_spectral * (loss_weight_input * spectral(out, in)
+                                    + loss_weight_target * spectral(out, tgt))
+          + mask_reg_weight * novelty          (design note 004)
+          + corr_weight * corr_cost            (design note 003)
+          + gan_weight * gan                   (EnCodec's MS-STFT discriminator, optional)
+
+Each codec says which domain its losses live in (``loss_domain``): EnCodec decodes
+differentiably, so the losses are taken on decoded audio as the notes do; the mel codec's
+Griffin-Lim decoder passes no gradient, so the losses are taken on its log-mel frames.
+
+Shape letters: B batch, D latent channels (mel bins for the mel codec), T frames,
+S samples, N envelope points (``parts``), K discriminator scales.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable, Mapping, Sequence
+
+import auraloss
+import torch
+import torch.nn.functional as F
+from encodec.msstftd import MultiScaleSTFTDiscriminator
+from torch import nn
+
+NOVELTY_THRESHOLD = 0.7
+ENVELOPE_PARTS = 250  # note 003: 384,000 samples / 250 = 1,536 samples ≈ 64 ms at 24 kHz
+CORRELATION_CLAMP = 0.999  # note 003: caps the cost at -ln(0.001) ≈ 6.91
+DOMAINS = ("audio", "mel")
+
+
+@dataclass
+class NoveltyTerms:
+    """Novelty regularisation (design note 004).
+
+    Attributes:
+        loss: scalar, ``mean_b relu(cos(out, in) - t) + relu(cos(out, tgt) - t)``.
+        similarity_to_input: scalar, batch mean of the cosine similarity to the input.
+        similarity_to_target: scalar, batch mean of the cosine similarity to the target.
+    """
+
+    loss: torch.Tensor
+    similarity_to_input: torch.Tensor
+    similarity_to_target: torch.Tensor
+
+
+def novelty_loss(
+    output: torch.Tensor, input: torch.Tensor, target: torch.Tensor, *, threshold: float = NOVELTY_THRESHOLD
+) -> NoveltyTerms:
+    """Penalise an output whose latents are too close to either source.
+
+    Each latent is flattened per example ([B, D*T]) before the cosine similarity, so the
+    measure is of the whole clip, not frame by frame.
+
+    Args:
+        output, input, target: [B, D, T] latents of the same shape.
+        threshold: similarity allowed for free (0.7 in the notes).
+    """
+    if not (output.shape == input.shape == target.shape):
+        raise ValueError(f"novelty_loss needs equal shapes, got {tuple(output.shape)}, {tuple(input.shape)}, {tuple(target.shape)}")
+    flat_output = output.flatten(1)  # [B, D*T]
+    to_input = F.cosine_similarity(flat_output, input.flatten(1), dim=1)  # [B]
+    to_target = F.cosine_similarity(flat_output, target.flatten(1), dim=1)  # [B]
+    loss = (F.relu(to_input - threshold) + F.relu(to_target - threshold)).mean()
+    return NoveltyTerms(loss, to_input.mean(), to_target.mean())
+
+
+# --------------------------------------------------------------------------- anti-modulation correlation (note 003)
+
+
+@dataclass
+class CorrelationTerms:
+    """Anti-modulation correlation cost (design note 003).
+
+    Attributes:
+        cost: scalar, ``mean_b -ln(1 - clamp(|corr_in|, 0, 0.999)) - ln(1 - clamp(|corr_tgt|, 0, 0.999))``.
+        corr_input: scalar, batch mean of the signed envelope correlation output-input.
+        corr_target: scalar, batch mean of the signed envelope correlation output-target.
+    """
+
+    cost: torch.Tensor
+    corr_input: torch.Tensor
+    corr_target: torch.Tensor
+
+
+def envelope(audio: torch.Tensor, parts: int = ENVELOPE_PARTS) -> torch.Tensor:
+    """Amplitude envelope of note 003: the max of |x| over ``parts`` equal segments.
+
+    As in the notes, the ``S % parts`` samples at the end are dropped (at most one
+    segment's worth, < 0.4% of a 16 s clip).
+
+    Args:
+        audio: [B, 1, S] or [B, S] waveform, S >= parts.
+    Returns:
+        [B, N] with N = parts.
+    """
+    if audio.dim() == 3 and audio.shape[1] == 1:
+        audio = audio[:, 0]  # [B, S]
+    if audio.dim() != 2:
+        raise ValueError(f"envelope expects [B, 1, S] or [B, S] audio, got {tuple(audio.shape)}")
+    if parts < 2 or audio.shape[1] < parts:
+        raise ValueError(f"envelope needs 2 <= parts <= samples, got parts={parts} for {audio.shape[1]} samples")
+    segment = audio.shape[1] // parts
+    segments = audio[:, : segment * parts].abs().reshape(audio.shape[0], parts, segment)  # [B, N, S/N]
+    return segments.amax(dim=2)  # [B, N]
+
+
+def frame_envelope(log_mel: torch.Tensor, parts: int = ENVELOPE_PARTS) -> torch.Tensor:
+    """Envelope of log-mel frames, the mel-domain stand-in for ``envelope``.
+
+    The frame energy is ``logsumexp`` over the mel bins (the log of the summed mel
+    magnitudes): it stays finite and its gradient bounded for any output the model writes,
+    where the plain sum of ``exp`` overflows on large outputs; a monotone map of the
+    energy keeps a copied envelope strongly correlated.
+
+    The energies are max-pooled into ``parts`` adaptive segments (4 or 5 frames each for
+    a 16 s clip at 75 frames/s) rather than trimmed to equal ones as ``envelope`` does:
+    trimming 1,200 frames to 250 × 4 would drop the last 200 frames (2.7 s). With fewer
+    frames than ``parts`` there is nothing to pool, so the energies are linearly
+    interpolated to ``parts`` points instead.
+
+    Args:
+        log_mel: [B, D, T] natural-log mel magnitudes.
+    Returns:
+        [B, N] with N = parts.
+    """
+    if log_mel.dim() != 3:
+        raise ValueError(f"frame_envelope expects [B, D, T] log-mel frames, got {tuple(log_mel.shape)}")
+    if parts < 2:
+        raise ValueError(f"frame_envelope needs parts >= 2, got {parts}")
+    energy = torch.logsumexp(log_mel, dim=1)[:, None]  # [B, 1, T]
+    if energy.shape[-1] < parts:
+        return F.interpolate(energy, size=parts, mode="linear", align_corners=True)[:, 0]  # [B, N]
+    return F.adaptive_max_pool1d(energy, parts)[:, 0]  # [B, N]
+
+
+def pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation per row, the formula of note 003 (n - 1 normalisation, 1e-8).
+
+    Args:
+        x, y: [B, N] with N >= 2.
+    Returns:
+        [B] in [-1, 1].
+    """
+    if x.shape != y.shape or x.dim() != 2 or x.shape[1] < 2:
+        raise ValueError(f"pearson expects two [B, N>=2] tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
+    n = x.shape[1]
+    x_centered = x - x.mean(dim=1, keepdim=True)
+    y_centered = y - y.mean(dim=1, keepdim=True)
+    covariance = (x_centered * y_centered).sum(dim=1) / (n - 1)
+    # The clamp leaves every value as the notes compute it (sqrt(tiny) ~ 1e-19 is lost
+    # next to the 1e-8) but stops sqrt'(0) = inf turning a flat envelope's gradient to NaN.
+    tiny = torch.finfo(x.dtype).tiny
+    std_x = torch.sqrt(((x_centered**2).sum(dim=1) / (n - 1)).clamp_min(tiny))
+    std_y = torch.sqrt(((y_centered**2).sum(dim=1) / (n - 1)).clamp_min(tiny))
+    corr = covariance / (std_x * std_y + 1e-8)
+    return torch.clamp(corr, -1.0, 1.0)
+
+
+def correlation_cost(input_env: torch.Tensor, target_env: torch.Tensor, output_env: torch.Tensor) -> CorrelationTerms:
+    """Note 003's cost: -ln(1 - |corr|) for input and for target, summed, batch mean.
+
+    |corr| is clamped to [0, 0.999] as the notes do, so the cost tops out at 6.91 and
+    passes no gradient once an envelope correlates above 0.999.
+
+    Args:
+        input_env, target_env, output_env: [B, N] envelopes (``envelope`` or ``frame_envelope``).
+    """
+    corr_input = pearson(input_env, output_env)  # [B]
+    corr_target = pearson(target_env, output_env)  # [B]
+    cost_input = -torch.log(1.0 - corr_input.abs().clamp(0.0, CORRELATION_CLAMP))
+    cost_target = -torch.log(1.0 - corr_target.abs().clamp(0.0, CORRELATION_CLAMP))
+    return CorrelationTerms((cost_input + cost_target).mean(), corr_input.mean(), corr_target.mean())
+
+
+def modulation_correlation(
+    input_audio: torch.Tensor, target_audio: torch.Tensor, output_audio: torch.Tensor, *, parts: int = ENVELOPE_PARTS
+) -> CorrelationTerms:
+    """Note 003's ``compute_modulation_correlation`` on [B, 1, S] waveforms."""
+    return correlation_cost(envelope(input_audio, parts), envelope(target_audio, parts), envelope(output_audio, parts))
+
+
+# --------------------------------------------------------------------------- spectral
+
+
+class MultiResolutionSpectralLoss(nn.Module):
+    """Multi-resolution STFT loss on audio (auraloss: spectral convergence + log-magnitude L1).
+
+    The default resolutions (FFT 512/1024/2048, hop a quarter of the FFT) span ~21 to
+    ~85 ms windows at 24 kHz: short ones for drum transients, long ones for pitch.
+
+    Args (forward):
+        output, reference: [B, 1, S] waveforms.
+    Returns:
+        scalar loss, averaged over the resolutions.
+    """
+
+    def __init__(
+        self,
+        *,
+        fft_sizes: Sequence[int] = (512, 1024, 2048),
+        hop_sizes: Sequence[int] | None = None,
+        win_lengths: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        fft_sizes = list(fft_sizes)
+        hop_sizes = list(hop_sizes) if hop_sizes is not None else [size // 4 for size in fft_sizes]
+        win_lengths = list(win_lengths) if win_lengths is not None else list(fft_sizes)
+        if not fft_sizes or not (len(fft_sizes) == len(hop_sizes) == len(win_lengths)):
+            raise ValueError(
+                f"need as many hop sizes and window lengths as FFT sizes, got {fft_sizes}, {hop_sizes}, {win_lengths}"
+            )
+        self.stft_loss = auraloss.freq.MultiResolutionSTFTLoss(
+            fft_sizes=fft_sizes, hop_sizes=hop_sizes, win_lengths=win_lengths
+        )
+
+    def forward(self, output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        return self.stft_loss(output, reference)
+
+
+class MultiResolutionLogMelLoss(nn.Module):
+    """L1 between log-mel frames at several time resolutions (the mel codec's spectral loss).
+
+    The mel codec decodes with Griffin-Lim, which passes no gradient, so the spectral loss
+    is taken on the frames themselves. They already are a log-magnitude spectrogram, so an
+    L1 on them is the log-magnitude half of a multi-resolution STFT loss; the resolutions
+    come from average-pooling the frames in time (by 1, 2, 4 frames: 13, 27, 53 ms at
+    75 frames/s), which lets coarse scales reward the right spectral shape even where the
+    fine timing differs.
+
+    Args (forward):
+        output, reference: [B, D, T] natural-log mel frames.
+    Returns:
+        scalar loss, averaged over the resolutions.
+    """
+
+    def __init__(self, *, pool_sizes: Sequence[int] = (1, 2, 4)) -> None:
+        super().__init__()
+        if not pool_sizes or any(size < 1 for size in pool_sizes):
+            raise ValueError(f"pool_sizes must be positive frame counts, got {tuple(pool_sizes)}")
+        self.pool_sizes = tuple(pool_sizes)
+
+    def forward(self, output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        losses = [
+            # ceil_mode keeps the last, partial window (averaged over the frames it has)
+            F.l1_loss(F.avg_pool1d(output, size, ceil_mode=True), F.avg_pool1d(reference, size, ceil_mode=True))
+            for size in self.pool_sizes
+        ]
+        return torch.stack(losses).mean()
+
+
+def rms_difference(output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """sqrt(mean((output - reference)²)) over everything: note 000's rms_in / rms_tgt."""
+    return torch.sqrt(F.mse_loss(output, reference))
+
+
+# --------------------------------------------------------------------------- GAN (EnCodec's MS-STFT discriminator)
+
+
+def build_discriminator(filters: int = 32, **kwargs: Any) -> MultiScaleSTFTDiscriminator:
+    """EnCodec's multi-scale STFT discriminator (FFT 1024/2048/512); kwargs go to it.
+
+    Its forward maps [B, 1, S] audio (S >= the largest FFT) to ``(logits, feature_maps)``:
+    one logit map [B, 1, T', F'] per scale K, and per scale a list of 5 feature maps.
+    """
+    if filters < 1:
+        raise ValueError(f"filters must be positive, got {filters}")
+    return MultiScaleSTFTDiscriminator(filters=filters, **kwargs)
+
+
+def hinge_generator_loss(fake_logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """EnCodec's adversarial generator loss: mean over scales of mean(relu(1 - D_k(fake)))."""
+    return torch.stack([F.relu(1.0 - logits).mean() for logits in fake_logits]).mean()
+
+
+def hinge_discriminator_loss(real_logits: Sequence[torch.Tensor], fake_logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """EnCodec's discriminator loss: mean over scales of mean(relu(1 - D_k(real))) + mean(relu(1 + D_k(fake)))."""
+    if len(real_logits) != len(fake_logits):
+        raise ValueError(f"need logits of as many scales for real and fake, got {len(real_logits)} and {len(fake_logits)}")
+    per_scale = [F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean() for real, fake in zip(real_logits, fake_logits)]
+    return torch.stack(per_scale).mean()
+
+
+def feature_matching_loss(
+    real_feature_maps: Sequence[Sequence[torch.Tensor]], fake_feature_maps: Sequence[Sequence[torch.Tensor]]
+) -> torch.Tensor:
+    """EnCodec's relative feature-matching L1: mean over scales and layers of
+    mean|real - fake| / mean|real|, with the real features detached.
+
+    Not part of ``FusionLoss``: a fusion has no real counterpart, and matching the features
+    of the input or the target would reward copying it. It is here for a reconstruction
+    stage where there is one.
+    """
+    terms = [
+        F.l1_loss(fake, real.detach()) / (real.detach().abs().mean() + 1e-8)
+        for real_scale, fake_scale in zip(real_feature_maps, fake_feature_maps, strict=True)
+        for real, fake in zip(real_scale, fake_scale, strict=True)
+    ]
+    return torch.stack(terms).mean()
+
+
+def discriminator_loss(discriminator: nn.Module, real_audio: torch.Tensor, fake_audio: torch.Tensor) -> torch.Tensor:
+    """Hinge loss for the discriminator's own update; the fake audio is detached so that
+    this step trains the discriminator only.
+
+    Args:
+        real_audio, fake_audio: [B, 1, S] waveforms.
+    """
+    real_logits, _ = discriminator(real_audio)
+    fake_logits, _ = discriminator(fake_audio.detach())
+    return hinge_discriminator_loss(real_logits, fake_logits)
+
+
+# --------------------------------------------------------------------------- weights and the combined loss
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the fusion losses; defaults are the design notes' recommendations.
+
+    Attributes:
+        loss_weight_spectral: 0.01 (note 004): keeps the output musical without pulling it
+            back onto either source, which would undo the novelty and correlation terms.
+        loss_weight_input: 1.0 (note 000): input and target count alike in the spectral
+            loss, so neither source dominates (rms_in and rms_tgt should stay balanced).
+        loss_weight_target: 1.0 (note 000), as above.
+        mask_reg_weight: 0.1 (notes 003, 004): the novelty regularisation.
+        corr_weight: 0.5 (note 003): copying an envelope (cost ≈ 2) then costs ~16× what
+            an independent one (≈ 0.12) does, without dominating the other terms.
+        gan_weight: 0.0, off: the GAN is optional (note 004); 0.01 when on, so it refines
+            quality without dominating.
+    """
+
+    loss_weight_spectral: float = 0.01
+    loss_weight_input: float = 1.0
+    loss_weight_target: float = 1.0
+    mask_reg_weight: float = 0.1
+    corr_weight: float = 0.5
+    gan_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{field.name} must be a finite number >= 0, got {value!r}")
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> LossWeights:
+        """Build from a config mapping; keys left out keep their defaults."""
+        known = {field.name for field in fields(cls)}
+        for key in values:
+            if key not in known:
+                raise ValueError(f"unknown loss weight {key!r}; known: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+@dataclass
+class LossResult:
+    """What ``FusionLoss`` returns.
+
+    Attributes:
+        total: scalar to back-propagate.
+        terms: every term by name, scalars: ``spectral``, ``spectral_input``,
+            ``spectral_target``, ``rms_in``, ``rms_tgt``, ``corr_cost``, ``corr_input``,
+            ``corr_target``; ``novelty``, ``similarity_to_input``, ``similarity_to_target``
+            when novelty is known; ``gan`` when a discriminator was passed.
+    """
+
+    total: torch.Tensor
+    terms: dict[str, torch.Tensor]
+
+    def scalars(self) -> dict[str, float]:
+        """``total`` and every term as plain floats, for logging."""
+        return {"total": float(self.total.detach()), **{name: float(value.detach()) for name, value in self.terms.items()}}
+
+
+def loss_domain(codec: Any) -> str:
+    """``"audio"`` for a codec whose decoder passes gradients (EnCodec), else ``"mel"``."""
+    return "audio" if codec.differentiable_decode else "mel"
+
+
+# domain -> (spectral loss builder, envelope of one signal)
+_DOMAIN_PARTS: dict[str, tuple[Callable[[], nn.Module], Callable[[torch.Tensor, int], torch.Tensor]]] = {
+    "audio": (MultiResolutionSpectralLoss, envelope),
+    "mel": (MultiResolutionLogMelLoss, frame_envelope),
+}
+
+
+class FusionLoss(nn.Module):
+    """The fusion model's loss: every term of the notes, combined from ``LossWeights``.
+
+    Args:
+        weights: the loss weights.
+        domain: ``"audio"`` (output, input, target are [B, 1, S] decoded audio) or
+            ``"mel"`` ([B, D, T] log-mel frames); ``loss_domain(codec)`` picks it.
+        parts: envelope segments of the correlation cost (250 in note 003).
+    """
+
+    def __init__(self, weights: LossWeights = LossWeights(), *, domain: str, parts: int = ENVELOPE_PARTS) -> None:
+        super().__init__()
+        if domain not in DOMAINS:
+            raise ValueError(f"loss domain must be one of {DOMAINS}, got {domain!r}")
+        self.weights = weights
+        self.domain = domain
+        self.parts = parts
+        spectral_builder, self._envelope = _DOMAIN_PARTS[domain]
+        self.spectral = spectral_builder()
+
+    @property
+    def needs_discriminator(self) -> bool:
+        return self.weights.gan_weight > 0
+
+    def forward(
+        self,
+        output: torch.Tensor,
+        input: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        novelty: NoveltyTerms | None = None,
+        discriminator: nn.Module | None = None,
+    ) -> LossResult:
+        """Every term, and their weighted total.
+
+        Args:
+            output, input, target: tensors of one shape, [B, 1, S] audio or [B, D, T]
+                log-mel frames (see ``domain``).
+            novelty: ``novelty_loss`` of the latents. In the mel domain the frames are the
+                latents, so it is computed here when not given; in the audio domain it must
+                be given unless ``mask_reg_weight`` is 0.
+            discriminator: the MS-STFT discriminator (audio domain only); the ``gan`` term
+                is computed only when one is passed. Its parameters receive gradients from
+                this loss too: the training step zeroes them before the discriminator's update.
+        """
+        self._check_inputs(output, input, target, discriminator)
+        weights = self.weights
+        terms: dict[str, torch.Tensor] = {}
+
+        spectral_input = self.spectral(output, input)
+        spectral_target = self.spectral(output, target)
+        terms["spectral"] = weights.loss_weight_input * spectral_input + weights.loss_weight_target * spectral_target
+        terms["spectral_input"] = spectral_input
+        terms["spectral_target"] = spectral_target
+        with torch.no_grad():  # reported, not weighted
+            terms["rms_in"] = rms_difference(output, input)
+            terms["rms_tgt"] = rms_difference(output, target)
+
+        if novelty is None and self.domain == "mel":
+            novelty = novelty_loss(output, input, target)
+        if novelty is None and weights.mask_reg_weight > 0:
+            raise ValueError(
+                f"mask_reg_weight is {weights.mask_reg_weight} but no novelty terms were given: "
+                "pass novelty=novelty_loss(output_latents, input_latents, target_latents)"
+            )
+        if novelty is not None:
+            terms["novelty"] = novelty.loss
+            terms["similarity_to_input"] = novelty.similarity_to_input
+            terms["similarity_to_target"] = novelty.similarity_to_target
+
+        correlation = correlation_cost(
+            self._envelope(input, self.parts), self._envelope(target, self.parts), self._envelope(output, self.parts)
+        )
+        terms["corr_cost"] = correlation.cost
+        terms["corr_input"] = correlation.corr_input
+        terms["corr_target"] = correlation.corr_target
+
+        if discriminator is not None:
+            fake_logits, _ = discriminator(output)
+            terms["gan"] = hinge_generator_loss(fake_logits)
+
+        weighted = [
+            (weights.loss_weight_spectral, "spectral"),
+            (weights.mask_reg_weight, "novelty"),
+            (weights.corr_weight, "corr_cost"),
+            (weights.gan_weight, "gan"),
+        ]
+        total = output.new_zeros(())
+        for weight, name in weighted:
+            # a zero weight adds nothing, not 0 * term: 0 * inf would make the total NaN
+            if weight > 0 and name in terms:
+                total = total + weight * terms[name]
+        return LossResult(total, terms)
+
+    def _check_inputs(
+        self, output: torch.Tensor, input: torch.Tensor, target: torch.Tensor, discriminator: nn.Module | None
+    ) -> None:
+        if not (output.shape == input.shape == target.shape):
+            raise ValueError(
+                f"FusionLoss needs output, input and target of one shape, got "
+                f"{tuple(output.shape)}, {tuple(input.shape)}, {tuple(target.shape)}"
+            )
+        if self.domain == "audio" and (output.dim() != 3 or output.shape[1] != 1):
+            raise ValueError(f"the audio-domain FusionLoss expects [B, 1, S] audio, got {tuple(output.shape)}")
+        if self.domain == "mel" and output.dim() != 3:
+            raise ValueError(f"the mel-domain FusionLoss expects [B, D, T] log-mel frames, got {tuple(output.shape)}")
+        if self.domain == "mel" and discriminator is not None:
+            raise ValueError("the MS-STFT discriminator judges audio; the mel domain has no differentiable audio to give it")
