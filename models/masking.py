@@ -197,9 +197,10 @@ def apply_complementary_mask(
         one-line description.
     """
     _check_latents(input, target)
-    batch, channels, frames = input.shape
+    channels = input.shape[1]
     if config.strategy == "none":
         ones = torch.ones_like(input)  # [B, D, T]
+        # two tensors, so that a caller editing one mask in place leaves the other alone
         return MaskedPair(input, target, ones, ones.clone(), describe(config, channels))
 
     input_mask = _input_mask(input, config, generator=generator, energy=energy)  # [B, D, T] float32
@@ -357,7 +358,9 @@ def _split_count(fraction: float, channels: int) -> int:
 
 
 def _blend(latents: torch.Tensor, mask: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-    return fill + mask * (latents - fill)  # [B, D, T]
+    # lerp, not fill + mask * (latents - fill): it returns the latent bit for bit where
+    # the mask is 1 and the fill where it is 0
+    return torch.lerp(fill, latents, mask)  # [B, D, T]
 
 
 def _check_latents(input: torch.Tensor, target: torch.Tensor) -> None:

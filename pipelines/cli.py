@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from pipelines import demo, preprocess_fusion
+from pipelines import demo, masks, models, preprocess_fusion
 from pipelines.common import OneLineParser, run_main
 
 
@@ -21,6 +21,14 @@ def build_parser() -> OneLineParser:
     fusion = targets.add_parser("fusion", help="fusion pairs (input/, target/)", description=preprocess_fusion.__doc__.splitlines()[0])
     preprocess_fusion.add_arguments(fusion)
     fusion.set_defaults(handler=preprocess_fusion.command, prog=preprocess_fusion.PROG)
+
+    masks_parser = commands.add_parser("masks", help="one PNG per masking strategy", description=masks.__doc__.splitlines()[0])
+    masks.add_arguments(masks_parser)
+    masks_parser.set_defaults(handler=masks.command, prog=masks.PROG)
+
+    models_parser = commands.add_parser("models", help="model summaries", description=models.__doc__.splitlines()[0])
+    models.add_arguments(models_parser)
+    models_parser.set_defaults(handler=models.command, prog=models.PROG)
     return parser
 
 

@@ -1,0 +1,291 @@
+"""Cascade fusion model: transformer stage 1, a creative agent, transformer stage 2.
+
+Shape letters: B batch, D latent channels, T frames, W window frames, P window pairs,
+E transformer width.
+
+    input [B, D, T] --(anti-cheating noise, training only)--> stage 1 --> context [B, D, T]
+    agent(context, target)  --> creative [B, D, T]          (compositional)
+                            --> P x creative [B, D, W]      (adaptive window)
+    stage 2(concat(creative, context window)) --> output, one per creative latent
+
+Choices where the design notes are silent:
+
+- Stage 1 reads the input latent only; the target reaches the model through the agent,
+  so the agent is where the two are combined (the notes' cascade).
+- Stage 2 reads the agent's output concatenated with the stage-1 context at the same
+  frames (for the adaptive agent, the context window the agent itself composed from), so
+  that it refines the composition with the input's structure in view instead of having to
+  rebuild it from the agent's 128 channels alone.
+- ``num_stages=1`` is the single-stage baseline: one stage reads input and target
+  concatenated ([B, 2D, T]) and no agent is used. Only 1 and 2 stages exist.
+- ``anti_cheating`` adds Gaussian noise of that many standard deviations (of each example's
+  input latent) to the input in training, so the model cannot copy the input through.
+- Every output comes with the reference latents it should be compared with: the input
+  and target themselves, or, for the adaptive agent, the raw input and target windows
+  sampled where the agent looked (same starts and ratios, before tonality reduction), so
+  that the losses compare like with like.
+- Novelty (note 004) is measured between each final output and its references, and
+  averaged over pairs, as the notes average the pair losses.
+
+Parameter counts at the defaults (``jingle models summary`` prints them): two stages of
+4 layers at E=512 are 25.5M; with the compositional agent (14.6M) 40.1M, with the adaptive
+window agent (21.3M: window selector 6.7M on top) 46.8M; the single-stage baseline 12.8M.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from models.adaptive_window import AdaptiveWindowConfig, AdaptiveWindowCreativeAgent
+from models.compositional import (
+    COMPONENT_NAMES,
+    CompositionalConfig,
+    CompositionalCreativeAgent,
+    sinusoidal_positions,
+)
+from models.losses import NoveltyTerms, novelty_loss
+
+AGENTS = ("none", "compositional", "adaptive_window")
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    """Everything needed to rebuild a fusion model (stored in every checkpoint).
+
+    Args:
+        latent_dim: codec channels D.
+        model_dim: transformer width E of each stage.
+        heads, layers_per_stage, feedforward_dim, dropout: each stage's transformer.
+        num_stages: 2 (stage 1, agent, stage 2) or 1 (single stage, no agent).
+        agent: ``"compositional"`` or ``"adaptive_window"`` with 2 stages, ``"none"`` with 1.
+        anti_cheating: input noise in training, in standard deviations of the input.
+        compositional: the compositional agent's config (also the shared agent inside the
+            adaptive window agent).
+        adaptive_window: window selection settings (its ``compositional`` is replaced by
+            the one above, so there is one source of truth).
+    """
+
+    latent_dim: int = 128
+    model_dim: int = 512
+    heads: int = 8
+    layers_per_stage: int = 4
+    feedforward_dim: int = 2048
+    dropout: float = 0.1
+    num_stages: int = 2
+    agent: str = "compositional"
+    anti_cheating: float = 0.0
+    compositional: CompositionalConfig = field(default_factory=CompositionalConfig)
+    adaptive_window: AdaptiveWindowConfig = field(default_factory=AdaptiveWindowConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.compositional, Mapping):
+            object.__setattr__(self, "compositional", CompositionalConfig.from_dict(self.compositional))
+        if isinstance(self.adaptive_window, Mapping):
+            values = {key: value for key, value in self.adaptive_window.items() if key != "compositional"}
+            object.__setattr__(self, "adaptive_window", AdaptiveWindowConfig.from_dict({**values, "compositional": self.compositional}))
+        elif self.adaptive_window.compositional != self.compositional:
+            object.__setattr__(
+                self, "adaptive_window", AdaptiveWindowConfig.from_dict({**_shallow(self.adaptive_window), "compositional": self.compositional})
+            )
+        for name in ("latent_dim", "model_dim", "heads", "layers_per_stage", "feedforward_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.model_dim % self.heads:
+            raise ValueError(f"model_dim ({self.model_dim}) must be divisible by heads ({self.heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.agent not in AGENTS:
+            raise ValueError(f"agent must be one of {AGENTS}, got {self.agent!r}")
+        if self.num_stages not in (1, 2):
+            raise ValueError(f"num_stages must be 1 or 2, got {self.num_stages!r}")
+        if (self.num_stages == 1) != (self.agent == "none"):
+            raise ValueError(
+                f"num_stages={self.num_stages} needs agent={'none' if self.num_stages == 1 else 'compositional or adaptive_window'}, "
+                f"got agent={self.agent!r}"
+            )
+        if not self.anti_cheating >= 0.0:
+            raise ValueError(f"anti_cheating must be non-negative, got {self.anti_cheating}")
+        if self.compositional.latent_dim != self.latent_dim:
+            raise ValueError(f"compositional.latent_dim ({self.compositional.latent_dim}) must equal latent_dim ({self.latent_dim})")
+
+    @property
+    def output_frames_from_input(self) -> bool:
+        """Whether outputs have the input's frame count (else ``adaptive_window.window_frames``)."""
+        return self.agent != "adaptive_window"
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["adaptive_window"] = self.adaptive_window.to_dict()
+        values["adaptive_window"].pop("compositional")  # one source of truth: the field above
+        return values
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "CascadeConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown CascadeConfig key(s) {unknown}; known keys are {sorted(known)}")
+        return cls(**values)
+
+
+def _shallow(config: AdaptiveWindowConfig) -> dict[str, Any]:
+    return {f.name: getattr(config, f.name) for f in fields(config)}
+
+
+class TransformerStage(nn.Module):
+    """Linear in -> sinusoidal positions -> TransformerEncoder -> linear out, over frames."""
+
+    def __init__(self, *, in_channels: int, out_channels: int, config: CascadeConfig) -> None:
+        super().__init__()
+        self.project_in = nn.Linear(in_channels, config.model_dim)
+        layer = nn.TransformerEncoderLayer(
+            d_model=config.model_dim,
+            nhead=config.heads,
+            dim_feedforward=config.feedforward_dim,
+            dropout=config.dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(layer, num_layers=config.layers_per_stage, enable_nested_tensor=False)
+        self.project_out = nn.Linear(config.model_dim, out_channels)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        """[B, C_in, T] -> [B, C_out, T]."""
+        hidden = self.project_in(latent.transpose(1, 2))  # [B, T, E]
+        hidden = hidden + sinusoidal_positions(hidden.shape[1], hidden.shape[2], device=hidden.device, dtype=hidden.dtype)
+        hidden = self.encoder(hidden)  # [B, T, E]
+        return self.project_out(hidden).transpose(1, 2)  # [B, C_out, T]
+
+
+@dataclass
+class FusionOutput:
+    """What the fusion model returns.
+
+    Attributes:
+        outputs: P latents ([B, D, T] each; P=1 unless the adaptive agent made P pairs).
+        input_references, target_references: per output, the latents it is compared with.
+        novelty: per output, novelty of the output against its references.
+        component_weights: [B, 6] in ``COMPONENT_NAMES`` order (mean over pairs), or None.
+        window_metadata: the adaptive agent's selection per pair, or None.
+        window_selection: the adaptive agent's raw selection tensors ([B, P] each), or None.
+    """
+
+    outputs: list[torch.Tensor]
+    input_references: list[torch.Tensor]
+    target_references: list[torch.Tensor]
+    novelty: list[NoveltyTerms]
+    component_weights: torch.Tensor | None = None
+    window_metadata: dict | None = None
+    window_selection: Any = None
+
+    @property
+    def novelty_mean(self) -> NoveltyTerms:
+        """Novelty averaged over outputs (the notes' mean over pairs)."""
+        return NoveltyTerms(
+            loss=torch.stack([n.loss for n in self.novelty]).mean(),
+            similarity_to_input=torch.stack([n.similarity_to_input for n in self.novelty]).mean(),
+            similarity_to_target=torch.stack([n.similarity_to_target for n in self.novelty]).mean(),
+        )
+
+    def component_weights_by_name(self) -> dict[str, float]:
+        if self.component_weights is None:
+            return {}
+        means = self.component_weights.detach().float().mean(dim=0)
+        return {name: float(value) for name, value in zip(COMPONENT_NAMES, means)}
+
+
+class CascadeFusionModel(nn.Module):
+    """The fusion model; build it with ``build_fusion_model(config)``."""
+
+    def __init__(self, config: CascadeConfig, *, agent: nn.Module | None) -> None:
+        super().__init__()
+        self.config = config
+        dim = config.latent_dim
+        if config.num_stages == 1:
+            self.stage1 = TransformerStage(in_channels=2 * dim, out_channels=dim, config=config)
+            self.stage2 = None
+        else:
+            self.stage1 = TransformerStage(in_channels=dim, out_channels=dim, config=config)
+            self.stage2 = TransformerStage(in_channels=2 * dim, out_channels=dim, config=config)
+        self.agent = agent
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor, *, generator: torch.Generator | None = None) -> FusionOutput:
+        """Fuse an input and a target latent.
+
+        Args:
+            input, target: [B, D, T] (T at least the adaptive window's source length).
+            generator: randomness of the anti-cheating noise (training only).
+        """
+        dim = self.config.latent_dim
+        for name, latent in (("input", input), ("target", target)):
+            if latent.dim() != 3 or latent.shape[1] != dim:
+                raise ValueError(f"{name} must be [B, {dim}, T], got {tuple(latent.shape)}")
+        if input.shape[0] != target.shape[0] or (input.shape[2] != target.shape[2] and self.config.output_frames_from_input):
+            raise ValueError(f"input {tuple(input.shape)} and target {tuple(target.shape)} must share batch and frames")
+        noisy_input = self._anti_cheating(input, generator)
+        if self.config.num_stages == 1:
+            output = self.stage1(torch.cat([noisy_input, target], dim=1))  # [B, D, T]
+            return FusionOutput([output], [input], [target], [novelty_loss(output, input, target)])
+        context = self.stage1(noisy_input)  # [B, D, T]
+        if isinstance(self.agent, AdaptiveWindowCreativeAgent):
+            return self._adaptive(input, target, context)
+        composed = self.agent(context, target)
+        output = self.stage2(torch.cat([composed.latent, context], dim=1))  # [B, D, T]
+        return FusionOutput(
+            outputs=[output],
+            input_references=[input],
+            target_references=[target],
+            novelty=[novelty_loss(output, input, target)],
+            component_weights=composed.component_weights,
+        )
+
+    def _adaptive(self, input: torch.Tensor, target: torch.Tensor, context: torch.Tensor) -> FusionOutput:
+        agent: AdaptiveWindowCreativeAgent = self.agent
+        composed = agent(context, target)
+        selection = composed.selection
+        frames = agent.config.window_frames
+        outputs, input_references, target_references, novelty = [], [], [], []
+        for pair, (creative, context_window) in enumerate(zip(composed.latents, composed.input_windows)):
+            output = self.stage2(torch.cat([creative, context_window], dim=1))  # [B, D, W]
+            input_reference = agent.compressor(input, selection.start_input[:, pair], selection.ratio_input[:, pair], frames=frames)
+            target_reference = agent.compressor(target, selection.start_target[:, pair], selection.ratio_target[:, pair], frames=frames)
+            outputs.append(output)
+            input_references.append(input_reference)
+            target_references.append(target_reference)
+            novelty.append(novelty_loss(output, input_reference, target_reference))
+        weights = torch.stack([pair.component_weights for pair in composed.pair_outputs]).mean(dim=0)  # [B, 6]
+        return FusionOutput(
+            outputs=outputs,
+            input_references=input_references,
+            target_references=target_references,
+            novelty=novelty,
+            component_weights=weights,
+            window_metadata=composed.metadata,
+            window_selection=selection,
+        )
+
+    def _anti_cheating(self, input: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        if not (self.training and self.config.anti_cheating > 0):
+            return input
+        scale = input.detach().flatten(1).std(dim=1).view(-1, 1, 1)  # [B, 1, 1]
+        noise = torch.randn(input.shape, generator=generator, device=input.device, dtype=input.dtype)
+        return input + self.config.anti_cheating * scale * noise
+
+
+def _build_agent(config: CascadeConfig) -> nn.Module | None:
+    if config.agent == "compositional":
+        return CompositionalCreativeAgent(config.compositional)
+    if config.agent == "adaptive_window":
+        return AdaptiveWindowCreativeAgent(config.adaptive_window)
+    return None
+
+
+def build_fusion_model(config: CascadeConfig) -> CascadeFusionModel:
+    """The fusion model for ``config``: the agent is chosen here, not inside the model."""
+    return CascadeFusionModel(config, agent=_build_agent(config))
