@@ -63,7 +63,7 @@ from datasets.pairs import discover_fusion_pairs, fingerprint_files
 from datasets.preprocess import decode_fusion_pairs, encode_windows, write_fusion_shard
 from datasets.shards import ShardStore, fusion_schema, latents_to_numpy, read_manifest, shard_paths
 from datasets.synth import CorpusSpec, write_fusion_corpus
-from models.codecs import Codec, build_codec
+from models.codecs import build_codec
 from pipelines import preprocess_fusion
 from pipelines.common import OneLineParser, init_ray
 

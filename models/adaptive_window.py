@@ -48,7 +48,7 @@ Parameter counts measured at the defaults (D=128, S=50, hidden 512/256, P=3):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 import torch

@@ -41,12 +41,8 @@ import torch
 from torch import nn
 
 from models.adaptive_window import AdaptiveWindowConfig, AdaptiveWindowCreativeAgent
-from models.compositional import (
-    COMPONENT_NAMES,
-    CompositionalConfig,
-    CompositionalCreativeAgent,
-    sinusoidal_positions,
-)
+from models.blocks import FrameTransformer
+from models.compositional import COMPONENT_NAMES, CompositionalConfig, CompositionalCreativeAgent
 from models.losses import NoveltyTerms, novelty_loss
 
 AGENTS = ("none", "compositional", "adaptive_window")
@@ -138,28 +134,25 @@ def _shallow(config: AdaptiveWindowConfig) -> dict[str, Any]:
 
 
 class TransformerStage(nn.Module):
-    """Linear in -> sinusoidal positions -> TransformerEncoder -> linear out, over frames."""
+    """A cascade stage: ``FrameTransformer`` (pre-norm, GELU) and a linear head, over frames."""
 
     def __init__(self, *, in_channels: int, out_channels: int, config: CascadeConfig) -> None:
         super().__init__()
-        self.project_in = nn.Linear(in_channels, config.model_dim)
-        layer = nn.TransformerEncoderLayer(
-            d_model=config.model_dim,
-            nhead=config.heads,
-            dim_feedforward=config.feedforward_dim,
+        self.transformer = FrameTransformer(
+            in_channels=in_channels,
+            model_dim=config.model_dim,
+            heads=config.heads,
+            layers=config.layers_per_stage,
+            feedforward_dim=config.feedforward_dim,
             dropout=config.dropout,
-            activation="gelu",
-            batch_first=True,
             norm_first=True,
+            activation="gelu",
         )
-        self.encoder = nn.TransformerEncoder(layer, num_layers=config.layers_per_stage, enable_nested_tensor=False)
         self.project_out = nn.Linear(config.model_dim, out_channels)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         """[B, C_in, T] -> [B, C_out, T]."""
-        hidden = self.project_in(latent.transpose(1, 2))  # [B, T, E]
-        hidden = hidden + sinusoidal_positions(hidden.shape[1], hidden.shape[2], device=hidden.device, dtype=hidden.dtype)
-        hidden = self.encoder(hidden)  # [B, T, E]
+        hidden = self.transformer(latent)  # [B, T, E]
         return self.project_out(hidden).transpose(1, 2)  # [B, C_out, T]
 
 

@@ -35,13 +35,13 @@ feed-forward 2048, selector hidden 512):
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
+from models.blocks import FrameTransformer, sinusoidal_positions  # noqa: F401 (re-exported)
 from models.losses import NoveltyTerms, novelty_loss
 
 COMPONENT_NAMES = (
@@ -185,18 +185,6 @@ class ComponentSelector(nn.Module):
         return torch.sigmoid(self.mlp(pooled))  # [B, K]
 
 
-def sinusoidal_positions(frames: int, width: int, *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Sinusoidal positional encoding [T, E] (sin on even channels, cos on odd)."""
-    position = torch.arange(frames, device=device, dtype=torch.float32).unsqueeze(1)  # [T, 1]
-    frequency = torch.exp(
-        torch.arange(0, width, 2, device=device, dtype=torch.float32) * (-math.log(10_000.0) / width)
-    )  # [E/2]
-    encoding = torch.zeros(frames, width, device=device, dtype=torch.float32)
-    encoding[:, 0::2] = torch.sin(position * frequency)
-    encoding[:, 1::2] = torch.cos(position * frequency)
-    return encoding.to(dtype)  # [T, E]
-
-
 class ComponentComposer(nn.Module):
     """Transformer that composes the weighted components into a new latent.
 
@@ -206,17 +194,14 @@ class ComponentComposer(nn.Module):
 
     def __init__(self, config: CompositionalConfig) -> None:
         super().__init__()
-        component_channels = len(COMPONENT_NAMES) * config.component_dim
-        self.input_projection = nn.Linear(component_channels, config.model_dim)
-        layer = nn.TransformerEncoderLayer(
-            d_model=config.model_dim,
-            nhead=config.heads,
-            dim_feedforward=config.feedforward_dim,
+        self.transformer = FrameTransformer(
+            in_channels=len(COMPONENT_NAMES) * config.component_dim,
+            model_dim=config.model_dim,
+            heads=config.heads,
+            layers=config.layers,
+            feedforward_dim=config.feedforward_dim,
             dropout=config.dropout,
-            batch_first=True,
         )
-        # enable_nested_tensor only speeds up padded batches; ours are never padded.
-        self.encoder = nn.TransformerEncoder(layer, num_layers=config.layers, enable_nested_tensor=False)
         self.output_head = nn.Sequential(
             nn.Linear(config.model_dim, config.model_dim // 2),
             nn.GELU(),
@@ -225,11 +210,7 @@ class ComponentComposer(nn.Module):
         )
 
     def forward(self, components: torch.Tensor) -> torch.Tensor:
-        hidden = self.input_projection(components.transpose(1, 2))  # [B, T, E]
-        hidden = hidden + sinusoidal_positions(
-            hidden.shape[1], hidden.shape[2], device=hidden.device, dtype=hidden.dtype
-        )
-        hidden = self.encoder(hidden)  # [B, T, E]
+        hidden = self.transformer(components)  # [B, T, E]
         return self.output_head(hidden).transpose(1, 2)  # [B, D, T]
 
 

@@ -11,24 +11,12 @@ from pipelines.common import OneLineParser, run_main
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="jingle", description="Ray pipelines for the fusion and pointer audio models.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    demo_parser = commands.add_parser("demo", help="end-to-end run on generated audio", description=demo.__doc__.splitlines()[0])
-    demo.add_arguments(demo_parser)
-    demo_parser.set_defaults(handler=demo.command, prog=demo.PROG)
-
+    demo.ENTRY_POINT.add_to(commands, "demo", help="end-to-end run on generated audio")
     preprocess = commands.add_parser("preprocess", help="WAV pairs -> latent shards")
     targets = preprocess.add_subparsers(dest="target", required=True, metavar="MODEL")
-    fusion = targets.add_parser("fusion", help="fusion pairs (input/, target/)", description=preprocess_fusion.__doc__.splitlines()[0])
-    preprocess_fusion.add_arguments(fusion)
-    fusion.set_defaults(handler=preprocess_fusion.command, prog=preprocess_fusion.PROG)
-
-    masks_parser = commands.add_parser("masks", help="one PNG per masking strategy", description=masks.__doc__.splitlines()[0])
-    masks.add_arguments(masks_parser)
-    masks_parser.set_defaults(handler=masks.command, prog=masks.PROG)
-
-    models_parser = commands.add_parser("models", help="model summaries", description=models.__doc__.splitlines()[0])
-    models.add_arguments(models_parser)
-    models_parser.set_defaults(handler=models.command, prog=models.PROG)
+    preprocess_fusion.ENTRY_POINT.add_to(targets, "fusion", help="fusion pairs (input/, target/)")
+    masks.ENTRY_POINT.add_to(commands, "masks", help="one PNG per masking strategy")
+    models.ENTRY_POINT.add_to(commands, "models", help="model summaries")
     return parser
 
 

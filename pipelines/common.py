@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import traceback
+from dataclasses import dataclass
 from typing import Callable
 
 from datasets.pairs import InputError
@@ -87,6 +88,42 @@ def run_main(run: Callable[[argparse.Namespace], int | None], args: argparse.Nam
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         print(f"{prog}: internal error: {type(error).__name__}: {first} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    """One pipeline as a command: the same flags under ``jingle`` and ``python -m``.
+
+    Args:
+        prog: the name shown in usage and error lines, e.g. ``"jingle demo"``.
+        doc: the module docstring; its first line is the command's description.
+        add_arguments: adds the command's flags to a parser.
+        command: runs the parsed arguments; returns the exit code.
+    """
+
+    prog: str
+    doc: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    command: Callable[[argparse.Namespace], int | None]
+
+    @property
+    def description(self) -> str:
+        return self.doc.strip().splitlines()[0]
+
+    def build_parser(self) -> OneLineParser:
+        parser = OneLineParser(prog=self.prog, description=self.description)
+        self.add_arguments(parser)
+        return parser
+
+    def add_to(self, commands: argparse._SubParsersAction, name: str, help: str) -> None:
+        """Register as a sub-command of ``jingle``."""
+        parser = commands.add_parser(name, help=help, description=self.description)
+        self.add_arguments(parser)
+        parser.set_defaults(handler=self.command, prog=self.prog)
+
+    def main(self, argv: list[str] | None = None) -> int:
+        args = self.build_parser().parse_args(argv)
+        return run_main(self.command, args, self.prog)
 
 
 def human_seconds(seconds: float) -> str:

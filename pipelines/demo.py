@@ -21,7 +21,7 @@ from pathlib import Path
 from datasets.synth import CorpusSpec, write_fusion_corpus
 from models.codecs import CODEC_NAMES
 from pipelines import preprocess_fusion
-from pipelines.common import OneLineParser, add_common_arguments, run_main
+from pipelines.common import EntryPoint, add_common_arguments
 
 PROG = "jingle demo"
 
@@ -61,15 +61,8 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    parser = OneLineParser(prog=prog, description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_main(command, args, PROG)
+ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, command)
+build_parser, main = ENTRY_POINT.build_parser, ENTRY_POINT.main
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import torch
 from datasets.synth import chords, drums
 from models.codecs import CODEC_NAMES, Codec, build_codec
 from models.masking import STRATEGIES, MaskedPair, MaskingConfig, apply_complementary_mask, frame_energy
-from pipelines.common import OneLineParser, UsageError, run_main
+from pipelines.common import EntryPoint, UsageError
 
 PROG = "jingle masks"
 
@@ -143,15 +143,8 @@ def plot_masks(
     figure.savefig(path, dpi=80)
 
 
-def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    parser = OneLineParser(prog=prog, description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_main(command, args, PROG)
+ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, command)
+build_parser, main = ENTRY_POINT.build_parser, ENTRY_POINT.main
 
 
 if __name__ == "__main__":

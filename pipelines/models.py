@@ -23,7 +23,7 @@ from torch import nn
 
 from models.cascade import AGENTS, CascadeConfig, build_fusion_model
 from models.compositional import parameter_count
-from pipelines.common import OneLineParser, UsageError, add_common_arguments, run_main
+from pipelines.common import EntryPoint, UsageError, add_common_arguments
 
 PROG = "jingle models"
 
@@ -92,15 +92,8 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    parser = OneLineParser(prog=prog, description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_main(command, args, PROG)
+ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, command)
+build_parser, main = ENTRY_POINT.build_parser, ENTRY_POINT.main
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from datasets.audio import Segmenting
 from datasets.pairs import Reject, check_pairs, discover_fusion_pairs
 from datasets.shards import LATENT_DTYPES, REJECTS, ShardStore
 from models.codecs import CODEC_NAMES, build_codec
-from pipelines.common import OneLineParser, UsageError, add_common_arguments, human_seconds, init_ray, run_main
+from pipelines.common import EntryPoint, UsageError, add_common_arguments, human_seconds, init_ray
 
 PROG = "jingle preprocess fusion"
 
@@ -177,21 +177,14 @@ def run(args: argparse.Namespace) -> Summary:
     return summary
 
 
-def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    parser = OneLineParser(prog=prog, description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return parser
-
-
 def command(args: argparse.Namespace) -> int:
     summary = run(args)
     print(summary.report())
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_main(command, args, PROG)
+ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, command)
+build_parser, main = ENTRY_POINT.build_parser, ENTRY_POINT.main
 
 
 if __name__ == "__main__":

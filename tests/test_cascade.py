@@ -80,13 +80,13 @@ def test_single_stage_reads_input_and_target():
     out = model(input, target)
     assert out.outputs[0].shape == (1, 16, 12) and model.agent is None and model.stage2 is None
     out.outputs[0].sum().backward()
-    assert model.stage1.project_in.weight.grad[:, 16:].abs().sum() > 0  # the target's half is used
+    assert model.stage1.transformer.input_projection.weight.grad[:, 16:].abs().sum() > 0  # the target's half is used
 
 
 def test_anti_cheating_noise_only_in_training_and_seeded():
     config = tiny("compositional", anti_cheating=0.5)
     model = build_fusion_model(config)
-    input, target = torch.randn(2, 16, 30), torch.randn(2, 16, 30)
+    input = torch.randn(2, 16, 30)
     model.eval()
     assert torch.equal(model._anti_cheating(input, None), input)
     model.train()
