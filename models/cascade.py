@@ -208,11 +208,22 @@ class CascadeFusionModel(nn.Module):
             self.stage2 = TransformerStage(in_channels=2 * dim, out_channels=dim, config=config)
         self.agent = agent
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor, *, generator: torch.Generator | None = None) -> FusionOutput:
+    def forward(
+        self,
+        input: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        input_reference: torch.Tensor | None = None,
+        target_reference: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> FusionOutput:
         """Fuse an input and a target latent.
 
         Args:
             input, target: [B, D, T] (T at least the adaptive window's source length).
+            input_reference, target_reference: [B, D, T] latents the outputs are compared
+                with (default: ``input`` and ``target``); training passes the unmasked ones
+                when the model sees masked inputs.
             generator: randomness of the anti-cheating noise (training only).
         """
         dim = self.config.latent_dim
@@ -221,42 +232,52 @@ class CascadeFusionModel(nn.Module):
                 raise ValueError(f"{name} must be [B, {dim}, T], got {tuple(latent.shape)}")
         if input.shape[0] != target.shape[0] or (input.shape[2] != target.shape[2] and self.config.output_frames_from_input):
             raise ValueError(f"input {tuple(input.shape)} and target {tuple(target.shape)} must share batch and frames")
+        input_reference = input if input_reference is None else input_reference
+        target_reference = target if target_reference is None else target_reference
         noisy_input = self._anti_cheating(input, generator)
         if self.config.num_stages == 1:
             output = self.stage1(torch.cat([noisy_input, target], dim=1))  # [B, D, T]
-            return FusionOutput([output], [input], [target], [novelty_loss(output, input, target)])
+            novelty = novelty_loss(output, input_reference, target_reference)
+            return FusionOutput([output], [input_reference], [target_reference], [novelty])
         context = self.stage1(noisy_input)  # [B, D, T]
         if isinstance(self.agent, AdaptiveWindowCreativeAgent):
-            return self._adaptive(input, target, context)
+            return self._adaptive(target, context, input_reference, target_reference)
         composed = self.agent(context, target)
         output = self.stage2(torch.cat([composed.latent, context], dim=1))  # [B, D, T]
         return FusionOutput(
             outputs=[output],
-            input_references=[input],
-            target_references=[target],
-            novelty=[novelty_loss(output, input, target)],
+            input_references=[input_reference],
+            target_references=[target_reference],
+            novelty=[novelty_loss(output, input_reference, target_reference)],
             component_weights=composed.component_weights,
         )
 
-    def _adaptive(self, input: torch.Tensor, target: torch.Tensor, context: torch.Tensor) -> FusionOutput:
+    def _adaptive(
+        self, target: torch.Tensor, context: torch.Tensor, input_reference: torch.Tensor, target_reference: torch.Tensor
+    ) -> FusionOutput:
+        """Stage 2 over every window pair; references are sampled where the agent looked."""
         agent: AdaptiveWindowCreativeAgent = self.agent
         composed = agent(context, target)
         selection = composed.selection
         frames = agent.config.window_frames
-        outputs, input_references, target_references, novelty = [], [], [], []
+        outputs, input_windows, target_windows, novelty = [], [], [], []
         for pair, (creative, context_window) in enumerate(zip(composed.latents, composed.input_windows)):
             output = self.stage2(torch.cat([creative, context_window], dim=1))  # [B, D, W]
-            input_reference = agent.compressor(input, selection.start_input[:, pair], selection.ratio_input[:, pair], frames=frames)
-            target_reference = agent.compressor(target, selection.start_target[:, pair], selection.ratio_target[:, pair], frames=frames)
+            input_window = agent.compressor(
+                input_reference, selection.start_input[:, pair], selection.ratio_input[:, pair], frames=frames
+            )  # [B, D, W]
+            target_window = agent.compressor(
+                target_reference, selection.start_target[:, pair], selection.ratio_target[:, pair], frames=frames
+            )  # [B, D, W]
             outputs.append(output)
-            input_references.append(input_reference)
-            target_references.append(target_reference)
-            novelty.append(novelty_loss(output, input_reference, target_reference))
+            input_windows.append(input_window)
+            target_windows.append(target_window)
+            novelty.append(novelty_loss(output, input_window, target_window))
         weights = torch.stack([pair.component_weights for pair in composed.pair_outputs]).mean(dim=0)  # [B, 6]
         return FusionOutput(
             outputs=outputs,
-            input_references=input_references,
-            target_references=target_references,
+            input_references=input_windows,
+            target_references=target_windows,
             novelty=novelty,
             component_weights=weights,
             window_metadata=composed.metadata,

@@ -79,6 +79,16 @@ class Codec(nn.Module):
         """[B, D, T] latents -> [B, 1, T * hop_length] waveform."""
         raise NotImplementedError
 
+    def silence_latent(self) -> torch.Tensor:
+        """[D] latent of silence: the encoding of one second of zeros, averaged over frames.
+
+        What masked-out frames are set to: zero is not silence for every codec (for log-mel
+        it is a loud bin; silence is log(log_floor)).
+        """
+        device = next(iter(self.buffers()), torch.zeros(())).device
+        with torch.no_grad():
+            return self.encode(torch.zeros(1, 1, self.sample_rate, device=device)).mean(dim=-1)[0]  # [D]
+
     def describe(self) -> dict:
         """Plain-JSON description written next to the codec id in manifests."""
         return {
@@ -155,7 +165,8 @@ class MelCodec(Codec):
             power=1.0,
             center=True,
         )
-        self._inverse: nn.Module | None = None
+        self._griffin_lim: nn.Module | None = None
+        self._inverse_mel: torch.Tensor | None = None
 
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         self._check_input(wav)
@@ -171,27 +182,18 @@ class MelCodec(Codec):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         if latents.dim() != 3 or latents.shape[1] != self.dim:
             raise ValueError(f"mel.decode expects [B, {self.dim}, T], got {tuple(latents.shape)}")
-        if self._inverse is None:
-            self._inverse = nn.Sequential(
-                torchaudio.transforms.InverseMelScale(
-                    n_stft=self.config.n_fft // 2 + 1,
-                    n_mels=self.config.n_mels,
-                    sample_rate=self.config.sample_rate,
-                    f_min=self.config.f_min,
-                    f_max=self.config.f_max,
-                    # low mel bands share STFT bins, so the filterbank is rank-deficient:
-                    # gelsd solves it where the default driver refuses.
-                    driver="gelsd",
-                ),
-                torchaudio.transforms.GriffinLim(
-                    n_fft=self.config.n_fft,
-                    hop_length=self.config.hop_length,
-                    power=1.0,
-                    n_iter=self.config.griffin_lim_iters,
-                ),
+        if self._griffin_lim is None:
+            # Inverse mel by a pseudo-inverse computed once: least squares per call
+            # (InverseMelScale) needs the CPU-only 'gelsd' driver for this rank-deficient
+            # filterbank (low mel bands share STFT bins), so it would fail on CUDA.
+            filterbank = self.mel.mel_scale.fb.detach().cpu().double()  # [F, D]
+            self._inverse_mel = torch.linalg.pinv(filterbank.T).float().to(latents.device)  # [F, D]
+            self._griffin_lim = torchaudio.transforms.GriffinLim(
+                n_fft=self.config.n_fft, hop_length=self.config.hop_length, power=1.0, n_iter=self.config.griffin_lim_iters
             ).to(latents.device)
         magnitude = latents.float().exp()  # [B, D, T]
-        wav = self._inverse(magnitude)  # [B, S']
+        spectrogram = torch.relu(self._inverse_mel.to(latents.device) @ magnitude)  # [B, F, T]
+        wav = self._griffin_lim.to(latents.device)(spectrogram)  # [B, S']
         num_samples = latents.shape[-1] * self.hop_length
         wav = torch.nn.functional.pad(wav, (0, max(0, num_samples - wav.shape[-1])))
         return wav[:, None, :num_samples]  # [B, 1, S]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from pipelines import demo, masks, models, preprocess_fusion
+from pipelines import demo, fuse, masks, models, preprocess_fusion, train_fusion
 from pipelines.common import OneLineParser, run_main
 
 
@@ -15,6 +15,10 @@ def build_parser() -> OneLineParser:
     preprocess = commands.add_parser("preprocess", help="WAV pairs -> latent shards")
     targets = preprocess.add_subparsers(dest="target", required=True, metavar="MODEL")
     preprocess_fusion.ENTRY_POINT.add_to(targets, "fusion", help="fusion pairs (input/, target/)")
+    train = commands.add_parser("train", help="train a model with Ray Train")
+    train_targets = train.add_subparsers(dest="target", required=True, metavar="MODEL")
+    train_fusion.ENTRY_POINT.add_to(train_targets, "fusion", help="the fusion model on preprocessed shards")
+    fuse.ENTRY_POINT.add_to(commands, "fuse", help="fuse an input and a target with a checkpoint")
     masks.ENTRY_POINT.add_to(commands, "masks", help="one PNG per masking strategy")
     models.ENTRY_POINT.add_to(commands, "models", help="model summaries")
     return parser

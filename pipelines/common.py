@@ -9,16 +9,22 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
+import tempfile
 import traceback
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable
 
+from datasets.audio import AudioError
 from datasets.pairs import InputError
+from models.checkpoints import CheckpointError
 from models.codecs import CodecUnavailable
+from models.fusion_config import ConfigError
 
 # Errors a user can cause and fix: one line, exit 2.
-USER_ERRORS = (InputError, CodecUnavailable)
+USER_ERRORS = (InputError, CodecUnavailable, CheckpointError, AudioError, ConfigError)
 
 
 class UsageError(ValueError):
@@ -63,10 +69,28 @@ def init_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], **quiet)
         return
-    try:
-        ray.init(address="auto", **quiet)
-    except ConnectionError:
+    address = running_cluster_address()
+    if address:
+        ray.init(address=address, **quiet)
+    else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
+
+
+def running_cluster_address(timeout_seconds: float = 1.0) -> str | None:
+    """The address of a Ray cluster running on this machine (``ray start``), if it answers.
+
+    Ray records the last cluster started here in ``/tmp/ray/ray_current_cluster``; after a
+    crash that file outlives the cluster, and ``ray.init(address="auto")`` would then wait a
+    long time for a GCS that is gone. A quick TCP connect tells the two apart.
+    """
+    record = Path(os.environ.get("RAY_TMPDIR", tempfile.gettempdir())) / "ray" / "ray_current_cluster"
+    try:
+        address = record.read_text().strip()
+        host, port = address.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=timeout_seconds):
+            return address
+    except (OSError, ValueError):
+        return None
 
 
 def run_main(run: Callable[[argparse.Namespace], int | None], args: argparse.Namespace, prog: str) -> int:

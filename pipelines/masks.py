@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from datasets.synth import chords, drums
-from models.codecs import CODEC_NAMES, Codec, build_codec
+from models.codecs import CODEC_NAMES, build_codec
 from models.masking import STRATEGIES, MaskedPair, MaskingConfig, apply_complementary_mask, frame_energy
 from pipelines.common import EntryPoint, UsageError
 
@@ -52,7 +52,7 @@ def command(args: argparse.Namespace) -> int:
     with torch.inference_mode():
         input_latents = codec.encode(input_wav)  # [1, D, T]
         target_latents = codec.encode(target_wav)  # [1, D, T]
-        silence = silence_latent(codec)  # [1, D, 1]
+        silence = codec.silence_latent().view(1, -1, 1)  # [1, D, 1]
     # the drums decide the energy split: measured on the waveform, since the mean square
     # of a log-mel latent is largest where the audio is quietest
     energy = frame_energy(input_wav, codec.hop_length)[:, : input_latents.shape[-1]]  # [1, T]
@@ -81,14 +81,6 @@ def example_pair(seconds: float, sample_rate: int, seed: int) -> tuple[torch.Ten
     input_wav = torch.from_numpy(drums(seconds, sample_rate, rng))[None, None]  # [1, 1, S]
     target_wav = torch.from_numpy(chords(seconds, sample_rate, rng))[None, None]  # [1, 1, S]
     return input_wav, target_wav
-
-
-def silence_latent(codec: Codec) -> torch.Tensor:
-    """The codec's latent of one second of silence, averaged over time: [1, D, 1]."""
-    # EnCodec's encoder has biases, so its silence is not the zero latent; log-mel's is
-    # the log floor. Encoding silence covers both without knowing the codec.
-    zeros = torch.zeros(1, 1, codec.sample_rate)  # [1, 1, S]
-    return codec.encode(zeros).mean(dim=-1, keepdim=True)  # [1, D, 1]
 
 
 def plot_masks(

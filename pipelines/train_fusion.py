@@ -1,0 +1,354 @@
+"""``jingle train fusion``: the fusion model on latent shards, with Ray Train and MLflow.
+
+    python -m pipelines.train_fusion --data SHARDS --config configs/fusion.json
+        [--workers N] [--gpu] [--storage DIR] [--name NAME] [--resume]
+
+A TorchTrainer runs ``fusion_train_loop`` on every worker (DDP: gloo on CPU, nccl on GPU);
+the shards reach the workers through Ray Data, streamed, split by pair id into training and
+validation. Checkpoints go to ``STORAGE/NAME``; MLflow to ``STORAGE/mlflow.db`` unless
+``MLFLOW_TRACKING_URI`` is set. Rerunning with the same storage and name (or ``--resume``)
+continues from the latest checkpoint with the same step counter.
+"""
+
+from __future__ import annotations
+
+if __package__ in (None, ""):  # run as a file (ray submit): make the project importable
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+
+from models.cascade import build_fusion_model
+from models.checkpoints import TrainingState, load_state
+from models.codecs import build_codec
+from models.fusion_config import FusionTrainConfig
+from models.training import FusionObjective, build_optimizer, build_scheduler, evaluate, train_step, unwrap
+from pipelines.common import EntryPoint, UsageError, add_common_arguments, init_ray
+from pipelines.train_common import (
+    VALIDATION_METRIC,
+    ShardData,
+    Tracker,
+    maybe_fail,
+    open_tracking_run,
+    record_worker,
+    report,
+    restore,
+    run_trainer,
+    split_pair_ids,
+    tracking_uri,
+)
+
+PROG = "jingle train fusion"
+LATENT_COLUMNS = ["input_latent", "target_latent"]
+# Validation terms reported (present for every model and codec).
+VALIDATION_TERMS = ("total", "spectral", "spectral_input", "spectral_target", "rms_in", "rms_tgt", "novelty", "corr_cost")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="shard folder written by jingle preprocess fusion")
+    parser.add_argument("--config", required=True, help="JSON training config (configs/fusion.json)")
+    parser.add_argument("--workers", type=int, default=None, help="training workers (default: 1 per GPU with --gpu, else 2)")
+    parser.add_argument("--gpu", action="store_true", help="one GPU per worker (nccl)")
+    parser.add_argument("--storage", default="runs", help="checkpoints and MLflow store: a folder or s3:// / gs:// URI (default: ./runs)")
+    parser.add_argument("--name", default=None, help="run name (default: fusion-<config file name>)")
+    parser.add_argument("--resume", action="store_true", help="require an earlier run of this name to continue")
+    parser.add_argument("--codec-checkpoint", default=None, help="EnCodec weights when the shards used EnCodec")
+    parser.add_argument("--override", action="append", default=[], metavar="SECTION.KEY=JSON", help="change one config value")
+    add_common_arguments(parser)
+
+
+@dataclass
+class TrainSummary:
+    run_dir: str
+    best_checkpoint: str | None
+    latest_checkpoint: str | None
+    step: int
+    epoch: int
+    metrics: dict
+    tracking_uri: str
+    run_id: str
+
+    def report(self) -> str:
+        metrics = ", ".join(f"{key} {self.metrics[key]:.4f}" for key in ("total", VALIDATION_METRIC) if key in self.metrics)
+        ui = f"mlflow ui --backend-store-uri {self.tracking_uri}"
+        return "\n".join(
+            [
+                f"trained to step {self.step} (epoch {self.epoch}): {metrics}",
+                f"  best checkpoint    {self.best_checkpoint}",
+                f"  latest checkpoint  {self.latest_checkpoint}",
+                f"  run folder         {self.run_dir}",
+                f"  MLflow run         {self.run_id} in {self.tracking_uri}",
+                f"  open the MLflow UI: {ui}",
+            ]
+        )
+
+
+def parse_overrides(items: list[str]) -> dict:
+    overrides = {}
+    for item in items:
+        key, separator, value = item.partition("=")
+        if not separator:
+            raise UsageError(f"--override {item!r} must look like section.key=value")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value  # a bare word, e.g. masking.strategy=energy
+    return overrides
+
+
+def run(args: argparse.Namespace) -> TrainSummary:
+    config = FusionTrainConfig.from_file(args.config).with_overrides(parse_overrides(args.override))
+    data = ShardData.open(args.data)
+    codec = build_codec(data.codec["name"], checkpoint=args.codec_checkpoint)
+    if codec.id != data.codec["id"]:
+        raise UsageError(f"--data was encoded with codec {data.codec['id']}, but the codec given is {codec.id}")
+    if config.model.latent_dim != codec.dim:
+        raise UsageError(f"model.latent_dim is {config.model.latent_dim} but the codec's latents have {codec.dim} channels")
+    frames = codec.frames_for_seconds(data.segmenting["segment_seconds"])
+    if config.model.agent == "adaptive_window" and frames < config.model.adaptive_window.min_source_frames:
+        raise UsageError(
+            f"the adaptive window agent needs segments of at least {config.model.adaptive_window.min_source_frames} frames; "
+            f"these shards have {frames} ({data.segmenting['segment_seconds']} s): preprocess with a longer --segment-seconds"
+        )
+    init_ray(args.num_cpus)
+    use_gpu = bool(args.gpu)
+    workers = args.workers or (int(ray.cluster_resources().get("GPU", 0)) if use_gpu else 2) or 1
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    train_ids, validation_ids = split_pair_ids(sorted(data.rows_by_pair), config.training.validation_fraction, config.training.seed)
+    train_rows = sum(data.rows_by_pair[pair_id] for pair_id in train_ids)
+    steps_per_epoch = (train_rows // workers) // config.training.batch_size
+    if steps_per_epoch < 1:
+        raise UsageError(
+            f"{train_rows} training segments cannot fill one batch of {config.training.batch_size} on each of {workers} workers: "
+            f"lower training.batch_size or --workers"
+        )
+    storage = _storage_path(args.storage)
+    name = args.name or f"fusion-{Path(args.config).stem}"
+    run_dir = Path(storage) / name
+    if args.resume and not run_dir.exists():
+        raise UsageError(f"--resume: no run {name!r} under {storage}")
+    run_id = open_tracking_run(storage=storage, experiment="jingle-fusion", run_name=name, params={"config": config.to_dict(), "data": data.root, "workers": workers})
+    weights = codec.worker_state()
+    loop_config = {
+        "config": config.to_dict(),
+        "codec_name": codec.name,
+        "codec_state": [ray.put(dict(weights))] if weights is not None else None,
+        "codec": codec.describe(),
+        "data": {"shards": data.root, "segment_seconds": data.segmenting["segment_seconds"], "train_pairs": len(train_ids), "validation_pairs": len(validation_ids)},
+        "steps_per_epoch": steps_per_epoch,
+        "tracking_uri": tracking_uri(storage),
+        "run_id": run_id,
+        "run_dir": str(run_dir),
+        "use_gpu": use_gpu,
+    }
+    result = run_trainer(
+        fusion_train_loop,
+        loop_config=loop_config,
+        datasets=data.datasets(train_ids, validation_ids, LATENT_COLUMNS),
+        workers=workers,
+        use_gpu=use_gpu,
+        storage=storage,
+        name=name,
+        num_to_keep=config.training.num_to_keep,
+        max_failures=config.training.max_failures,
+    )
+    if result.error is not None:
+        raise RuntimeError(f"training failed: {result.error}")
+    best = result.get_best_checkpoint(VALIDATION_METRIC, "min") if validation_ids else result.checkpoint
+    latest = result.checkpoint
+    final = load_state(latest.path, kind="fusion") if latest else None
+    return TrainSummary(
+        run_dir=str(run_dir),
+        best_checkpoint=best.path if best else None,
+        latest_checkpoint=latest.path if latest else None,
+        step=final.step if final else 0,
+        epoch=final.epoch if final else 0,
+        metrics=result.metrics or {},
+        tracking_uri=tracking_uri(storage),
+        run_id=run_id,
+    )
+
+
+def _storage_path(storage: str) -> str:
+    if "://" in storage:
+        return storage
+    return str(Path(storage).resolve())
+
+
+# ---------------------------------------------------------------- the worker loop
+
+
+def fusion_train_loop(loop_config: dict) -> None:
+    """Per-worker training: wires data, model, checkpoints and reporting, nothing more."""
+    config = FusionTrainConfig.from_dict(loop_config["config"])
+    training = config.training
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    device = ray.train.torch.get_device()
+    record_worker(loop_config["run_dir"], rank)
+    torch.manual_seed(training.seed)  # identical initial weights on every worker
+    codec_state = ray.get(loop_config["codec_state"][0]) if loop_config["codec_state"] else None
+    codec = build_codec(loop_config["codec_name"], state=codec_state).to(device)
+    model = build_fusion_model(config.model)
+    objective = FusionObjective(codec=codec, config=config, cascade=config.model.num_stages == 2).to(device)
+    optimizer = build_optimizer(model, training)
+    steps_per_epoch = loop_config["steps_per_epoch"]
+    scheduler = build_scheduler(optimizer, training, total_steps=steps_per_epoch * training.epochs)
+    discriminator_optimizer = (
+        torch.optim.AdamW(objective.discriminator.parameters(), lr=training.discriminator_learning_rate)
+        if objective.discriminator is not None
+        else None
+    )
+    step, first_epoch, best_validation = 0, 0, math.inf
+    state = restore("fusion")
+    if state is not None:
+        model.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        if discriminator_optimizer is not None and state.discriminator:
+            objective.discriminator.load_state_dict(state.discriminator)
+            discriminator_optimizer.load_state_dict(state.discriminator_optimizer)
+        step, first_epoch = state.step, state.epoch
+        best_validation = state.extra.get("best_validation", math.inf)
+    model = ray.train.torch.prepare_model(model)
+    autocast = torch.bfloat16 if training.mixed_precision and device.type == "cuda" else None
+    tracker = Tracker(loop_config["tracking_uri"], loop_config["run_id"], enabled=rank == 0)
+    train_shard = ray.train.get_dataset_shard("train")
+    validation_shard = ray.train.get_dataset_shard("validation") if loop_config["data"]["validation_pairs"] else None
+    # One held-out segment kept from the validation pass for the MLflow example: every
+    # worker must read its split together, so rank 0 cannot go back for one alone.
+    example: dict[str, torch.Tensor] = {}
+
+    def checkpoint_state(epoch: int) -> TrainingState | None:
+        if rank != 0:
+            return None
+        return TrainingState(
+            kind="fusion",
+            model=unwrap(model).state_dict(),
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            discriminator=objective.discriminator.state_dict() if objective.discriminator is not None else None,
+            discriminator_optimizer=discriminator_optimizer.state_dict() if discriminator_optimizer else None,
+            step=step,
+            epoch=epoch,
+            config=config.to_dict(),
+            codec=loop_config["codec"],
+            data=loop_config["data"],
+            extra={"best_validation": best_validation, "mlflow_run_id": loop_config["run_id"]},
+        )
+
+    for epoch in range(first_epoch, training.epochs):
+        epoch_end = (epoch + 1) * steps_per_epoch
+        # A run resumed mid-epoch restarts the epoch's data but only takes the steps the
+        # epoch has left, so the step counter ends where a clean run's does.
+        generator = torch.Generator().manual_seed(training.seed * 1_000_003 + rank * 10_007 + step)
+        sums: dict[str, float] = {}
+        taken = 0
+        for batch in train_shard.iter_torch_batches(batch_size=training.batch_size, drop_last=True, device=device):
+            if step >= epoch_end:
+                break
+            maybe_fail(step + 1, training.fail_at_step, loop_config["run_dir"])
+            metrics = train_step(
+                model, batch, objective, optimizer,
+                scheduler=scheduler, generator=generator, grad_clip=training.grad_clip,
+                autocast_dtype=autocast, discriminator_optimizer=discriminator_optimizer,
+            )
+            step += 1
+            taken += 1
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + value
+            if training.checkpoint_every_steps and step % training.checkpoint_every_steps == 0 and step < epoch_end:
+                report({"step": step, "epoch": epoch, VALIDATION_METRIC: best_validation}, checkpoint_state(epoch))
+        if step < epoch_end:
+            raise RuntimeError(f"worker {rank} ran out of training batches at step {step} of {epoch_end}")
+        train_means = {key: value / max(1, taken) for key, value in sums.items()}
+        validation = _validate(model, validation_shard, objective, training.batch_size, device, example)
+        if VALIDATION_METRIC in validation:
+            best_validation = min(best_validation, validation[VALIDATION_METRIC])
+        epoch_metrics = {**train_means, **validation, "step": step, "epoch": epoch + 1}
+        tracker.metrics(epoch_metrics, step)
+        if VALIDATION_METRIC not in epoch_metrics:
+            epoch_metrics[VALIDATION_METRIC] = train_means.get("total", math.inf)
+        report(epoch_metrics, checkpoint_state(epoch + 1))
+    if rank == 0:
+        _log_artifacts(tracker, unwrap(model), codec, config, example)
+
+
+def _keep_first(batches, example: dict[str, torch.Tensor]):
+    """Pass batches through, copying the first example of the first batch into ``example``."""
+    for batch in batches:
+        if not example:
+            example.update({key: value[:1].detach().clone() for key, value in batch.items()})
+        yield batch
+
+
+def _validate(model, shard, objective, batch_size: int, device, example: dict[str, torch.Tensor]) -> dict[str, float]:
+    if shard is None:
+        return {}
+    example.clear()
+    batches = _keep_first(shard.iter_torch_batches(batch_size=batch_size, device=device), example)
+    means = evaluate(unwrap(model), batches, objective).means()
+    return {f"val_{term}": means[term] for term in VALIDATION_TERMS if term in means}
+
+
+def _log_artifacts(tracker: Tracker, model, codec, config: FusionTrainConfig, batch: dict[str, torch.Tensor]) -> None:
+    """The config, a mask picture and a fused example (WAV and PNG) of a held-out segment."""
+    from models.masking import MaskingConfig, apply_complementary_mask
+    from pipelines.figures import fusion_figure
+    from pipelines.masks import plot_masks
+
+    batch = batch or None
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        tracker.artifact(folder / "config.json")
+        if batch is None:
+            return
+        input_latent = batch["input_latent"].float()
+        target_latent = batch["target_latent"].float()
+        masking = config.masking if config.masking.strategy != "none" else MaskingConfig(strategy="none")
+        masked = apply_complementary_mask(input_latent.cpu(), target_latent.cpu(), masking, generator=torch.Generator().manual_seed(0),
+                                          fill_value=codec.silence_latent().cpu().view(1, -1, 1))
+        plot_masks(masked, input_latent.cpu(), target_latent.cpu(), codec.frame_rate, folder / f"mask_{masking.strategy}.png", codec_name=codec.name)
+        tracker.artifact(folder / f"mask_{masking.strategy}.png")
+        model.eval()
+        with torch.inference_mode():
+            output = model(input_latent, target_latent)
+            audio = {
+                "input": codec.decode(input_latent)[0, 0].float().cpu().numpy(),
+                "target": codec.decode(target_latent)[0, 0].float().cpu().numpy(),
+                "output": codec.decode(output.outputs[0])[0, 0].float().cpu().numpy(),
+            }
+        from datasets.audio import write_wav
+
+        write_wav(folder / "fused_example.wav", np.clip(audio["output"], -1, 1), codec.sample_rate, subtype="FLOAT")
+        fusion_figure(folder / "fused_example.png", input_audio=audio["input"], target_audio=audio["target"],
+                      output_audio=audio["output"], sample_rate=codec.sample_rate, title="held-out segment after training")
+        tracker.artifact(folder / "fused_example.wav")
+        tracker.artifact(folder / "fused_example.png")
+
+
+def command(args: argparse.Namespace) -> int:
+    summary = run(args)
+    print(summary.report())
+    return 0
+
+
+ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, command)
+build_parser, main = ENTRY_POINT.build_parser, ENTRY_POINT.main
+
+if __name__ == "__main__":
+    sys.exit(main())

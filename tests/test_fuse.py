@@ -1,0 +1,219 @@
+"""``jingle fuse`` and its figure: tiny mel-codec checkpoints, seconds of generated audio."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from datasets.audio import read_mono
+from models.cascade import CascadeConfig, build_fusion_model
+from models.checkpoints import TrainingState, save_state, state_path
+from models.codecs import build_codec
+from models.compositional import COMPONENT_NAMES
+from models.fusion_config import FusionTrainConfig
+from pipelines import fuse
+from pipelines.figures import fusion_figure
+from tests.conftest import tone, write
+
+# latent_dim must be the mel codec's 128 channels; everything else is as small as it goes
+TINY_COMPOSITIONAL = {"latent_dim": 128, "component_dim": 8, "model_dim": 32, "heads": 4, "layers": 1,
+                      "feedforward_dim": 64, "selector_hidden_dim": 16, "dropout": 0.0}
+# 40-frame windows compressed up to 1.5x need 60 frames (0.8 s at 75 frames/s); a 1 s segment has 75
+TINY_WINDOW = {"latent_dim": 128, "window_frames": 40, "max_ratio": 1.5, "selector_hidden_dims": [32, 16], "pooled_steps": 10}
+SAMPLE_RATE = 24_000
+HOP = 320
+KEYS = {"input", "target", "output", "checkpoint", "step", "codec_id", "sample_rate", "agent", "pair", "source_seconds",
+        "duration_seconds", "segment_seconds", "chunks", "envelope_correlation", "novelty", "component_weights",
+        "window_metadata"}
+
+
+def save_checkpoint(directory: Path, agent: str) -> Path:
+    torch.manual_seed(0)
+    model_config = CascadeConfig(latent_dim=128, model_dim=32, heads=4, layers_per_stage=1, feedforward_dim=64, dropout=0.0,
+                                 agent=agent, num_stages=1 if agent == "none" else 2,
+                                 compositional=TINY_COMPOSITIONAL, adaptive_window=TINY_WINDOW)
+    config = FusionTrainConfig(model=model_config)
+    codec = build_codec("mel")
+    model = build_fusion_model(model_config)
+    state = TrainingState(kind="fusion", model=model.state_dict(), step=7, epoch=1, config=config.to_dict(),
+                          codec=codec.describe(), data={"segment_seconds": 1.0})
+    save_state(directory, state)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("checkpoints")
+    return {agent: save_checkpoint(root / agent, agent) for agent in ("compositional", "adaptive_window", "none")}
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory) -> tuple[Path, Path]:
+    """A 2.5 s mono 24 kHz input and a 2.7 s stereo 44.1 kHz target (common length 2.5 s)."""
+    root = tmp_path_factory.mktemp("pair")
+    rng = np.random.default_rng(0)
+    clicks = tone(2.5, SAMPLE_RATE, 110.0) * (np.arange(round(2.5 * SAMPLE_RATE)) % 6000 < 1500)
+    input_path = write(root / "drums.wav", (clicks + 0.05 * rng.standard_normal(clicks.shape)).astype(np.float32), SAMPLE_RATE)
+    target_path = write(root / "chords.wav", tone(2.7, 44_100, 330.0, channels=2), 44_100)
+    return input_path, target_path
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    try:
+        code = fuse.main([str(arg) for arg in args])
+    except SystemExit as exit:  # argparse's own errors (OneLineParser: one line, exit 2)
+        code = exit.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert path.stat().st_size > 20_000  # three rows of spectrograms, not an empty canvas
+
+
+def test_compositional_fuse_writes_wav_png_and_json(checkpoints, pair, tmp_path, capsys):
+    out = tmp_path / "fused" / "out.wav"
+    code, printed, errors = run(capsys, "--checkpoint", checkpoints["compositional"], *pair, "-o", out, "--device", "cpu")
+    assert code == 0, errors
+    assert [line.split()[1] for line in printed.splitlines()] == [str(out), str(out.with_suffix(".png")), str(out.with_suffix(".json"))]
+
+    audio, rate = soundfile.read(out)
+    assert rate == SAMPLE_RATE and audio.ndim == 1 and soundfile.info(str(out)).subtype == "FLOAT"
+    assert abs(len(audio) - round(2.5 * SAMPLE_RATE)) < HOP and np.isfinite(audio).all() and np.abs(audio).max() > 0
+    assert_png(out.with_suffix(".png"))
+
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert KEYS <= set(report)
+    assert report["step"] == 7 and report["codec_id"] == build_codec("mel").id and report["chunks"] == 3
+    assert report["checkpoint"] == str(checkpoints["compositional"]) and report["input"] == str(pair[0])
+    assert report["pair"] is None and report["window_metadata"] is None
+    assert report["duration_seconds"] == pytest.approx(2.5, abs=HOP / SAMPLE_RATE)
+    for value in report["envelope_correlation"].values():
+        assert -1.0 <= value <= 1.0
+    assert set(report["novelty"]) == {"similarity_to_input", "similarity_to_target", "loss"}
+    assert all(np.isfinite(v) for v in report["novelty"].values())
+    assert set(report["component_weights"]) == set(COMPONENT_NAMES)
+
+
+def test_single_stage_model_has_no_component_weights(checkpoints, pair, tmp_path, capsys):
+    out = tmp_path / "single.wav"
+    code, _, errors = run(capsys, "--checkpoint", checkpoints["none"], *pair, "-o", out, "--pair", "0")
+    assert code == 0, errors
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["agent"] == "none" and report["component_weights"] is None and report["pair"] is None
+
+
+def test_output_is_the_concatenation_of_per_chunk_model_runs(checkpoints, pair):
+    loaded = fuse.load_fusion_checkpoint(checkpoints["compositional"])
+    codec = loaded.codec
+    audio = [read_mono(path, SAMPLE_RATE)[: round(2.5 * SAMPLE_RATE)] for path in pair]
+    chunking = fuse.plan_chunks(loaded.model.config, codec, len(audio[0]), loaded.segment_seconds)
+    assert chunking.samples == SAMPLE_RATE and chunking.starts == [0, 24_000, 48_000]
+    with torch.inference_mode():
+        chunks = fuse.run_chunks(loaded.model, codec, *audio, chunking, "best", "cpu")
+        # the last chunk is 0.5 s of audio and 0.5 s of zeros
+        tail = np.zeros((2, SAMPLE_RATE), dtype=np.float32)
+        tail[:, :12_000] = [a[48_000:] for a in audio]
+        latents = codec.encode(torch.from_numpy(tail)[:, None])
+        expected = loaded.model(latents[:1], latents[1:]).outputs[0]
+    assert [chunk.latent.shape[-1] for chunk in chunks] == [75, 75, 75]
+    torch.testing.assert_close(chunks[2].latent, expected)
+
+
+def test_adaptive_fuse_picks_one_window_per_chunk(checkpoints, pair, tmp_path, capsys):
+    for mode in ("best", "mean", "1"):
+        out = tmp_path / f"adaptive-{mode}.wav"
+        code, _, errors = run(capsys, "--checkpoint", checkpoints["adaptive_window"], *pair, "-o", out, "--pair", mode)
+        assert code == 0, errors
+        report = json.loads(out.with_suffix(".json").read_text())
+        # 2.5 s holds two whole 1 s chunks; the 0.5 s tail is shorter than a window's 0.8 s source
+        assert report["chunks"] == 2
+        assert report["pair"] == (int(mode) if mode.isdigit() else mode)
+        assert len(soundfile.read(out)[0]) == 2 * 40 * HOP
+        chunks = report["window_metadata"]["chunks"]
+        assert [c["start_seconds"] for c in chunks] == [0.0, 1.0] and all(len(c["pairs"]) == 3 for c in chunks)
+        if mode == "1":
+            assert {c["pair_used"] for c in chunks} == {1}
+        if mode == "best":
+            assert all(c["pair_used"] in (0, 1, 2) for c in chunks)
+        assert set(report["component_weights"]) == set(COMPONENT_NAMES)
+        for value in report["envelope_correlation"].values():
+            assert -1.0 <= value <= 1.0
+
+
+@pytest.mark.parametrize(
+    "agent, args, message",
+    [
+        ("adaptive_window", ["--pair", "3"], "--pair 3 is out of range: this adaptive_window model writes 3 pair(s)"),
+        ("compositional", ["--pair", "1"], "--pair 1 is out of range"),
+        ("compositional", ["--pair", "worst"], "must be best, mean or a pair index"),
+        ("compositional", ["--batch", "x"], "--batch takes no INPUT.wav or -o"),
+        ("compositional", ["--out", "x"], "--out and --actors go with --batch"),
+    ],
+)
+def test_bad_usage_exits_2_with_one_line(checkpoints, pair, tmp_path, capsys, agent, args, message):
+    code, _, errors = run(capsys, "--checkpoint", checkpoints[agent], *pair, "-o", tmp_path / "out.wav", *args)
+    assert code == 2 and message in errors and len(errors.strip().splitlines()) == 1, errors
+    assert not (tmp_path / "out.wav").exists()
+
+
+def test_bad_files_exit_2_with_one_line(checkpoints, pair, tmp_path, capsys):
+    corrupt = tmp_path / "corrupt" / "state.pt"
+    corrupt.parent.mkdir()
+    corrupt.write_bytes(b"not a checkpoint")
+    state = torch.load(state_path(checkpoints["compositional"]), weights_only=True)
+    state["codec"]["id"] = "mel-v0-0123456789"
+    torch.save(state, tmp_path / "other-codec.pt")
+    short = write(tmp_path / "short.wav", tone(0.5, SAMPLE_RATE), SAMPLE_RATE)
+    cases = [
+        (corrupt.parent, pair, "is corrupt or not a jingle checkpoint"),
+        (tmp_path / "other-codec.pt", pair, "was trained on codec mel-v0-0123456789, not mel-v1-"),
+        (tmp_path / "missing", pair, "not found"),
+        (checkpoints["compositional"], (tmp_path / "missing.wav", pair[1]), "input " + str(tmp_path / "missing.wav") + ": file does not exist"),
+        (checkpoints["adaptive_window"], (pair[0], short), "overlap for 0.50 s, the model needs at least 0.80 s"),
+    ]
+    for checkpoint, (input_path, target_path), message in cases:
+        code, _, errors = run(capsys, "--checkpoint", checkpoint, input_path, target_path, "-o", tmp_path / "out.wav")
+        assert code == 2 and message in errors and len(errors.strip().splitlines()) == 1, errors
+
+
+def test_fusion_figure_draws_clips_of_different_lengths(tmp_path):
+    rng = np.random.default_rng(1)
+    path = fusion_figure(
+        tmp_path / "deep" / "figure.png",
+        input_audio=tone(1.0, 16_000),
+        target_audio=rng.standard_normal(20_000).astype(np.float32) * 0.1,
+        output_audio=np.zeros(100, dtype=np.float32),
+        sample_rate=16_000,
+        title="three clips",
+    )
+    assert path == tmp_path / "deep" / "figure.png"
+    assert_png(path)
+
+
+@pytest.mark.ray
+def test_batch_fuses_every_pair_of_a_folder(ray_session, checkpoints, tmp_path, capsys):
+    pairs = tmp_path / "pairs"
+    for name, frequency in (("a", 220.0), ("sub/b", 330.0)):
+        write(pairs / "input" / f"{name}.wav", tone(1.5, SAMPLE_RATE, frequency), SAMPLE_RATE)
+        write(pairs / "target" / f"{name}.wav", tone(1.5, 44_100, frequency * 1.5, channels=2), 44_100)
+    write(pairs / "input" / "lonely.wav", tone(1.5, SAMPLE_RATE), SAMPLE_RATE)
+    write(pairs / "input" / "short.wav", tone(0.01, SAMPLE_RATE), SAMPLE_RATE)
+    write(pairs / "target" / "short.wav", tone(1.5, SAMPLE_RATE), SAMPLE_RATE)
+    out = tmp_path / "fused"
+    code, printed, errors = run(capsys, "--checkpoint", checkpoints["compositional"], "--batch", pairs, "--out", out)
+    assert code == 0, errors
+    assert "fused 2 pair(s)" in printed and "failed 1" in printed and "short: input and target overlap for 0.01 s" in printed
+    assert "lonely.wav: no target" in errors
+    for name in ("a", "sub/b"):
+        report = json.loads((out / f"{name}.json").read_text())
+        assert report["pair_id"] == name and report["step"] == 7
+        assert len(soundfile.read(out / f"{name}.wav")[0]) == round(1.5 * SAMPLE_RATE)
+        assert_png(out / f"{name}.png")
+    assert not (out / "short.wav").exists()
