@@ -176,13 +176,16 @@ class Tracker:
 # ------------------------------------------------------------------- checkpoints
 
 
-def restore(kind: str) -> TrainingState | None:
-    """The latest checkpoint of this run (after a failure or a rerun), or None."""
+def restore(kind: str, codec_id: str) -> TrainingState | None:
+    """The latest checkpoint of this run (after a failure or a rerun), or None.
+
+    A rerun under the same name on shards of another codec is refused (CheckpointError).
+    """
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as directory:
-        return load_state(directory, kind=kind)
+        return load_state(directory, kind=kind, codec_id=codec_id)
 
 
 def report(metrics: dict[str, float], state: TrainingState | None) -> None:

@@ -140,6 +140,9 @@ def run(args: argparse.Namespace) -> TrainSummary:
     run_dir = Path(storage) / name
     if args.resume and not run_dir.exists():
         raise UsageError(f"--resume: no run {name!r} under {storage}")
+    earlier = sorted(run_dir.glob("checkpoint_*/state.pt"), key=lambda path: path.stat().st_mtime) if run_dir.exists() else []
+    if earlier:  # continuing: refuse, before any worker starts, a run made with another codec
+        load_state(earlier[-1], kind="fusion", codec_id=codec.id)
     run_id = open_tracking_run(storage=storage, experiment="jingle-fusion", run_name=name, params={"config": config.to_dict(), "data": data.root, "workers": workers})
     weights = codec.worker_state()
     loop_config = {
@@ -213,7 +216,7 @@ def fusion_train_loop(loop_config: dict) -> None:
         else None
     )
     step, first_epoch, best_validation = 0, 0, math.inf
-    state = restore("fusion")
+    state = restore("fusion", loop_config["codec"]["id"])
     if state is not None:
         model.load_state_dict(state.model)
         optimizer.load_state_dict(state.optimizer)

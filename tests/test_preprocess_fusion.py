@@ -299,10 +299,19 @@ def test_module_entry_point_runs_on_the_session_cluster(ray_address, tmp_path):
     assert "[preprocess] 1/1 pairs" in result.stderr
 
 
-def test_demo_generates_and_preprocesses(ray_session, tmp_path, capsys):
+def test_demo_runs_end_to_end(ray_session, tmp_path, capsys):
+    """The main job: corpus, preprocessing, 2-worker training, fusing a held-out pair."""
+    import json
+
     from pipelines import demo
 
-    assert demo.main(["--out", str(tmp_path / "demo"), "--pairs", "2"]) == 0
+    out = tmp_path / "demo"
+    assert demo.main(["--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "preprocessed 2 pairs" in printed and "where things are" in printed
-    assert len(shard_paths(tmp_path / "demo" / "shards-mel")) >= 1
+    assert "preprocessed 8 pairs" in printed and "trained to step" in printed and "where things are" in printed
+    assert len(shard_paths(out / "shards-mel")) >= 1
+    fused = out / "fused" / "held_out.wav"
+    assert fused.exists() and fused.with_suffix(".png").stat().st_size > 10_000
+    report = json.loads(fused.with_suffix(".json").read_text())
+    assert report["duration_seconds"] == pytest.approx(20.0, abs=0.05)
+    assert (out / "runs" / "mlflow.db").exists()

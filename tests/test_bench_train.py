@@ -1,0 +1,32 @@
+"""The training benchmark runs (a few steps on 1 s segments; the figures come from full runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.ray
+
+
+def test_train_benchmark_smoke(ray_address, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "bench/train.py", "--smoke", "--work", str(tmp_path), "--ray-address", ray_address],
+        cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ray-train 1 worker vs plain loop" in result.stdout and "aim >= 0.9" in result.stdout
+    assert "ray-train 2 workers vs 1" in result.stdout and "segments/s" in result.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert {"machine", "plain", "ray_train", "ray_1_worker_of_plain", "ray_2_workers_of_1_segments", "aim_met"} <= results.keys()
+    assert results["plain"]["steps"] == results["steps"] == 2
+    # The long runs take twice the short runs' steps: the differences that give the speeds.
+    runs = {(run["workers"], run["shards"]): run["steps"] for run in results["ray_train_runs"]}
+    assert runs[(1, "long")] == 2 * runs[(1, "short")] == 4 and runs[(2, "long")] == 2 * runs[(2, "short")] == 2
+    assert results["worker_threads_probe"]["torch_threads"] >= 1
