@@ -42,7 +42,6 @@ import json
 import logging
 import math
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -62,6 +61,7 @@ from datasets.audio import Segmenting
 from datasets.pairs import discover_fusion_pairs, fingerprint_files
 from datasets.preprocess import decode_fusion_pairs, encode_windows, write_fusion_shard
 from datasets.shards import ShardStore, fusion_schema, latents_to_numpy, read_manifest, shard_paths
+from bench.machine import describe_machine
 from datasets.synth import CorpusSpec, write_fusion_corpus
 from models.codecs import build_codec
 from pipelines import preprocess_fusion
@@ -545,24 +545,6 @@ def measure_memory(pairs: Path, out_dir: Path, *, segmenting: Segmenting, encode
 # ------------------------------------------------------------------------ main
 
 
-def describe_machine() -> dict:
-    cpu = platform.processor() or "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return {
-        "logical_cores": os.cpu_count(),
-        "physical_cores": psutil.cpu_count(logical=False),
-        "cpu": cpu,
-        "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "ray": ray.__version__,
-        "load_average_at_start": round(os.getloadavg()[0], 2),
-    }
-
-
 def benchmark_codec(codec_name: str, corpus: Path, plan: CorpusPlan, work: Path, encode_batch: int) -> CodecResult:
     """Ceiling, loop and pipeline of one codec on the corpus (Ray is already up)."""
     options = {
@@ -640,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
 
     lines = [
         f"machine        {machine['logical_cores']} logical cores ({machine['physical_cores']} physical), {machine['cpu']}, "
-        f"torch {machine['torch_threads']} threads, Ray {machine['ray_cpus']:g} CPUs, "
+        f"torch {machine['torch_default_threads']} threads, Ray {machine['ray_cpus']:g} CPUs, "
         f"load average {machine['load_average_at_start']} at start",
         f"corpus         {plan.pairs} pairs, {plan.audio_seconds / 60:.1f} min of paired audio, "
         f"{plan.segments} segments of {plan.segment_seconds:g} s, encode batch {args.encode_batch}",

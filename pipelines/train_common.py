@@ -246,6 +246,15 @@ def worker_resources(workers: int, use_gpu: bool) -> dict[str, float]:
     return {"CPU": round(max(0.1, min(1.0, (cpus - DATA_CPUS) / workers)), 2)}
 
 
+def worker_torch_threads(local_world_size: int) -> int:
+    """Torch threads of a CPU training worker: the node's cores shared among its workers.
+
+    Ray sets a worker's OMP_NUM_THREADS to its whole logical CPUs (one here, since workers
+    leave room for Ray Data's reads), which would leave a lone worker on one core.
+    """
+    return max(1, (os.cpu_count() or 1) // max(1, local_world_size))
+
+
 def run_trainer(
     train_loop: Callable[[dict], None],
     *,

@@ -48,6 +48,7 @@ from pipelines.train_common import (
     run_trainer,
     split_pair_ids,
     tracking_uri,
+    worker_torch_threads,
 )
 
 PROG = "jingle train fusion"
@@ -202,6 +203,8 @@ def fusion_train_loop(loop_config: dict) -> None:
     rank = context.get_world_rank()
     device = ray.train.torch.get_device()
     record_worker(loop_config["run_dir"], rank)
+    if device.type == "cpu":
+        torch.set_num_threads(worker_torch_threads(context.get_local_world_size()))
     torch.manual_seed(training.seed)  # identical initial weights on every worker
     codec_state = ray.get(loop_config["codec_state"][0]) if loop_config["codec_state"] else None
     codec = build_codec(loop_config["codec_name"], state=codec_state).to(device)
