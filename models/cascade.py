@@ -42,7 +42,7 @@ from torch import nn
 
 from models.adaptive_window import AdaptiveWindowConfig, AdaptiveWindowCreativeAgent
 from models.blocks import FrameTransformer
-from models.compositional import COMPONENT_NAMES, CompositionalConfig, CompositionalCreativeAgent
+from models.compositional import COMPONENT_NAMES, CompositionalConfig, CompositionalCreativeAgent, config_from_dict
 from models.losses import NoveltyTerms, novelty_loss
 
 AGENTS = ("none", "compositional", "adaptive_window")
@@ -122,11 +122,7 @@ class CascadeConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "CascadeConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown CascadeConfig key(s) {unknown}; known keys are {sorted(known)}")
-        return cls(**values)
+        return config_from_dict(cls, values)
 
 
 def _shallow(config: AdaptiveWindowConfig) -> dict[str, Any]:

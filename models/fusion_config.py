@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from models.cascade import CascadeConfig
+from models.compositional import config_from_dict
 from models.losses import LossWeights
 from models.masking import MaskingConfig
 
@@ -123,11 +124,7 @@ class FusionTrainConfig:
                 raise ConfigError(f"config section '{name}' must be a JSON object")
             try:
                 if section_class is TrainingConfig:
-                    known = {f.name for f in fields(TrainingConfig)}
-                    extra = sorted(set(section) - known)
-                    if extra:
-                        raise ValueError(f"unknown key(s) {extra}; known keys are {sorted(known)}")
-                    built[name] = TrainingConfig(**section)
+                    built[name] = config_from_dict(TrainingConfig, section)
                 else:
                     built[name] = section_class.from_dict(section)
             except (ValueError, TypeError) as error:

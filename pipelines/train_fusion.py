@@ -312,7 +312,7 @@ def _validate(model, shard, objective, batch_size: int, device, example: dict[st
 
 def _log_artifacts(tracker: Tracker, model, codec, config: FusionTrainConfig, batch: dict[str, torch.Tensor]) -> None:
     """The config, a mask picture and a fused example (WAV and PNG) of a held-out segment."""
-    from models.masking import MaskingConfig, apply_complementary_mask
+    from models.masking import apply_complementary_mask
     from pipelines.figures import fusion_figure
     from pipelines.masks import plot_masks
 
@@ -325,7 +325,7 @@ def _log_artifacts(tracker: Tracker, model, codec, config: FusionTrainConfig, ba
             return
         input_latent = batch["input_latent"].float()
         target_latent = batch["target_latent"].float()
-        masking = config.masking if config.masking.strategy != "none" else MaskingConfig(strategy="none")
+        masking = config.masking
         masked = apply_complementary_mask(input_latent.cpu(), target_latent.cpu(), masking, generator=torch.Generator().manual_seed(0),
                                           fill_value=codec.silence_latent().cpu().view(1, -1, 1))
         plot_masks(masked, input_latent.cpu(), target_latent.cpu(), codec.frame_rate, folder / f"mask_{masking.strategy}.png", codec_name=codec.name)

@@ -106,7 +106,7 @@ def test_scheduler_warms_up_then_decays():
     [
         ({"trainng": {}}, "unknown config section"),
         ({"training": {"epochs": 0}}, "section 'training': epochs must be a positive integer"),
-        ({"training": {"batchsize": 2}}, "unknown key"),
+        ({"training": {"batchsize": 2}}, "unknown TrainingConfig key"),
         ({"losses": {"corr_weight": -1}}, "section 'losses'"),
         ({"masking": {"strategy": "zigzag"}}, "section 'masking'"),
         ({"model": {"agent": "magic"}}, "section 'model'"),
