@@ -262,3 +262,36 @@ def cut(audio: np.ndarray, bounds: list[tuple[int, int]]) -> np.ndarray:
         piece = audio[start:min(end, len(audio))]
         out[row, : len(piece)] = piece
     return out
+
+
+def splice(audio: np.ndarray, spans: list[tuple[int, int]], *, crossfade: int) -> np.ndarray:
+    """Play sample ranges of ``audio`` in order, with an equal-power crossfade at every jump.
+
+    At a join where the next span does not continue the previous one, the incoming span's
+    first ``crossfade`` samples fade in over the outgoing span's continuation, so every
+    span starts exactly where its samples sit in the output (frame-exact for pointers).
+
+    Args:
+        audio: [S] or [S, C] samples.
+        spans: (start, end) sample ranges, end exclusive, in play order.
+        crossfade: samples of each crossfade (0: hard cuts).
+    Returns:
+        [sum(end - start)] or [sum(end - start), C] samples.
+    """
+    pad = [(0, crossfade)] + [(0, 0)] * (audio.ndim - 1)
+    padded = np.pad(audio, pad)  # room for the continuation after the last sample
+    pieces, previous_end = [], None
+    for start, end in spans:
+        if not 0 <= start < end <= len(audio):
+            raise ValueError(f"span ({start}, {end}) is not inside the audio's {len(audio)} samples")
+        piece = padded[start:end].copy()
+        if previous_end is not None and previous_end != start and crossfade:
+            length = min(crossfade, len(piece))
+            ramp = (np.arange(length) + 0.5) / length * (np.pi / 2)
+            ramp = ramp.reshape((-1,) + (1,) * (audio.ndim - 1))
+            piece[:length] = np.sin(ramp) * piece[:length] + np.cos(ramp) * padded[previous_end : previous_end + length]
+        pieces.append(piece)
+        previous_end = end
+    if not pieces:
+        return np.zeros((0,) + audio.shape[1:], dtype=audio.dtype)
+    return np.concatenate(pieces).astype(audio.dtype, copy=False)

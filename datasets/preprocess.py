@@ -185,7 +185,7 @@ def write_fusion_shard(
     """Task: write one batch of encoded rows as a shard; return its commit record."""
     good = batch["reject_reason"] == ""
     rows = {key: value[good] for key, value in batch.items()}
-    entry = {"file": None, "rows": 0, "bytes": 0, "sha256": "", "items": {}, "audio_seconds": 0.0}
+    written, keys = None, []
     if good.any():
         count = int(good.sum())
         latent_type = schema.field("input_latent").type
@@ -207,10 +207,28 @@ def write_fusion_shard(
             schema=schema,
         )
         keys = [(str(p), int(i)) for p, i in zip(rows["pair_id"], rows["segment_index"])]
-        entry.update(write_shard(out_dir, table, keys, codec_id))
+        written = write_shard(out_dir, table, keys, codec_id)
+    audio_seconds = float(np.sum(rows["end_s"] - rows["start_s"]))
+    return {"entry": np.array([json.dumps(shard_entry(batch, written=written, keys=keys, audio_seconds=audio_seconds))], dtype=object)}
+
+
+def shard_entry(batch: dict[str, np.ndarray], *, written: dict | None, keys: list[tuple[str, int]], audio_seconds: float) -> dict:
+    """The journal record of one writer batch (``ShardStore.commit``'s ``entry``).
+
+    Args:
+        batch: the writer's rows, with ``pair_id``, ``segments_total``, ``fingerprint`` and
+            the ``reject_*`` columns (``reject_reason`` empty for good rows).
+        written: what ``write_shard`` returned, or None when the batch held only rejects.
+        keys: (item id, segment index) of every row written.
+        audio_seconds: audio the written rows cover.
+    """
+    entry = {"file": None, "rows": 0, "bytes": 0, "sha256": "", "items": {}, "audio_seconds": 0.0}
+    if written is not None:
+        entry.update(written)
         for pair_id, index in keys:
             entry["items"].setdefault(pair_id, []).append(index)
-        entry["audio_seconds"] = float(np.sum(rows["end_s"] - rows["start_s"]))
+        entry["audio_seconds"] = audio_seconds
+    good = batch["reject_reason"] == ""
     entry["segments_total"] = {str(p): int(t) for p, t, ok in zip(batch["pair_id"], batch["segments_total"], good) if ok}
     entry["rejects"] = {}
     for p, path, reason, stage, ok in zip(
@@ -220,7 +238,7 @@ def write_fusion_shard(
             reject = {"pair_id": str(p), "path": str(path), "reason": str(reason), "stage": str(stage)}
             entry["rejects"].setdefault(str(p), []).append(reject)
     entry["fingerprints"] = {str(p): str(f) for p, f in zip(batch["pair_id"], batch["fingerprint"])}
-    return {"entry": np.array([json.dumps(entry)], dtype=object)}
+    return entry
 
 
 def _tensor_array(values: np.ndarray, latent_type: pa.DataType) -> pa.Array:
@@ -370,9 +388,22 @@ def run_fusion_pipeline(
     # budget (30% of RAM), so a larger corpus would take more memory; a few batches per
     # encoder actor are enough to keep it busy.
     window_bytes = 2 * 4 * round(segmenting.segment_seconds * codec.sample_rate)  # input + target, float32
-    in_flight = max(_MIN_IN_FLIGHT_BYTES, _BATCHES_IN_FLIGHT * resources.encoder_actors * resources.encode_batch * window_bytes)
+    cap_in_flight(dataset, _BATCHES_IN_FLIGHT * resources.encoder_actors * resources.encode_batch * window_bytes)
+    return stream_commits(dataset, store, progress, on_progress)
+
+
+def cap_in_flight(dataset: ray.data.Dataset, object_store_bytes: int) -> None:
+    """Bound what a pipeline keeps in the object store at once (memory stays flat)."""
     limits = dataset.context.execution_options.resource_limits
-    dataset.context.execution_options.resource_limits = limits.copy(object_store_memory=in_flight)
+    dataset.context.execution_options.resource_limits = limits.copy(
+        object_store_memory=max(_MIN_IN_FLIGHT_BYTES, object_store_bytes)
+    )
+
+
+def stream_commits(
+    dataset: ray.data.Dataset, store: ShardStore, progress: Progress, on_progress: Callable[[Progress], None]
+) -> Progress:
+    """Run a pipeline whose last stage yields ``{"entry": json}`` rows; commit each shard."""
     finished: set[str] = set()
     for record in dataset.iter_rows():
         entry = json.loads(record["entry"])

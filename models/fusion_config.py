@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 from models.cascade import CascadeConfig
 from models.compositional import config_from_dict
@@ -100,6 +100,8 @@ class FusionTrainConfig:
     losses: LossWeights = field(default_factory=LossWeights)
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
+    SECTIONS: ClassVar[dict]  # section name -> builder from a dict (set below the class)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.to_dict(),
@@ -111,46 +113,72 @@ class FusionTrainConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "FusionTrainConfig":
         """Build and validate; any problem is a ``ConfigError`` naming the section and key."""
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"the config must be a JSON object, got {type(values).__name__}")
-        sections = {"model": CascadeConfig, "masking": MaskingConfig, "losses": LossWeights, "training": TrainingConfig}
-        unknown = sorted(set(values) - set(sections))
-        if unknown:
-            raise ConfigError(f"unknown config section(s) {unknown}; the sections are {sorted(sections)}")
-        built = {}
-        for name, section_class in sections.items():
-            section = values.get(name, {})
-            if not isinstance(section, Mapping):
-                raise ConfigError(f"config section '{name}' must be a JSON object")
-            try:
-                if section_class is TrainingConfig:
-                    built[name] = config_from_dict(TrainingConfig, section)
-                else:
-                    built[name] = section_class.from_dict(section)
-            except (ValueError, TypeError) as error:
-                raise ConfigError(f"config section '{name}': {error}") from None
-        return cls(**built)
+        return cls(**build_sections(values, cls.SECTIONS))
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "FusionTrainConfig":
-        try:
-            values = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"--config {path} does not exist") from None
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"--config {path} is not valid JSON (line {error.lineno}: {error.msg})") from None
-        return cls.from_dict(values)
+        return cls.from_dict(read_config_file(path))
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "FusionTrainConfig":
         """Apply dotted-key overrides (``{"losses.corr_weight": 0.3}``), e.g. from a Tune trial."""
-        values = self.to_dict()
-        for dotted, value in overrides.items():
-            section, _, key = dotted.partition(".")
-            if section not in values or not key:
-                raise ConfigError(f"override {dotted!r} must be 'section.key' with a section of {sorted(values)}")
-            target = values[section]
-            *parents, leaf = key.split(".")
-            for parent in parents:
-                target = target.setdefault(parent, {})
-            target[leaf] = value
-        return FusionTrainConfig.from_dict(values)
+        return type(self).from_dict(apply_overrides(self.to_dict(), overrides))
+
+
+FusionTrainConfig.SECTIONS = {
+    "model": CascadeConfig.from_dict,
+    "masking": MaskingConfig.from_dict,
+    "losses": LossWeights.from_dict,
+    "training": lambda values: config_from_dict(TrainingConfig, values),
+}
+
+
+# ------------------------------------------- shared by every sectioned config file
+
+
+def build_sections(values: Mapping[str, Any], sections: Mapping[str, Callable[[Mapping[str, Any]], Any]]) -> dict[str, Any]:
+    """Build each section of a config tree with its builder; a ``ConfigError`` names the
+    section (and the builder's message the key) of any problem."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"the config must be a JSON object, got {type(values).__name__}")
+    unknown = sorted(set(values) - set(sections))
+    if unknown:
+        raise ConfigError(f"unknown config section(s) {unknown}; the sections are {sorted(sections)}")
+    built = {}
+    for name, build in sections.items():
+        section = values.get(name, {})
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"config section '{name}' must be a JSON object")
+        try:
+            built[name] = build(section)
+        except ConfigError as error:
+            message = str(error)
+            raise ConfigError(message if name in message.split(":")[0] else f"config section '{name}': {message}") from None
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"config section '{name}': {error}") from None
+    return built
+
+
+def read_config_file(path: str | os.PathLike) -> Any:
+    """The JSON of a ``--config`` file, or a one-line ``ConfigError``."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"--config {path} is a folder, not a JSON file") from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"--config {path} is not valid JSON (line {error.lineno}: {error.msg})") from None
+
+
+def apply_overrides(values: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Set dotted keys (``section.key[.sub]``) in a config tree (a copy is not made)."""
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        if section not in values or not key:
+            raise ConfigError(f"override {dotted!r} must be 'section.key' with a section of {sorted(values)}")
+        target = values[section]
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return values

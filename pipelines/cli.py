@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from pipelines import demo, fuse, masks, models, preprocess_fusion, train_fusion
+from pipelines import conform, demo, edit, fuse, masks, models, preprocess_fusion, preprocess_pointer, train_fusion, train_pointer
 from pipelines.common import OneLineParser, run_main
 
 
@@ -15,10 +15,14 @@ def build_parser() -> OneLineParser:
     preprocess = commands.add_parser("preprocess", help="WAV pairs -> latent shards")
     targets = preprocess.add_subparsers(dest="target", required=True, metavar="MODEL")
     preprocess_fusion.ENTRY_POINT.add_to(targets, "fusion", help="fusion pairs (input/, target/)")
+    preprocess_pointer.ENTRY_POINT.add_to(targets, "pointer", help="pointer pairs (raw/, edit/, optional pointers/ or edl/)")
     train = commands.add_parser("train", help="train a model with Ray Train")
     train_targets = train.add_subparsers(dest="target", required=True, metavar="MODEL")
     train_fusion.ENTRY_POINT.add_to(train_targets, "fusion", help="the fusion model on preprocessed shards")
+    train_pointer.ENTRY_POINT.add_to(train_targets, "pointer", help="the pointer network on preprocessed shards")
     fuse.ENTRY_POINT.add_to(commands, "fuse", help="fuse an input and a target with a checkpoint")
+    conform.ENTRY_POINT.add_to(commands, "conform", help="recover the edit decision list of an edit")
+    edit.ENTRY_POINT.add_to(commands, "edit", help="make an edit of a raw recording with a checkpoint")
     masks.ENTRY_POINT.add_to(commands, "masks", help="one PNG per masking strategy")
     models.ENTRY_POINT.add_to(commands, "models", help="model summaries")
     return parser

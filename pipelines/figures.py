@@ -160,3 +160,59 @@ def log_spectrogram(audio: np.ndarray, sample_rate: int, max_frames: int = MAX_S
     magnitude = np.abs(np.fft.rfft(windows * np.hanning(n_fft).astype(np.float32), axis=1))  # [F, K]
     db = 20.0 * np.log10(np.maximum(magnitude, 1e-7)).T  # [K, F]
     return Spectrogram(db.astype(np.float32), frames * hop / sample_rate)
+
+
+def pointer_figure(
+    path: str | os.PathLike,
+    *,
+    raw_mel: np.ndarray,
+    edit_mel: np.ndarray,
+    pointers: np.ndarray,
+    frame_rate: float,
+    reference: np.ndarray | None = None,
+    confidence: np.ndarray | None = None,
+    title: str = "",
+) -> Path:
+    """Write a PNG of an edit: both log-mels and the pointer path (edit time -> raw time).
+
+    Args:
+        raw_mel: [M, Tr] and ``edit_mel`` [M, Te] log-mel frames.
+        pointers: [Te] raw frame of every edit frame (the path drawn).
+        frame_rate: frames per second of both.
+        reference: [Te] known pointers, drawn under the path when given.
+        confidence: [Te] per-frame confidence, drawn under the path when given.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(14, 9), layout="constrained")
+    FigureCanvasAgg(figure)
+    grid = figure.add_gridspec(3, 1, height_ratios=[1, 1, 2.2])
+    low = float(min(raw_mel.max(initial=0.0), edit_mel.max(initial=0.0))) - 12.0  # ~100 dB below the top, natural log
+    for row, (name, mel) in enumerate((("raw", raw_mel), ("edit", edit_mel))):
+        axes = figure.add_subplot(grid[row])
+        axes.imshow(mel, origin="lower", aspect="auto", cmap="magma", vmin=low,
+                    extent=(0, mel.shape[1] / frame_rate, 0, mel.shape[0]))
+        axes.set_ylabel(f"{name}\nmel bin")
+        axes.set_xlabel("seconds")
+    axes = figure.add_subplot(grid[2])
+    edit_seconds = np.arange(len(pointers)) / frame_rate
+    if reference is not None:
+        axes.plot(edit_seconds, np.asarray(reference) / frame_rate, color="0.7", linewidth=4, label="known")
+    if confidence is not None:
+        points = axes.scatter(edit_seconds, np.asarray(pointers) / frame_rate, s=2, c=confidence, cmap="viridis", vmin=0, vmax=1, label="pointers")
+        figure.colorbar(points, ax=axes, label="confidence")
+    else:
+        axes.scatter(edit_seconds, np.asarray(pointers) / frame_rate, s=2, color="tab:blue", label="pointers")
+    axes.set_xlabel("edit time (s)")
+    axes.set_ylabel("raw time (s)")
+    axes.set_xlim(0, max(len(pointers), 1) / frame_rate)
+    axes.set_ylim(0, raw_mel.shape[1] / frame_rate)
+    axes.legend(loc="upper left")
+    axes.grid(alpha=0.3)
+    if title:
+        figure.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    return path

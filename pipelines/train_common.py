@@ -12,13 +12,16 @@ name from its latest reported checkpoint; the step counter travels in the checkp
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import json
+import math
 import os
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import ray
 import ray.train
@@ -62,29 +65,37 @@ class ShardData:
     """The shard folder a training reads, described from its manifest."""
 
     root: str
-    codec: dict
-    segmenting: dict
+    kind: str
+    settings: dict
     rows_by_pair: dict[str, int]
 
+    @property
+    def codec(self) -> dict:
+        return self.settings["codec"]
+
+    @property
+    def segmenting(self) -> dict:
+        return self.settings["segmenting"]
+
     @classmethod
-    def open(cls, root: str | os.PathLike) -> "ShardData":
+    def open(cls, root: str | os.PathLike, kind: str = "fusion") -> "ShardData":
         root = str(Path(root).resolve())
         if not Path(root).is_dir():
             raise InputError(f"--data {root} does not exist")
         manifest = read_manifest(root)
+        if manifest.get("kind") != kind:
+            raise InputError(f"--data {root} holds {manifest.get('kind')!r} shards; jingle train {kind} needs jingle preprocess {kind} output")
         rows: dict[str, int] = {}
         for entry in manifest["files"].values():
             for pair_id, indices in entry["items"].items():
                 rows[pair_id] = rows.get(pair_id, 0) + len(indices)
         if not rows:
-            raise InputError(f"--data {root} holds no segments: run jingle preprocess first")
-        return cls(root, manifest["settings"]["codec"], manifest["settings"]["segmenting"], rows)
+            raise InputError(f"--data {root} holds no rows: run jingle preprocess {kind} first")
+        return cls(root, kind, manifest["settings"], rows)
 
     def datasets(self, train_ids: list[str], validation_ids: list[str], columns: list[str]) -> dict[str, ray.data.Dataset]:
         """Streaming datasets of the two sides (never materialised on the driver)."""
-        dataset = ray.data.read_parquet(
-            shard_paths(self.root), columns=columns + ["pair_id"], ray_remote_args={"num_cpus": DATA_TASK_CPUS}
-        )
+        dataset = ray.data.read_parquet(shard_paths(self.root), num_cpus=DATA_TASK_CPUS).select_columns(columns + ["pair_id"])
         # Progress bars of the workers' splits would interleave with training logs, every epoch.
         dataset.context.enable_progress_bars = False
         sides = {"train": set(train_ids), "validation": set(validation_ids)}
@@ -226,6 +237,192 @@ def maybe_fail(step: int, fail_at_step: int | None, marker_dir: str) -> None:
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text("the worker exited here on purpose (training.fail_at_step)\n")
     os._exit(1)
+
+
+# ------------------------------------------------------------------ the epoch loop
+
+
+@dataclass
+class LoopState:
+    """Where a worker's training stands; restored from a checkpoint on resume."""
+
+    step: int = 0
+    epoch: int = 0  # epochs completed
+    best_validation: float = math.inf
+
+
+def run_epochs(
+    *,
+    training,
+    steps_per_epoch: int,
+    state: LoopState,
+    run_dir: str,
+    epoch_batches: Callable[[int], Iterable],
+    train_step: Callable[[Any], dict[str, float]],
+    validate: Callable[[], dict[str, float]],
+    checkpoint: Callable[[int], TrainingState | None],
+    tracker: "Tracker",
+) -> None:
+    """The worker's epochs, the same for every model: steps, checkpoints, validation, reports.
+
+    Args:
+        training: the run's ``TrainingConfig`` (epochs, checkpoint_every_steps, fail_at_step).
+        steps_per_epoch: steps every worker takes per epoch (the same on all ranks, so
+            that DDP's collective calls match).
+        state: step counter, epochs done and best validation; updated in place.
+        epoch_batches: epoch -> this worker's training batches (streamed).
+        train_step: one optimisation step on a batch -> its metrics.
+        validate: validation metrics (``val_*``; empty without validation data).
+        checkpoint: epochs completed -> the state to save (rank 0), None on other ranks.
+        tracker: MLflow (rank 0 only logs).
+    """
+    for epoch in range(state.epoch, training.epochs):
+        epoch_end = (epoch + 1) * steps_per_epoch
+        # A run resumed mid-epoch restarts the epoch's data but only takes the steps the
+        # epoch has left, so the step counter ends where a clean run's does.
+        sums: dict[str, float] = {}
+        taken = 0
+        for batch in epoch_batches(epoch):
+            if state.step >= epoch_end:
+                break
+            maybe_fail(state.step + 1, training.fail_at_step, run_dir)
+            metrics = train_step(batch)
+            state.step += 1
+            taken += 1
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + value
+            if training.checkpoint_every_steps and state.step % training.checkpoint_every_steps == 0 and state.step < epoch_end:
+                report({"step": state.step, "epoch": epoch, VALIDATION_METRIC: state.best_validation}, checkpoint(epoch))
+        if state.step < epoch_end:
+            rank = ray.train.get_context().get_world_rank()
+            raise RuntimeError(f"worker {rank} ran out of training batches at step {state.step} of {epoch_end}")
+        train_means = {key: value / max(1, taken) for key, value in sums.items()}
+        validation = validate()
+        if VALIDATION_METRIC in validation:
+            state.best_validation = min(state.best_validation, validation[VALIDATION_METRIC])
+        state.epoch = epoch + 1
+        epoch_metrics = {**train_means, **validation, "step": state.step, "epoch": epoch + 1}
+        tracker.metrics(epoch_metrics, state.step)
+        if VALIDATION_METRIC not in epoch_metrics:
+            epoch_metrics[VALIDATION_METRIC] = train_means.get("total", math.inf)
+        report(epoch_metrics, checkpoint(epoch + 1))
+
+
+# -------------------------------------------------------------------------- driver
+
+
+def add_train_arguments(parser: argparse.ArgumentParser, kind: str) -> None:
+    """The flags every ``jingle train MODEL`` takes."""
+    parser.add_argument("--data", required=True, help=f"shard folder written by jingle preprocess {kind}")
+    parser.add_argument("--config", required=True, help=f"JSON training config (configs/{kind}...json)")
+    parser.add_argument("--workers", type=int, default=None, help="training workers (default: 1 per GPU with --gpu, else 2)")
+    parser.add_argument("--gpu", action="store_true", help="one GPU per worker (nccl)")
+    parser.add_argument("--storage", default="runs", help="checkpoints and MLflow store: a folder or s3:// / gs:// URI (default: ./runs)")
+    parser.add_argument("--name", default=None, help=f"run name (default: {kind}-<config file name>)")
+    parser.add_argument("--resume", action="store_true", help="require an earlier run of this name to continue")
+    parser.add_argument("--override", action="append", default=[], metavar="SECTION.KEY=JSON", help="change one config value")
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``--override section.key=value`` flags -> dotted-key dict (values parsed as JSON)."""
+    from pipelines.common import UsageError
+
+    overrides = {}
+    for item in items:
+        key, separator, value = item.partition("=")
+        if not separator:
+            raise UsageError(f"--override {item!r} must look like section.key=value")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value  # a bare word, e.g. masking.strategy=energy
+    return overrides
+
+
+def storage_path(storage: str) -> str:
+    if "://" in storage:
+        return storage
+    return str(Path(storage).resolve())
+
+
+def count_workers(requested: int | None, use_gpu: bool) -> int:
+    from pipelines.common import UsageError
+
+    workers = requested or (int(ray.cluster_resources().get("GPU", 0)) if use_gpu else 2) or 1
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    return workers
+
+
+@dataclass(frozen=True)
+class RunPlace:
+    storage: str
+    name: str
+    run_dir: Path
+
+
+def place_run(args: argparse.Namespace, *, kind: str, codec_id: str | None) -> RunPlace:
+    """Where the run's checkpoints go; refuses ``--resume`` without an earlier run, and a
+    continued run whose checkpoints were made with another codec or features (before any
+    worker starts)."""
+    from pipelines.common import UsageError
+
+    storage = storage_path(args.storage)
+    name = args.name or f"{kind}-{Path(args.config).stem}"
+    run_dir = Path(storage) / name
+    if args.resume and not run_dir.exists():
+        raise UsageError(f"--resume: no run {name!r} under {storage}")
+    earlier = sorted(run_dir.glob("checkpoint_*/state.pt"), key=lambda path: path.stat().st_mtime) if run_dir.exists() else []
+    if earlier:
+        load_state(earlier[-1], kind=kind, codec_id=codec_id)
+    return RunPlace(storage, name, run_dir)
+
+
+@dataclass
+class TrainSummary:
+    run_dir: str
+    best_checkpoint: str | None
+    latest_checkpoint: str | None
+    step: int
+    epoch: int
+    metrics: dict
+    tracking_uri: str
+    run_id: str
+    shown_metrics: tuple[str, ...] = ("total", VALIDATION_METRIC)
+
+    def report(self) -> str:
+        metrics = ", ".join(f"{key} {self.metrics[key]:.4f}" for key in self.shown_metrics if key in self.metrics)
+        ui = f"mlflow ui --backend-store-uri {self.tracking_uri}"
+        return "\n".join(
+            [
+                f"trained to step {self.step} (epoch {self.epoch}): {metrics}",
+                f"  best checkpoint    {self.best_checkpoint}",
+                f"  latest checkpoint  {self.latest_checkpoint}",
+                f"  run folder         {self.run_dir}",
+                f"  MLflow run         {self.run_id} in {self.tracking_uri}",
+                f"  open the MLflow UI: {ui}",
+            ]
+        )
+
+
+def summarize(result, *, kind: str, place: RunPlace, has_validation: bool, run_id: str, shown_metrics: tuple[str, ...] = ("total", VALIDATION_METRIC)) -> TrainSummary:
+    """A finished ``trainer.fit()`` -> the summary printed to the user."""
+    if result.error is not None:
+        raise RuntimeError(f"training failed: {result.error}")
+    best = result.get_best_checkpoint(VALIDATION_METRIC, "min") if has_validation else result.checkpoint
+    latest = result.checkpoint
+    final = load_state(latest.path, kind=kind) if latest else None
+    return TrainSummary(
+        run_dir=str(place.run_dir),
+        best_checkpoint=best.path if best else None,
+        latest_checkpoint=latest.path if latest else None,
+        step=final.step if final else 0,
+        epoch=final.epoch if final else 0,
+        metrics=result.metrics or {},
+        tracking_uri=tracking_uri(place.storage),
+        run_id=run_id,
+        shown_metrics=shown_metrics,
+    )
 
 
 # -------------------------------------------------------------------------- launch

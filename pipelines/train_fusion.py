@@ -20,10 +20,8 @@ if __package__ in (None, ""):  # run as a file (ray submit): make the project im
 
 import argparse
 import json
-import math
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,82 +29,43 @@ import ray
 import torch
 
 from models.cascade import build_fusion_model
-from models.checkpoints import TrainingState, load_state
+from models.checkpoints import TrainingState
 from models.codecs import build_codec
 from models.fusion_config import FusionTrainConfig
 from models.training import FusionObjective, build_optimizer, build_scheduler, evaluate, train_step, unwrap
 from pipelines.common import EntryPoint, UsageError, add_common_arguments, init_ray
 from pipelines.train_common import (
-    VALIDATION_METRIC,
+    LoopState,
     ShardData,
     Tracker,
-    maybe_fail,
+    TrainSummary,
+    add_train_arguments,
+    count_workers,
     open_tracking_run,
+    parse_overrides,
+    place_run,
     record_worker,
-    report,
     restore,
+    run_epochs,
     run_trainer,
     split_pair_ids,
+    summarize,
     tracking_uri,
     worker_torch_threads,
 )
 
 PROG = "jingle train fusion"
+# TrainSummary and parse_overrides are re-exported: callers (demo, bench, tests) import them here.
+__all__ = ["TrainSummary", "build_parser", "fusion_train_loop", "main", "parse_overrides", "run"]
 LATENT_COLUMNS = ["input_latent", "target_latent"]
 # Validation terms reported (present for every model and codec).
 VALIDATION_TERMS = ("total", "spectral", "spectral_input", "spectral_target", "rms_in", "rms_tgt", "novelty", "corr_cost")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="shard folder written by jingle preprocess fusion")
-    parser.add_argument("--config", required=True, help="JSON training config (configs/fusion.json)")
-    parser.add_argument("--workers", type=int, default=None, help="training workers (default: 1 per GPU with --gpu, else 2)")
-    parser.add_argument("--gpu", action="store_true", help="one GPU per worker (nccl)")
-    parser.add_argument("--storage", default="runs", help="checkpoints and MLflow store: a folder or s3:// / gs:// URI (default: ./runs)")
-    parser.add_argument("--name", default=None, help="run name (default: fusion-<config file name>)")
-    parser.add_argument("--resume", action="store_true", help="require an earlier run of this name to continue")
+    add_train_arguments(parser, "fusion")
     parser.add_argument("--codec-checkpoint", default=None, help="EnCodec weights when the shards used EnCodec")
-    parser.add_argument("--override", action="append", default=[], metavar="SECTION.KEY=JSON", help="change one config value")
     add_common_arguments(parser)
-
-
-@dataclass
-class TrainSummary:
-    run_dir: str
-    best_checkpoint: str | None
-    latest_checkpoint: str | None
-    step: int
-    epoch: int
-    metrics: dict
-    tracking_uri: str
-    run_id: str
-
-    def report(self) -> str:
-        metrics = ", ".join(f"{key} {self.metrics[key]:.4f}" for key in ("total", VALIDATION_METRIC) if key in self.metrics)
-        ui = f"mlflow ui --backend-store-uri {self.tracking_uri}"
-        return "\n".join(
-            [
-                f"trained to step {self.step} (epoch {self.epoch}): {metrics}",
-                f"  best checkpoint    {self.best_checkpoint}",
-                f"  latest checkpoint  {self.latest_checkpoint}",
-                f"  run folder         {self.run_dir}",
-                f"  MLflow run         {self.run_id} in {self.tracking_uri}",
-                f"  open the MLflow UI: {ui}",
-            ]
-        )
-
-
-def parse_overrides(items: list[str]) -> dict:
-    overrides = {}
-    for item in items:
-        key, separator, value = item.partition("=")
-        if not separator:
-            raise UsageError(f"--override {item!r} must look like section.key=value")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value  # a bare word, e.g. masking.strategy=energy
-    return overrides
 
 
 def run(args: argparse.Namespace) -> TrainSummary:
@@ -125,9 +84,7 @@ def run(args: argparse.Namespace) -> TrainSummary:
         )
     init_ray(args.num_cpus)
     use_gpu = bool(args.gpu)
-    workers = args.workers or (int(ray.cluster_resources().get("GPU", 0)) if use_gpu else 2) or 1
-    if workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
+    workers = count_workers(args.workers, use_gpu)
     train_ids, validation_ids = split_pair_ids(sorted(data.rows_by_pair), config.training.validation_fraction, config.training.seed)
     train_rows = sum(data.rows_by_pair[pair_id] for pair_id in train_ids)
     steps_per_epoch = (train_rows // workers) // config.training.batch_size
@@ -136,15 +93,8 @@ def run(args: argparse.Namespace) -> TrainSummary:
             f"{train_rows} training segments cannot fill one batch of {config.training.batch_size} on each of {workers} workers: "
             f"lower training.batch_size or --workers"
         )
-    storage = _storage_path(args.storage)
-    name = args.name or f"fusion-{Path(args.config).stem}"
-    run_dir = Path(storage) / name
-    if args.resume and not run_dir.exists():
-        raise UsageError(f"--resume: no run {name!r} under {storage}")
-    earlier = sorted(run_dir.glob("checkpoint_*/state.pt"), key=lambda path: path.stat().st_mtime) if run_dir.exists() else []
-    if earlier:  # continuing: refuse, before any worker starts, a run made with another codec
-        load_state(earlier[-1], kind="fusion", codec_id=codec.id)
-    run_id = open_tracking_run(storage=storage, experiment="jingle-fusion", run_name=name, params={"config": config.to_dict(), "data": data.root, "workers": workers})
+    place = place_run(args, kind="fusion", codec_id=codec.id)
+    run_id = open_tracking_run(storage=place.storage, experiment="jingle-fusion", run_name=place.name, params={"config": config.to_dict(), "data": data.root, "workers": workers})
     weights = codec.worker_state()
     loop_config = {
         "config": config.to_dict(),
@@ -153,9 +103,9 @@ def run(args: argparse.Namespace) -> TrainSummary:
         "codec": codec.describe(),
         "data": {"shards": data.root, "segment_seconds": data.segmenting["segment_seconds"], "train_pairs": len(train_ids), "validation_pairs": len(validation_ids)},
         "steps_per_epoch": steps_per_epoch,
-        "tracking_uri": tracking_uri(storage),
+        "tracking_uri": tracking_uri(place.storage),
         "run_id": run_id,
-        "run_dir": str(run_dir),
+        "run_dir": str(place.run_dir),
         "use_gpu": use_gpu,
     }
     result = run_trainer(
@@ -164,32 +114,12 @@ def run(args: argparse.Namespace) -> TrainSummary:
         datasets=data.datasets(train_ids, validation_ids, LATENT_COLUMNS),
         workers=workers,
         use_gpu=use_gpu,
-        storage=storage,
-        name=name,
+        storage=place.storage,
+        name=place.name,
         num_to_keep=config.training.num_to_keep,
         max_failures=config.training.max_failures,
     )
-    if result.error is not None:
-        raise RuntimeError(f"training failed: {result.error}")
-    best = result.get_best_checkpoint(VALIDATION_METRIC, "min") if validation_ids else result.checkpoint
-    latest = result.checkpoint
-    final = load_state(latest.path, kind="fusion") if latest else None
-    return TrainSummary(
-        run_dir=str(run_dir),
-        best_checkpoint=best.path if best else None,
-        latest_checkpoint=latest.path if latest else None,
-        step=final.step if final else 0,
-        epoch=final.epoch if final else 0,
-        metrics=result.metrics or {},
-        tracking_uri=tracking_uri(storage),
-        run_id=run_id,
-    )
-
-
-def _storage_path(storage: str) -> str:
-    if "://" in storage:
-        return storage
-    return str(Path(storage).resolve())
+    return summarize(result, kind="fusion", place=place, has_validation=bool(validation_ids), run_id=run_id)
 
 
 # ---------------------------------------------------------------- the worker loop
@@ -218,7 +148,7 @@ def fusion_train_loop(loop_config: dict) -> None:
         if objective.discriminator is not None
         else None
     )
-    step, first_epoch, best_validation = 0, 0, math.inf
+    loop = LoopState()
     state = restore("fusion", loop_config["codec"]["id"])
     if state is not None:
         model.load_state_dict(state.model)
@@ -227,8 +157,7 @@ def fusion_train_loop(loop_config: dict) -> None:
         if discriminator_optimizer is not None and state.discriminator:
             objective.discriminator.load_state_dict(state.discriminator)
             discriminator_optimizer.load_state_dict(state.discriminator_optimizer)
-        step, first_epoch = state.step, state.epoch
-        best_validation = state.extra.get("best_validation", math.inf)
+        loop = LoopState(state.step, state.epoch, state.extra.get("best_validation", float("inf")))
     model = ray.train.torch.prepare_model(model)
     autocast = torch.bfloat16 if training.mixed_precision and device.type == "cuda" else None
     tracker = Tracker(loop_config["tracking_uri"], loop_config["run_id"], enabled=rank == 0)
@@ -237,6 +166,7 @@ def fusion_train_loop(loop_config: dict) -> None:
     # One held-out segment kept from the validation pass for the MLflow example: every
     # worker must read its split together, so rank 0 cannot go back for one alone.
     example: dict[str, torch.Tensor] = {}
+    generator = torch.Generator()
 
     def checkpoint_state(epoch: int) -> TrainingState | None:
         if rank != 0:
@@ -248,47 +178,36 @@ def fusion_train_loop(loop_config: dict) -> None:
             scheduler=scheduler.state_dict(),
             discriminator=objective.discriminator.state_dict() if objective.discriminator is not None else None,
             discriminator_optimizer=discriminator_optimizer.state_dict() if discriminator_optimizer else None,
-            step=step,
+            step=loop.step,
             epoch=epoch,
             config=config.to_dict(),
             codec=loop_config["codec"],
             data=loop_config["data"],
-            extra={"best_validation": best_validation, "mlflow_run_id": loop_config["run_id"]},
+            extra={"best_validation": loop.best_validation, "mlflow_run_id": loop_config["run_id"]},
         )
 
-    for epoch in range(first_epoch, training.epochs):
-        epoch_end = (epoch + 1) * steps_per_epoch
-        # A run resumed mid-epoch restarts the epoch's data but only takes the steps the
-        # epoch has left, so the step counter ends where a clean run's does.
-        generator = torch.Generator().manual_seed(training.seed * 1_000_003 + rank * 10_007 + step)
-        sums: dict[str, float] = {}
-        taken = 0
-        for batch in train_shard.iter_torch_batches(batch_size=training.batch_size, drop_last=True, device=device):
-            if step >= epoch_end:
-                break
-            maybe_fail(step + 1, training.fail_at_step, loop_config["run_dir"])
-            metrics = train_step(
-                model, batch, objective, optimizer,
-                scheduler=scheduler, generator=generator, grad_clip=training.grad_clip,
-                autocast_dtype=autocast, discriminator_optimizer=discriminator_optimizer,
-            )
-            step += 1
-            taken += 1
-            for key, value in metrics.items():
-                sums[key] = sums.get(key, 0.0) + value
-            if training.checkpoint_every_steps and step % training.checkpoint_every_steps == 0 and step < epoch_end:
-                report({"step": step, "epoch": epoch, VALIDATION_METRIC: best_validation}, checkpoint_state(epoch))
-        if step < epoch_end:
-            raise RuntimeError(f"worker {rank} ran out of training batches at step {step} of {epoch_end}")
-        train_means = {key: value / max(1, taken) for key, value in sums.items()}
-        validation = _validate(model, validation_shard, objective, training.batch_size, device, example)
-        if VALIDATION_METRIC in validation:
-            best_validation = min(best_validation, validation[VALIDATION_METRIC])
-        epoch_metrics = {**train_means, **validation, "step": step, "epoch": epoch + 1}
-        tracker.metrics(epoch_metrics, step)
-        if VALIDATION_METRIC not in epoch_metrics:
-            epoch_metrics[VALIDATION_METRIC] = train_means.get("total", math.inf)
-        report(epoch_metrics, checkpoint_state(epoch + 1))
+    def epoch_batches(epoch: int):
+        generator.manual_seed(training.seed * 1_000_003 + rank * 10_007 + loop.step)
+        return train_shard.iter_torch_batches(batch_size=training.batch_size, drop_last=True, device=device)
+
+    def step(batch) -> dict[str, float]:
+        return train_step(
+            model, batch, objective, optimizer,
+            scheduler=scheduler, generator=generator, grad_clip=training.grad_clip,
+            autocast_dtype=autocast, discriminator_optimizer=discriminator_optimizer,
+        )
+
+    run_epochs(
+        training=training,
+        steps_per_epoch=loop_config["steps_per_epoch"],
+        state=loop,
+        run_dir=loop_config["run_dir"],
+        epoch_batches=epoch_batches,
+        train_step=step,
+        validate=lambda: _validate(model, validation_shard, objective, training.batch_size, device, example),
+        checkpoint=checkpoint_state,
+        tracker=tracker,
+    )
     if rank == 0:
         _log_artifacts(tracker, unwrap(model), codec, config, example)
 

@@ -1,0 +1,138 @@
+"""``jingle edit``: make a new edit of a raw recording, in the style a pointer network learned.
+
+    jingle edit --checkpoint CKPT RAW.wav -o EDITED.wav [--beam N]
+
+An edit-mode network points, frame by frame, at the raw frame to play next (greedy, or a
+beam search with ``--beam N``) until it predicts the end. The edit is the raw recording's
+own audio at the chosen frames, at its own sample rate and channels, with a short
+equal-power crossfade at every jump; EDITED.json holds its edit decision list and
+EDITED.png both log-mels with the pointer path.
+"""
+
+from __future__ import annotations
+
+if __package__ in (None, ""):  # run as a file (ray submit): make the project importable
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+
+from datasets.alignment import edl_from_pointers, segments_from_pointers
+from datasets.audio import AudioError, probe, splice, write_wav
+from models.pointer import generate_edit
+from pipelines.common import EntryPoint, UsageError, add_common_arguments
+from pipelines.pointer_inference import load_pointer, pick_device, read_log_mel, write_json
+
+PROG = "jingle edit"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("raw", help="the raw recording (WAV)")
+    parser.add_argument("-o", "--out", required=True, help="edited WAV to write (EDITED.json and EDITED.png beside it)")
+    parser.add_argument("--checkpoint", required=True, help="edit-mode pointer checkpoint")
+    parser.add_argument("--beam", type=int, default=1, help="beam width (default 1: greedy)")
+    parser.add_argument("--max-seconds", type=float, default=None, help="longest edit (default: 1.5x the raw, within the model's limit)")
+    parser.add_argument("--crossfade-ms", type=float, default=10.0, help="crossfade at every jump (default: 10 ms)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when available)")
+    add_common_arguments(parser)
+
+
+@dataclass
+class Edited:
+    pointers: np.ndarray
+    edl: list[dict]
+    stopped: bool
+    seconds: float
+    edit_seconds: float
+    paths: dict[str, str]
+
+    def report(self) -> str:
+        ending = "the model ended it" if self.stopped else "stopped at --max-seconds"
+        lines = [f"edited: {self.edit_seconds:.2f} s in {len(self.edl)} segments ({ending}), {self.seconds:.1f} s"]
+        for segment in self.edl[:12]:
+            lines.append(f"  raw {segment['start_s']:8.2f} - {segment['end_s']:8.2f} s")
+        if len(self.edl) > 12:
+            lines.append(f"  ... and {len(self.edl) - 12} more")
+        lines += [f"  {name:<5} {path}" for name, path in self.paths.items()]
+        return "\n".join(lines)
+
+
+def render(raw_path: str, pointers: np.ndarray, frame_rate: float, crossfade_seconds: float) -> tuple[np.ndarray, int]:
+    """The raw file's own samples (native rate and channels) at the chosen frames.
+
+    Frame ``i`` covers raw seconds ``[i, i + 1) / frame_rate``; each run of consecutive
+    pointers is one span, spliced with a crossfade at every jump.
+    """
+    info = probe(raw_path)
+    audio, sample_rate = soundfile.read(raw_path, dtype="float32", always_2d=True)  # [S, C]
+    if len(audio) != info.frames:
+        raise AudioError(f"{raw_path}: read {len(audio)} of the {info.frames} frames its header declares (truncated file)")
+    spans = []
+    for segment in segments_from_pointers(pointers):
+        start = round(segment.raw_start / frame_rate * sample_rate)
+        end = min(len(audio), round(segment.raw_end / frame_rate * sample_rate))
+        if end > start:
+            spans.append((start, end))
+    edited = splice(audio, spans, crossfade=round(crossfade_seconds * sample_rate))  # [S', C]
+    return edited, sample_rate
+
+
+def run(args: argparse.Namespace) -> Edited:
+    started = time.perf_counter()
+    if args.beam < 1:
+        raise UsageError(f"--beam must be at least 1, got {args.beam}")
+    loaded = load_pointer(args.checkpoint, mode="edit", device=pick_device(args.device))
+    features = loaded.config.features
+    _, raw_mel = read_log_mel(args.raw, features)
+    limit = loaded.config.model.max_frames
+    if raw_mel.shape[1] > limit:
+        raise UsageError(f"{args.raw} has {raw_mel.shape[1]} frames; this model reads at most {limit} ({limit / features.frame_rate:.0f} s)")
+    max_frames = round(args.max_seconds * features.frame_rate) if args.max_seconds else round(1.5 * raw_mel.shape[1])
+    max_frames = max(1, min(max_frames, limit))
+    generated = generate_edit(loaded.model, torch.from_numpy(raw_mel), beam=args.beam, max_frames=max_frames)
+    pointers = generated.pointers.cpu().numpy().astype(np.int64)
+    edited, sample_rate = render(args.raw, pointers, features.frame_rate, args.crossfade_ms / 1000)
+    out = Path(args.out)
+    write_wav(out, edited, sample_rate, subtype="FLOAT")
+    edl = edl_from_pointers(pointers, features.frame_rate)
+    json_path, figure_path = out.with_suffix(".json"), out.with_suffix(".png")
+    write_json(json_path, {
+        "raw": str(Path(args.raw).resolve()),
+        "edited": str(out.resolve()),
+        "checkpoint": loaded.checkpoint,
+        "beam": args.beam,
+        "stopped_by_model": generated.stopped,
+        "log_prob": generated.log_prob,
+        "frame_rate": features.frame_rate,
+        "edit_frames": int(len(pointers)),
+        "segments": edl,
+    })
+    _, edit_mel = read_log_mel(out, features)
+    from pipelines.figures import pointer_figure
+
+    pointer_figure(figure_path, raw_mel=raw_mel, edit_mel=edit_mel[:, : len(pointers)], pointers=pointers,
+                   frame_rate=features.frame_rate, title=f"edit of {Path(args.raw).name} (beam {args.beam})")
+    return Edited(pointers, edl, generated.stopped, time.perf_counter() - started, len(edited) / sample_rate,
+                  {"WAV": str(out), "JSON": str(json_path), "PNG": str(figure_path)})
+
+
+def command(args: argparse.Namespace) -> int:
+    print(run(args).report())
+    return 0
+
+
+ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, command)
+build_parser, main = ENTRY_POINT.build_parser, ENTRY_POINT.main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""The pointer training config: one JSON file -> one dataclass tree -> dict for Ray -> back.
+
+    {"features": {...MelFeatures}, "alignment": {...AlignmentConfig},
+     "model": {...PointerConfig}, "augmentation": {...AugmentationConfig (plan 002's keys)},
+     "data": {...PointerDataConfig}, "training": {...TrainingConfig}}
+
+Every section and key is optional; an unknown key or a bad value stops the run with one
+line naming it (``ConfigError``). ``features`` and ``alignment`` are what
+``jingle preprocess pointer --config`` reads; a training refuses shards made with other
+features. The sections come from their own modules (``datasets/`` and ``models/``), which
+is why the tree is assembled here, the one layer allowed to import both.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Mapping
+
+from datasets.alignment import AlignmentConfig
+from datasets.augmentation import AugmentationConfig
+from datasets.features import MelFeatures
+from models.compositional import config_from_dict
+from models.fusion_config import TrainingConfig, apply_overrides, build_sections, read_config_file
+from models.pointer import PointerConfig
+
+
+@dataclass(frozen=True)
+class PointerDataConfig:
+    """How stored rows become training batches.
+
+    Attributes:
+        max_edit_frames: longest edit a training sample keeps (a random window of a longer
+            one in conform mode; the beginning in edit mode, where the start matters).
+        max_raw_frames: longest raw a training sample keeps: the raw is cut to the frames
+            the kept edit points at plus ``context_frames`` each side, and the edit window
+            shrinks until that fits.
+        context_frames: raw frames kept around the pointed-at span.
+        bucket_batches: batches gathered, sorted by length and cut again, so that a batch
+            holds similar lengths (less padding); 1 turns bucketing off.
+        repeats_per_epoch: passes over the training pairs per epoch (each with fresh
+            augmentation draws): a small corpus still makes a useful epoch. Passes after
+            the first replay the worker's rows from memory, so with more than one a
+            worker must hold its share of the corpus (``--workers`` more to spread it).
+        min_confidence: alignment-labelled edit frames under this confidence get no loss.
+    """
+
+    max_edit_frames: int = 1500
+    max_raw_frames: int = 3000
+    context_frames: int = 100
+    bucket_batches: int = 4
+    repeats_per_epoch: int = 1
+    min_confidence: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_edit_frames", "max_raw_frames", "bucket_batches", "repeats_per_epoch"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.context_frames, int) or self.context_frames < 0:
+            raise ValueError(f"context_frames must be a non-negative integer, got {self.context_frames!r}")
+        if not 0 <= self.min_confidence <= 1:
+            raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence!r}")
+
+
+@dataclass(frozen=True)
+class PointerTrainConfig:
+    features: MelFeatures = field(default_factory=MelFeatures)
+    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
+    model: PointerConfig = field(default_factory=PointerConfig)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    data: PointerDataConfig = field(default_factory=PointerDataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    SECTIONS: ClassVar[dict]  # section name -> builder from a dict (set below the class)
+
+    def __post_init__(self) -> None:
+        from models.fusion_config import ConfigError
+
+        if self.model.n_mels != self.features.n_mels:
+            raise ConfigError(f"model.n_mels ({self.model.n_mels}) must equal features.n_mels ({self.features.n_mels})")
+        if self.model.mode == "edit" and self.augmentation.enabled:
+            # Edit mode learns where an edit starts and ends; a crop or a join moves both.
+            for name in ("crop", "concatenation"):
+                if getattr(self.augmentation, name).enabled:
+                    raise ConfigError(
+                        f"augmentation.{name} must be off in edit mode (it moves the edit's start and end, which edit mode learns); "
+                        f"see configs/pointer/edit-mini.json"
+                    )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "features": self.features.to_dict(),
+            "alignment": asdict(self.alignment),
+            "model": self.model.to_dict(),
+            "augmentation": self.augmentation.to_dict(),
+            "data": asdict(self.data),
+            "training": asdict(self.training),
+        }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "PointerTrainConfig":
+        return cls(**build_sections(values, cls.SECTIONS))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "PointerTrainConfig":
+        return cls.from_dict(read_config_file(path))
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "PointerTrainConfig":
+        return type(self).from_dict(apply_overrides(self.to_dict(), overrides))
+
+
+PointerTrainConfig.SECTIONS = {
+    "features": MelFeatures.from_dict,
+    "alignment": lambda values: config_from_dict(AlignmentConfig, values),
+    "model": PointerConfig.from_dict,
+    "augmentation": AugmentationConfig.from_dict,
+    "data": lambda values: config_from_dict(PointerDataConfig, values),
+    "training": lambda values: config_from_dict(TrainingConfig, values),
+}
