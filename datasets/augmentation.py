@@ -30,8 +30,9 @@ Category B changes the frame structure and keeps every pointer on the raw frame 
 
 - B1 ``chunk_shuffle``: raw cut into chunks of ``chunk_size`` (the remainder is a chunk
   too) put in a random order; the edit is kept and pointers are remapped.
-- B2 ``random_crop``: a window of the edit, and the raw frames it points to plus
-  ``context_pad`` frames each side.
+- B2 ``random_crop``: a window of the edit, and the raw frames it points to plus up to
+  ``context_pad`` frames each side (drawn per side, so the kept frames do not always sit
+  at the same offset).
 - B3 ``concatenate_samples``: two samples end to end; ``Augmentor.concatenate`` does it
   in the collate step.
 
@@ -368,7 +369,8 @@ def random_crop(
     """B2: keep a window of the edit and the raw frames it points to, plus context.
 
     The window's length is uniform in [min(min_len, T_edit), min(max_len, T_edit)]; the raw
-    keeps [min pointer - context_pad, max pointer + context_pad], clipped to the recording.
+    keeps [min pointer - a, max pointer + b], clipped to the recording, with a and b drawn
+    uniformly in [0, context_pad] (the plan pads by a fixed context_pad; see below why not).
     The raw is cut even when the window is the whole edit. T_edit == 0: nothing changes.
     """
     _check_pair(raw_mel, edit_mel)
@@ -381,8 +383,11 @@ def random_crop(
     edit_start = _randint(0, edit_frames - crop_len, generator)
     kept_pointers = pointers[edit_start : edit_start + crop_len]  # [T_edit']
     lowest, highest = int(kept_pointers.min()), int(kept_pointers.max())
-    raw_start = max(0, lowest - context_pad)
-    raw_end = min(raw_mel.shape[1], highest + context_pad + 1)
+    # Each side's context is drawn in [0, context_pad]: with a fixed pad the first pointed-at
+    # frame would always sit context_pad frames in, and a network learns that offset from
+    # positions instead of matching content (seen in training: pointers of "100 + t").
+    raw_start = max(0, lowest - _randint(0, context_pad, generator))
+    raw_end = min(raw_mel.shape[1], highest + _randint(0, context_pad, generator) + 1)
     # Pointers lie in [0, T_raw), so [lowest, highest] is inside [raw_start, raw_end).
     assert raw_start <= lowest and highest < raw_end, (raw_start, lowest, highest, raw_end)
     return CropResult(

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
-from datasets.augmentation import PointerSample, random_crop
+from datasets.augmentation import PointerSample
 
 
 def samples_from_rows(batch: dict[str, np.ndarray], *, min_confidence: float = 0.0) -> list[PointerSample]:
@@ -38,15 +38,17 @@ def cap_lengths(
     *,
     max_edit_frames: int,
     max_raw_frames: int,
-    context_frames: int,
     keep_start: bool,
     generator: torch.Generator,
 ) -> tuple[PointerSample, bool]:
     """Cut a sample to at most ``max_edit_frames`` edit and ``max_raw_frames`` raw frames.
 
     A window of the edit is kept (random, or the beginning with ``keep_start``: edit mode
-    learns where an edit starts), with the raw frames it points at plus ``context_frames``;
-    the window halves until that raw span fits.
+    learns where an edit starts), and a raw window of ``max_raw_frames`` that holds every
+    raw frame the kept edit points at; the edit window halves until such a raw window
+    exists. Where the raw window sits around those frames is random (it starts at 0 with
+    ``keep_start``): were the pointed-at frames always at the same offset, the network
+    would learn that offset from the positions instead of matching content.
 
     Returns:
         the sample and whether it still ends where the original edit ended (edit mode
@@ -54,27 +56,25 @@ def cap_lengths(
     """
     if sample.edit_frames <= max_edit_frames and sample.raw_frames <= max_raw_frames:
         return sample, True
+    raw_length = min(max_raw_frames, sample.raw_frames)
     length = min(max_edit_frames, sample.edit_frames)
     while True:
-        if keep_start:
-            kept = sample.pointers[:length]
-            low, high = int(kept.min()), int(kept.max())
-            raw_start = max(0, low - context_frames)
-            raw_end = min(sample.raw_frames, high + context_frames + 1)
-            edit_start = 0
-        else:
-            crop = random_crop(
-                sample.raw_mel, sample.edit_mel, sample.pointers,
-                min_len=length, max_len=length, context_pad=context_frames, generator=generator,
-            )
-            edit_start, raw_start = crop.edit_start, crop.raw_start
-            raw_end = raw_start + crop.raw_mel.shape[1]
-        if raw_end - raw_start <= max_raw_frames or length == 1:
+        edit_start = 0 if keep_start else _randint(0, sample.edit_frames - length, generator)
+        kept = sample.pointers[edit_start : edit_start + length]
+        low, high = (int(kept.min()), int(kept.max())) if length else (0, 0)
+        fits = high < raw_length if keep_start else high - low < raw_length
+        if fits or length == 1:
             break
         length = max(1, length // 2)
-    if raw_end - raw_start > max_raw_frames:  # one edit frame: centre the raw window on it
-        raw_start = max(0, min(int(sample.pointers[edit_start]) - max_raw_frames // 2, sample.raw_frames - max_raw_frames))
-        raw_end = raw_start + max_raw_frames
+    if keep_start:
+        raw_start = 0
+    elif high - low < raw_length:
+        raw_start = _randint(max(0, high - raw_length + 1), min(low, sample.raw_frames - raw_length), generator)
+    else:  # one edit frame: centre the raw window on it
+        raw_start = max(0, min(low - raw_length // 2, sample.raw_frames - raw_length))
+    raw_end = raw_start + raw_length
+    if keep_start and high >= raw_end:  # a single first frame beyond the window: keep it inside
+        raw_start, raw_end = high - raw_length + 1, high + 1
     edit_end = edit_start + length
     weights = sample.weights[edit_start:edit_end] if sample.weights is not None else None
     capped = PointerSample(
@@ -84,6 +84,11 @@ def cap_lengths(
         weights,
     )
     return capped, edit_end == sample.edit_frames
+
+
+def _randint(low: int, high: int, generator: torch.Generator) -> int:
+    """Uniform integer in [low, high] (inclusive)."""
+    return low + int(torch.randint(0, high - low + 1, (1,), generator=generator))
 
 
 def bucketed(

@@ -1,12 +1,18 @@
 """``jingle demo``: the end-to-end run on one machine, with nothing downloaded.
 
-Generates a small corpus of fusion pairs (drum loops as inputs, chord progressions as
-targets) and one held-out pair, preprocesses the corpus into latent shards through Ray
+Fusion: generates a small corpus of fusion pairs (drum loops as inputs, chord progressions
+as targets) and one held-out pair, preprocesses the corpus into latent shards through Ray
 Data, trains the fusion model with Ray Train (2 workers, ``configs/demo.json``: a small
-model, a few epochs), fuses the held-out pair with the best checkpoint, and prints where
-the shards, checkpoints, MLflow store, fused WAV and PNG are.
+model, a few epochs) and fuses the held-out pair with the best checkpoint.
 
-    python -m pipelines.demo [--out DIR] [--codec mel|encodec_24khz]
+Pointer network: generates raw recordings and edits of them (cuts, repeats, reorders; half
+of them post-processed), half labelled with pointers and half left to the alignment,
+preprocesses, trains a small conform model (``configs/pointer/demo.json``) and conforms a
+held-out processed edit with the network and with the alignment alone.
+
+It prints where the shards, checkpoints, MLflow stores and outputs are.
+
+    python -m pipelines.demo [--out DIR] [--codec mel|encodec_24khz] [--models fusion,pointer]
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ from pathlib import Path
 
 from datasets.synth import CorpusSpec, write_fusion_corpus
 from models.codecs import CODEC_NAMES
-from pipelines import fuse, preprocess_fusion, train_fusion
-from pipelines.common import EntryPoint, add_common_arguments
+from pipelines import conform, fuse, preprocess_fusion, preprocess_pointer, train_fusion, train_pointer
+from pipelines.common import EntryPoint, UsageError, add_common_arguments
 
 PROG = "jingle demo"
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.json"
+POINTER_DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "pointer" / "demo.json"
+MODELS = ("fusion", "pointer")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,11 +46,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="corpus seed (default: 0)")
     parser.add_argument("--config", default=str(DEMO_CONFIG), help="training config (default: configs/demo.json)")
     parser.add_argument("--workers", type=int, default=2, help="training workers (default: 2)")
+    parser.add_argument("--models", default="fusion,pointer", help="which models to run, comma-separated (default: fusion,pointer)")
     add_common_arguments(parser)
 
 
 def command(args: argparse.Namespace) -> int:
+    models = [name.strip() for name in args.models.split(",") if name.strip()]
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown or not models:
+        raise UsageError(f"--models takes a comma-separated subset of {list(MODELS)}, got {args.models!r}")
     out = Path(args.out).resolve()
+    lines = []
+    if "fusion" in models:
+        code = fusion_demo(args, out, lines)
+        if code:
+            return code
+    if "pointer" in models:
+        pointer_demo(args, out, lines)
+    print("\nwhere things are:\n" + "\n".join(lines))
+    return 0
+
+
+def fusion_demo(args: argparse.Namespace, out: Path, lines: list[str]) -> int:
     corpus, held_out = out / "corpus", out / "held-out"
     if not (corpus / "input").is_dir():
         ids = write_fusion_corpus(corpus, CorpusSpec(pairs=args.pairs, min_seconds=20, max_seconds=40, seed=args.seed))
@@ -55,7 +80,7 @@ def command(args: argparse.Namespace) -> int:
     cpu_flags = ["--num-cpus", str(args.num_cpus)] if args.num_cpus else []
 
     shards = out / f"shards-{args.codec}"
-    print("[demo] 1/3 preprocessing", file=sys.stderr)
+    print("[demo] fusion 1/3: preprocessing", file=sys.stderr)
     summary = preprocess_fusion.run(
         preprocess_fusion.build_parser().parse_args(
             ["--pairs", str(corpus), "--out", str(shards), "--codec", args.codec, "--rows-per-shard", "8"] + codec_flags + cpu_flags
@@ -63,7 +88,7 @@ def command(args: argparse.Namespace) -> int:
     )
     print(summary.report())
 
-    print(f"[demo] 2/3 training with {args.workers} workers", file=sys.stderr)
+    print(f"[demo] fusion 2/3: training with {args.workers} workers", file=sys.stderr)
     trained = train_fusion.run(
         train_fusion.build_parser().parse_args(
             ["--data", str(shards), "--config", args.config, "--workers", str(args.workers), "--storage", str(out / "runs"),
@@ -72,7 +97,7 @@ def command(args: argparse.Namespace) -> int:
     )
     print(trained.report())
 
-    print("[demo] 3/3 fusing the held-out pair", file=sys.stderr)
+    print("[demo] fusion 3/3: fusing the held-out pair", file=sys.stderr)
     fused = out / "fused" / "held_out.wav"
     code = fuse.main(
         ["--checkpoint", trained.best_checkpoint, str(held_out / "input" / "pair_10000.wav"),
@@ -80,15 +105,67 @@ def command(args: argparse.Namespace) -> int:
     )
     if code:
         return code
-    print(
-        "\nwhere things are:\n"
-        f"  corpus       {corpus}/input, {corpus}/target (held-out pair in {held_out})\n"
-        f"  shards       {shards}/shards/*.parquet, {shards}/manifest.json, {shards}/rejects.parquet\n"
-        f"  checkpoints  {trained.run_dir} (best: {trained.best_checkpoint})\n"
-        f"  MLflow       {trained.tracking_uri} (run {trained.run_id}); open it with: mlflow ui --backend-store-uri {trained.tracking_uri}\n"
-        f"  fused audio  {fused}, {fused.with_suffix('.png')}, {fused.with_suffix('.json')}"
-    )
+    lines += [
+        f"  fusion corpus        {corpus}/input, {corpus}/target (held-out pair in {held_out})",
+        f"  fusion shards        {shards}/shards/*.parquet, {shards}/manifest.json, {shards}/rejects.parquet",
+        f"  fusion checkpoints   {trained.run_dir} (best: {trained.best_checkpoint})",
+        f"  MLflow               {trained.tracking_uri} (run {trained.run_id}); open it with: mlflow ui --backend-store-uri {trained.tracking_uri}",
+        f"  fused audio          {fused}, {fused.with_suffix('.png')}, {fused.with_suffix('.json')}",
+    ]
     return 0
+
+
+def pointer_demo(args: argparse.Namespace, out: Path, lines: list[str]) -> None:
+    """Edit pairs -> shards -> a small conform model -> a held-out edit conformed two ways."""
+    import numpy as np
+
+    from datasets.edits import make_conform_pair, write_pointer_corpus
+    from pipelines.pointer_config import PointerTrainConfig
+
+    features = PointerTrainConfig.from_file(POINTER_DEMO_CONFIG).features
+    corpus, held_out = out / "pointer-corpus", out / "pointer-held-out"
+    held = make_conform_pair(args.seed * 1000 + 999, seconds=16.0, features=features, processed=True)
+    if not (corpus / "raw").is_dir():
+        pairs = [
+            make_conform_pair(args.seed * 1000 + index, seconds=16.0, features=features, processed=index % 2 == 1)
+            for index in range(max(4, args.pairs))
+        ]
+        # half with pointer files, half left to the alignment
+        write_pointer_corpus(corpus, pairs[::2], features, labels="pointers")
+        write_pointer_corpus(corpus, pairs[1::2], features, labels="none")
+        write_pointer_corpus(held_out, [held], features, labels="pointers")
+        print(f"[demo] generated {len(pairs)} raw recordings with edits in {corpus}", file=sys.stderr)
+    cpu_flags = ["--num-cpus", str(args.num_cpus)] if args.num_cpus else []
+    shards = out / "pointer-shards"
+    print("[demo] pointer 1/3: preprocessing (alignment where no pointers are given)", file=sys.stderr)
+    summary = preprocess_pointer.run(
+        preprocess_pointer.build_parser().parse_args(
+            ["--pairs", str(corpus), "--out", str(shards), "--config", str(POINTER_DEMO_CONFIG), "--quiet"] + cpu_flags
+        )
+    )
+    print(summary.report())
+    print(f"[demo] pointer 2/3: training a conform model with {args.workers} workers", file=sys.stderr)
+    trained = train_pointer.run(
+        train_pointer.build_parser().parse_args(
+            ["--data", str(shards), "--config", str(POINTER_DEMO_CONFIG), "--workers", str(args.workers),
+             "--storage", str(out / "runs"), "--name", "demo-pointer"]
+        )
+    )
+    print(trained.report())
+    print("[demo] pointer 3/3: conforming the held-out processed edit", file=sys.stderr)
+    raw, edited = held_out / "raw" / f"{held.name}.wav", held_out / "edit" / f"{held.name}.wav"
+    lines += [
+        f"  pointer corpus       {corpus}/raw, {corpus}/edit, {corpus}/pointers (held-out edit in {held_out})",
+        f"  pointer shards       {shards}/shards/*.parquet, {shards}/manifest.json",
+        f"  pointer checkpoints  {trained.run_dir} (best: {trained.best_checkpoint}); MLflow run {trained.run_id}",
+    ]
+    for method in ("network", "align"):
+        edl = out / "conformed" / f"{method}.json"
+        flags = ["--checkpoint", trained.best_checkpoint] if method == "network" else ["--config", str(POINTER_DEMO_CONFIG)]
+        conformed = conform.run(conform.build_parser().parse_args([str(raw), str(edited), "-o", str(edl), "--method", method] + flags))
+        accuracy = float(np.mean(np.abs(conformed.pointers - held.pointers) <= 2))
+        lines.append(f"  conformed ({method:<7})  {edl}, {edl.with_suffix('.png')} ({len(conformed.edl)} segments, "
+                     f"{accuracy:.0%} of edit frames within ±2 frames of the truth)")
 
 
 ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, command)

@@ -1,6 +1,7 @@
-"""``jingle models summary``: parameter counts of the fusion model, module by module.
+"""``jingle models summary``: parameter counts of the fusion model or the pointer network, module by module.
 
     python -m pipelines.models summary [--agent compositional|adaptive_window|none] [--config FILE]
+    python -m pipelines.models summary --pointer [--config configs/pointer/full.json]
 
 The counts are of the real modules built from the config (defaults: the design notes'
 architecture), next to the figures the notes give, so that a change of architecture shows.
@@ -44,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     summary.add_argument("--agent", choices=AGENTS, default=None, help="agent (default: the config's, compositional)")
     summary.add_argument("--config", default=None, help="JSON file with the model config (its 'model' section, or the whole file)")
     summary.add_argument("--depth", type=int, default=2, help="module depth to list (default: 2)")
+    summary.add_argument("--pointer", action="store_true", help="the pointer network (its config's 'model' section)")
     add_common_arguments(summary)
 
 
@@ -85,9 +87,28 @@ def summary_table(config: CascadeConfig, depth: int) -> str:
     return "\n".join(lines)
 
 
+def pointer_summary_table(path: str | None, depth: int) -> str:
+    from models.pointer import PointerConfig, PointerNetwork
+    from pipelines.pointer_config import PointerTrainConfig
+
+    config = PointerTrainConfig.from_file(path).model if path else PointerConfig()
+    model = PointerNetwork(config)
+    lines = [f"pointer network: mode={config.mode}, D={config.model_dim}, layers={config.encoder_layers}+{config.decoder_layers}, M={config.n_mels}",
+             f"{'module':40s} {'parameters':>14s}  notes"]
+    for name, count in module_rows(model, depth):
+        note = "~15M in the notes (plan 002)" if name == "model" else ""
+        lines.append(f"{'  ' * name.count('.') + name:40s} {count:>14,}  {note}")
+    return "\n".join(lines)
+
+
 def command(args: argparse.Namespace) -> int:
     if args.depth < 0:
         raise UsageError(f"--depth must be non-negative, got {args.depth}")
+    if args.pointer:
+        if args.agent:
+            raise UsageError("--agent is a fusion model option; leave it out with --pointer")
+        print(pointer_summary_table(args.config, args.depth))
+        return 0
     print(summary_table(load_model_config(args.config, args.agent), args.depth))
     return 0
 

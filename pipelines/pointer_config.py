@@ -32,10 +32,9 @@ class PointerDataConfig:
     Attributes:
         max_edit_frames: longest edit a training sample keeps (a random window of a longer
             one in conform mode; the beginning in edit mode, where the start matters).
-        max_raw_frames: longest raw a training sample keeps: the raw is cut to the frames
-            the kept edit points at plus ``context_frames`` each side, and the edit window
-            shrinks until that fits.
-        context_frames: raw frames kept around the pointed-at span.
+        max_raw_frames: longest raw a training sample keeps: a window of this length
+            around every raw frame the kept edit points at, placed at random (the edit
+            window shrinks until such a window exists).
         bucket_batches: batches gathered, sorted by length and cut again, so that a batch
             holds similar lengths (less padding); 1 turns bucketing off.
         repeats_per_epoch: passes over the training pairs per epoch (each with fresh
@@ -47,7 +46,6 @@ class PointerDataConfig:
 
     max_edit_frames: int = 1500
     max_raw_frames: int = 3000
-    context_frames: int = 100
     bucket_batches: int = 4
     repeats_per_epoch: int = 1
     min_confidence: float = 0.0
@@ -57,8 +55,6 @@ class PointerDataConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.context_frames, int) or self.context_frames < 0:
-            raise ValueError(f"context_frames must be a non-negative integer, got {self.context_frames!r}")
         if not 0 <= self.min_confidence <= 1:
             raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence!r}")
 

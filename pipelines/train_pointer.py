@@ -154,7 +154,6 @@ def training_batches(
                     sample,
                     max_edit_frames=config.data.max_edit_frames,
                     max_raw_frames=config.data.max_raw_frames,
-                    context_frames=config.data.context_frames,
                     keep_start=edit_mode,
                     generator=generator,
                 )
@@ -171,7 +170,8 @@ def training_batches(
 
 
 def validation_batches(shard, config: PointerTrainConfig) -> Iterator[PointerBatch]:
-    """Held-out rows without augmentation, capped from their start (deterministic)."""
+    """Held-out rows without augmentation, capped as in training (edit mode: from the
+    start) with a generator seeded the same every pass, so every epoch sees the same."""
     generator = torch.Generator().manual_seed(0)
     group: list = []
     for rows in shard.iter_batches(batch_size=8, batch_format="numpy"):
@@ -181,8 +181,7 @@ def validation_batches(shard, config: PointerTrainConfig) -> Iterator[PointerBat
                     sample,
                     max_edit_frames=config.data.max_edit_frames,
                     max_raw_frames=config.data.max_raw_frames,
-                    context_frames=config.data.context_frames,
-                    keep_start=True,
+                    keep_start=config.model.mode == "edit",
                     generator=generator,
                 )
             )

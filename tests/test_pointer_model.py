@@ -396,3 +396,12 @@ def test_tiny_edit_model_learns_to_skip_silence_and_stop():
     assert cut.pointers.tolist() == example.pointers[:5].tolist() and not cut.stopped
     longer = len(example.pointers) + 3
     assert len(generate_edit(model, example.raw_mel, beam=2, max_frames=longer, min_frames=longer).pointers) == longer
+
+
+def test_models_summary_lists_the_pointer_network(capsys):
+    from pipelines.models import main as models_main
+
+    assert models_main(["summary", "--pointer", "--config", "configs/pointer/mini.json", "--depth", "1"]) == 0
+    printed = capsys.readouterr().out
+    count = parameter_count(PointerNetwork(PointerConfig(model_dim=128, heads=4, encoder_layers=2, decoder_layers=2, feedforward_dim=512)))
+    assert f"{count:,}" in printed and "mode=conform" in printed and "pointer_attention" in printed

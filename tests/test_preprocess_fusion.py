@@ -300,7 +300,7 @@ def test_module_entry_point_runs_on_the_session_cluster(ray_address, tmp_path):
 
 
 def test_demo_runs_end_to_end(ray_session, tmp_path, capsys):
-    """The main job: corpus, preprocessing, 2-worker training, fusing a held-out pair."""
+    """The main job: both models, from generated audio to a fused pair and a conformed edit."""
     import json
 
     from pipelines import demo
@@ -315,3 +315,9 @@ def test_demo_runs_end_to_end(ray_session, tmp_path, capsys):
     report = json.loads(fused.with_suffix(".json").read_text())
     assert report["duration_seconds"] == pytest.approx(20.0, abs=0.05)
     assert (out / "runs" / "mlflow.db").exists()
+    # the pointer network's half: alignment-labelled pairs, a trained conform model, two EDLs
+    assert "preprocessed 8 pairs" in printed.split("trained to step")[1]
+    for method in ("network", "align"):
+        edl = json.loads((out / "conformed" / f"{method}.json").read_text())
+        assert edl["method"] == method and edl["segments"]
+    assert "conformed (align  )" in printed and "within ±2 frames of the truth" in printed
