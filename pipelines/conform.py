@@ -110,6 +110,12 @@ def run(args: argparse.Namespace) -> Conformed:
         found = align(raw_mel, edit_mel, alignment)
         pointers, confidence = found.pointers, found.confidence
     else:
+        limit = loaded.config.model.max_frames
+        if max(raw_mel.shape[1], edit_mel.shape[1]) > limit:
+            raise UsageError(
+                f"the recordings have {raw_mel.shape[1]} and {edit_mel.shape[1]} frames; this model reads at most {limit} "
+                f"({limit / features.frame_rate:.0f} s): use --method align"
+            )
         jump = NETWORK_JUMP_PENALTY if args.jump_penalty is None else args.jump_penalty
         pointers, confidence = conform_with_network(loaded, raw_mel, edit_mel, decode=args.decode, jump_penalty=jump)
     edl = edl_from_pointers(pointers, features.frame_rate, confidence)

@@ -238,10 +238,21 @@ def pointer_train_loop(loop_config: dict) -> None:
             extra={"best_validation": loop.best_validation, "mlflow_run_id": loop_config["run_id"]},
         )
 
+    # The first held-out batch of the last validation pass, for the MLflow picture: every
+    # worker must read its split together, so rank 0 cannot go back for one alone.
+    example: list[PointerBatch] = []
+
+    def keep_first(batches: Iterator[PointerBatch]) -> Iterator[PointerBatch]:
+        example.clear()
+        for batch in batches:
+            if not example:
+                example.append(batch)
+            yield batch
+
     def validate() -> dict[str, float]:
         if validation_shard is None:
             return {}
-        means = evaluate_pointer(unwrap(model), validation_batches(validation_shard, config), loss)
+        means = evaluate_pointer(unwrap(model), keep_first(validation_batches(validation_shard, config)), loss)
         return {f"val_{name}": value for name, value in means.items()}
 
     run_epochs(
@@ -258,14 +269,38 @@ def pointer_train_loop(loop_config: dict) -> None:
         tracker=tracker,
     )
     if rank == 0:
-        _log_artifacts(tracker, config)
+        _log_artifacts(tracker, unwrap(model), config, example[0] if example else None)
 
 
-def _log_artifacts(tracker: Tracker, config: PointerTrainConfig) -> None:
+def _log_artifacts(tracker: Tracker, model: PointerNetwork, config: PointerTrainConfig, batch: PointerBatch | None) -> None:
+    """The config, and a picture of one held-out example: its mels, the known pointers and
+    the network's (argmax, teacher-forced in edit mode)."""
+    from pipelines.figures import pointer_figure
+
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "config.json"
         path.write_text(json.dumps(config.to_dict(), indent=2))
         tracker.artifact(path)
+        if batch is None:
+            return
+        batch = batch.to(next(model.parameters()).device)
+        model.eval()
+        with torch.inference_mode():
+            logits = model(batch.raw_mel[:1], batch.raw_lengths[:1], batch.edit_mel[:1], batch.edit_lengths[:1], batch.pointers[:1]).logits
+        raw_frames, edit_frames = int(batch.raw_lengths[0]), int(batch.edit_lengths[0])
+        probabilities = torch.softmax(logits[0, :edit_frames].float(), dim=-1)  # [Te, Tr]
+        confidence, predicted = probabilities.max(dim=-1)
+        pointer_figure(
+            Path(folder) / "validation_example.png",
+            raw_mel=batch.raw_mel[0, :, :raw_frames].cpu().numpy(),
+            edit_mel=batch.edit_mel[0, :, :edit_frames].cpu().numpy(),
+            pointers=predicted.cpu().numpy(),
+            reference=batch.pointers[0, :edit_frames].cpu().numpy(),
+            confidence=confidence.cpu().numpy(),
+            frame_rate=config.features.frame_rate,
+            title=f"held-out example after training ({config.model.mode} mode)",
+        )
+        tracker.artifact(Path(folder) / "validation_example.png")
 
 
 def command(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from datasets.edits import RULES, make_conform_pair, make_rule_pair, write_pointer_corpus
 from datasets.features import MelFeatures
 from models.checkpoints import load_state
-from pipelines import conform, edit, preprocess_pointer, train_pointer
+from pipelines import preprocess_pointer, train_pointer
 from pipelines.cli import main as jingle
 from pipelines.pointer_config import PointerTrainConfig
 from pipelines.train_common import tracking_uri
@@ -65,6 +65,7 @@ def test_training_reports_checkpoints_and_tracks_in_mlflow(conform_run):
     run = client.get_run(summary.run_id)
     assert {"total", "val_total", "val_accuracy_within_2"} <= set(run.data.metrics)
     assert run.data.params["config.model.mode"] == "conform"
+    assert {"config.json", "validation_example.png"} <= {artifact.path for artifact in client.list_artifacts(summary.run_id)}
 
 
 def test_rerun_resumes_the_step_counter(conform_run, tmp_path):
