@@ -18,14 +18,19 @@ if __package__ in (None, ""):  # run as a file (ray submit): make the project im
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from datasets.audio import Segmenting
-from datasets.pairs import Reject, check_pairs, discover_fusion_pairs
+from datasets.pairs import Discovery, Reject, check_pairs, discover_fusion_pairs
 from datasets.shards import LATENT_DTYPES, REJECTS, ShardStore
 from models.codecs import CODEC_NAMES, build_codec
 from pipelines.common import EntryPoint, UsageError, add_common_arguments, human_seconds, init_ray
+
+if TYPE_CHECKING:  # Ray Data is imported when a run has work, not at start-up
+    from datasets.preprocess import Progress
 
 PROG = "jingle preprocess fusion"
 
@@ -138,9 +143,61 @@ def run(args: argparse.Namespace) -> Summary:
         "segmenting": segmenting.to_dict(),
         "latent_dtype": args.latent_dtype,
     }
+
+    def pipeline(store: ShardStore, work: list, pairs: dict):
+        resources = Resources.for_cluster(actors=args.encoder_actors, threads=args.encoder_threads, encode_batch=args.encode_batch)
+        return run_fusion_pipeline(
+            store=store,
+            work=work,
+            pairs=pairs,
+            codec_name=args.codec,
+            codec=codec,
+            segmenting=segmenting,
+            latent_dtype=args.latent_dtype,
+            rows_per_shard=args.rows_per_shard,
+            resources=resources,
+            on_progress=progress_printer(args.quiet),
+        )
+
+    return preprocess_into_store(
+        args, kind="fusion", settings=settings, found=found, check=lambda pairs: check_pairs(pairs, segmenting),
+        pipeline=pipeline, first_role="input", started=started,
+    )
+
+
+def progress_printer(quiet: bool) -> Callable[[Progress], None]:
+    return (lambda progress: None) if quiet else (lambda progress: print(progress.line(), file=sys.stderr, flush=True))
+
+
+def preprocess_into_store(
+    args: argparse.Namespace,
+    *,
+    kind: str,
+    settings: dict,
+    found: Discovery,
+    check: Callable[[list], tuple[list, list[Reject]]],
+    pipeline: Callable[[ShardStore, list, dict], Progress],
+    first_role: str,
+    started: float,
+) -> Summary:
+    """What every preprocessing run does around its Ray Data pipeline (fusion and pointer).
+
+    Opens the output folder's shard store (refusing other settings), reads the pairs'
+    headers (``check``), plans the pairs still to do, starts Ray only when there is work,
+    runs ``pipeline(store, work, pairs)``, then writes the manifest and ``rejects.parquet``.
+
+    Args:
+        args: the command's flags (``out``, ``num_cpus``).
+        kind: ``"fusion"`` or ``"pointer"``.
+        settings: what makes rows incompatible when it changes (stored in the manifest).
+        found: the discovered pairs and discovery rejects.
+        check: pairs -> (checked pairs with ``pair`` and ``fingerprint``, probe rejects).
+        first_role: the role whose decode rejects mean its file was not read (for the count
+            of files read).
+    """
     summary = Summary(out_dir=str(args.out), pairs_found=len(found.pairs))
-    with ShardStore(args.out, kind="fusion", settings=settings) as store:
-        checked, probe_rejects = check_pairs(found.pairs, segmenting)
+    with ShardStore(args.out, kind=kind, settings=settings) as store:
+        checked, probe_rejects = check(found.pairs)
         pairs = {c.pair.pair_id: c.pair for c in checked}
         work = store.plan({c.pair.pair_id: c.fingerprint for c in checked})
         summary.pairs_already_done = sum(1 for c in checked if store.items.get(c.pair.pair_id) and store.items[c.pair.pair_id].complete())
@@ -148,19 +205,7 @@ def run(args: argparse.Namespace) -> Summary:
         progress = None
         if work:
             init_ray(args.num_cpus)
-            resources = Resources.for_cluster(actors=args.encoder_actors, threads=args.encoder_threads, encode_batch=args.encode_batch)
-            progress = run_fusion_pipeline(
-                store=store,
-                work=work,
-                pairs=pairs,
-                codec_name=args.codec,
-                codec=codec,
-                segmenting=segmenting,
-                latent_dtype=args.latent_dtype,
-                rows_per_shard=args.rows_per_shard,
-                resources=resources,
-                on_progress=(lambda p: None) if args.quiet else (lambda p: print(p.line(), file=sys.stderr, flush=True)),
-            )
+            progress = pipeline(store, work, pairs)
         rejects = store.all_rejects(found.rejects + probe_rejects, present={c.pair.pair_id for c in checked})
         summary.changed = store.finish(rejects) or bool(work)
         summary.rejects = rejects
@@ -172,7 +217,7 @@ def run(args: argparse.Namespace) -> Summary:
         summary.shards_written = progress.shards
         summary.audio_seconds = progress.audio_seconds
         summary.new_rejects = len(progress.decode_rejects)
-        summary.files_read = 2 * len(work) - sum(r.reason.startswith("input:") for r in progress.decode_rejects)
+        summary.files_read = 2 * len(work) - sum(r.reason.startswith(f"{first_role}:") for r in progress.decode_rejects)
     summary.wall_seconds = time.perf_counter() - started
     return summary
 

@@ -23,9 +23,9 @@ from dataclasses import asdict
 
 from datasets.pairs import check_pointer_pairs, discover_pointer_pairs
 from datasets.shards import ShardStore
-from pipelines.common import EntryPoint, UsageError, add_common_arguments, init_ray
+from pipelines.common import EntryPoint, UsageError, add_common_arguments
 from pipelines.pointer_config import PointerTrainConfig
-from pipelines.preprocess_fusion import Summary
+from pipelines.preprocess_fusion import Summary, preprocess_into_store, progress_printer
 
 PROG = "jingle preprocess pointer"
 
@@ -52,41 +52,23 @@ def run(args: argparse.Namespace) -> Summary:
     config = PointerTrainConfig.from_file(args.config) if args.config else PointerTrainConfig()
     found = discover_pointer_pairs(args.pairs)  # before Ray: a wrong --pairs costs nothing
     settings = {"features": config.features.to_dict(), "alignment": asdict(config.alignment)}
-    summary = Summary(out_dir=str(args.out), pairs_found=len(found.pairs))
-    with ShardStore(args.out, kind="pointer", settings=settings) as store:
-        checked, probe_rejects = check_pointer_pairs(found.pairs)
-        pairs = {c.pair.pair_id: c.pair for c in checked}
-        work = store.plan({c.pair.pair_id: c.fingerprint for c in checked})
-        summary.pairs_already_done = sum(1 for c in checked if store.items.get(c.pair.pair_id) and store.items[c.pair.pair_id].complete())
-        summary.removed_orphans, summary.invalidated_files = store.removed_orphans, store.invalidated_files
-        progress = None
-        if work:
-            init_ray(args.num_cpus)
-            tasks = args.tasks or max(1, int(ray.cluster_resources().get("CPU", 1)))
-            progress = run_pointer_pipeline(
-                store=store,
-                work=work,
-                pairs=pairs,
-                features=config.features,
-                alignment=asdict(config.alignment),
-                rows_per_shard=args.rows_per_shard,
-                featurize_tasks=tasks,
-                on_progress=(lambda p: None) if args.quiet else (lambda p: print(p.line(), file=sys.stderr, flush=True)),
-            )
-        rejects = store.all_rejects(found.rejects + probe_rejects, present={c.pair.pair_id for c in checked})
-        summary.changed = store.finish(rejects) or bool(work)
-        summary.rejects = rejects
-        summary.total_rows = sum(entry["rows"] for entry in store.files.values())
-        summary.total_files = len(store.files)
-    summary.pairs_processed = len(work)
-    if progress is not None:
-        summary.segments_written = progress.rows
-        summary.shards_written = progress.shards
-        summary.audio_seconds = progress.audio_seconds
-        summary.new_rejects = len(progress.decode_rejects)
-        summary.files_read = 2 * len(work) - sum(r.reason.startswith("raw:") for r in progress.decode_rejects)
-    summary.wall_seconds = time.perf_counter() - started
-    return summary
+
+    def pipeline(store: ShardStore, work: list, pairs: dict):
+        return run_pointer_pipeline(
+            store=store,
+            work=work,
+            pairs=pairs,
+            features=config.features,
+            alignment=asdict(config.alignment),
+            rows_per_shard=args.rows_per_shard,
+            featurize_tasks=args.tasks or max(1, int(ray.cluster_resources().get("CPU", 1))),
+            on_progress=progress_printer(args.quiet),
+        )
+
+    return preprocess_into_store(
+        args, kind="pointer", settings=settings, found=found, check=check_pointer_pairs,
+        pipeline=pipeline, first_role="raw", started=started,
+    )
 
 
 def command(args: argparse.Namespace) -> int:
