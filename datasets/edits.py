@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.audio import write_wav
+from datasets.audio import splice, write_wav
 from datasets.features import MelFeatures
 from datasets.synth import chords, drums
 
@@ -125,21 +125,10 @@ def render_edit(
         if not 0 <= start < end <= raw_frames:
             raise ValueError(f"segment {index} ({start}, {end}) is not a frame range inside the raw's {raw_frames} frames")
     crossfade = max(0, round(crossfade_seconds * features.sample_rate))
-    padded = np.zeros(raw_frames * hop + crossfade, dtype=np.float32)  # room for a continuation
+    padded = np.zeros(raw_frames * hop, dtype=np.float32)  # whole frames
     padded[: len(raw)] = raw
-    pieces, pointers = [], []
-    previous_end = None
-    for start, end in segments:
-        piece = padded[start * hop : end * hop].copy()
-        if previous_end is not None and previous_end != start and crossfade:
-            length = min(crossfade, len(piece))
-            ramp = (np.arange(length) + 0.5) / length * (np.pi / 2)
-            continuation = padded[previous_end * hop : previous_end * hop + length]
-            piece[:length] = np.sin(ramp) * piece[:length] + np.cos(ramp) * continuation
-        pieces.append(piece)
-        pointers.append(np.arange(start, end, dtype=np.int64))
-        previous_end = end
-    edit = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+    edit = splice(padded, [(start * hop, end * hop) for start, end in segments], crossfade=crossfade)
+    pointers = [np.arange(start, end, dtype=np.int64) for start, end in segments]
     pointers = np.concatenate(pointers) if pointers else np.zeros(0, dtype=np.int64)
     return edit.astype(np.float32), pointers
 

@@ -138,3 +138,17 @@ class TestSegmenting:
     def test_bad_settings_are_refused(self, kwargs):
         with pytest.raises(ValueError):
             Segmenting(**kwargs)
+
+
+def test_splice_crossfades_only_at_jumps_and_keeps_channels():
+    from datasets.audio import splice
+
+    audio = np.stack([np.arange(100, dtype=np.float32), -np.arange(100, dtype=np.float32)], axis=1)  # [S, 2]
+    out = splice(audio, [(0, 10), (10, 20), (50, 60)], crossfade=4)
+    assert out.shape == (30, 2)
+    assert np.array_equal(out[:20], audio[:20])  # a contiguous join is no join
+    ramp = (np.arange(4) + 0.5) / 4 * (np.pi / 2)
+    expected = np.sin(ramp) * audio[50:54, 0] + np.cos(ramp) * audio[20:24, 0]  # fade in over the continuation
+    assert np.allclose(out[20:24, 0], expected) and np.array_equal(out[24:], audio[54:60])
+    with pytest.raises(ValueError, match="not inside"):
+        splice(audio, [(90, 120)], crossfade=4)
