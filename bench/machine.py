@@ -6,9 +6,36 @@ import os
 import platform
 from pathlib import Path
 
-import psutil
-import ray
+import argparse
+import logging
+
+import ray  # first: it puts the psutil it bundles on sys.path
+import psutil  # noqa: E402
 import torch
+
+# Benchmarks start their own Ray with address="local": init_ray would first try to join any
+# Ray already running on the machine (a test session, another benchmark), whose work would
+# compete with the one measured and whose processes are not the run's own.
+RAY_OPTIONS = {"address": "local", "include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": True}
+
+
+def add_ray_address_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        help="join this running Ray instead of starting one (the test suite's smoke run; timings then share its cluster)",
+    )
+
+
+def start_ray(address: str | None) -> None:
+    """Join ``address``, or start a Ray of this benchmark's own (``RAY_OPTIONS``)."""
+    from pipelines.common import init_ray
+
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+    else:
+        ray.init(**RAY_OPTIONS)
+    init_ray()  # Ray is up, so this only quiets Ray Data's console logging as the pipelines do
 
 
 def describe_machine() -> dict:

@@ -42,16 +42,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import ray  # noqa: F401  (also puts the psutil that Ray bundles on sys.path)
 import torch
 
-from bench.machine import describe_machine
+from bench.machine import add_ray_address_argument, describe_machine, start_ray
 from datasets.alignment import align, segments_from_pointers
 from datasets.edits import RULES, EditPair, make_conform_pair, make_rule_pair, write_pointer_corpus
 from datasets.features import MelFeatures
 from models.pointer import generate_edit
 from pipelines import preprocess_pointer, train_pointer
-from pipelines.common import OneLineParser, init_ray
+from pipelines.common import OneLineParser
 from pipelines.conform import NETWORK_JUMP_PENALTY, conform_with_network
 from pipelines.pointer_config import PointerTrainConfig
 from pipelines.pointer_inference import load_pointer
@@ -77,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers")
     parser.add_argument("--skip", action="append", default=[], choices=("conform", "edit"), help="leave a part out")
     parser.add_argument("--smoke", action="store_true", help="a few short pairs, one epoch: checks that it runs")
-    parser.add_argument("--ray-address", default=None, help="join this Ray instead of starting one")
+    add_ray_address_argument(parser)
     args = parser.parse_args(argv)
     if args.smoke:
         args.train_pairs, args.test_pairs, args.edit_train_pairs, args.seconds = 4, 2, 3, 8.0
@@ -129,15 +128,11 @@ def train(shards: Path, work: Path, config_path: str, name: str, overrides: list
     return summary.best_checkpoint, time.perf_counter() - started
 
 
-def mel(audio: np.ndarray, features: MelFeatures) -> np.ndarray:
-    return features.log_mel(audio)
-
-
 def bench_alignment(pairs: list[EditPair], features: MelFeatures, config: PointerTrainConfig) -> dict:
     hits, frames, seconds = 0, 0, 0.0
     for pair in pairs:
         started = time.perf_counter()
-        found = align(mel(pair.raw, features), mel(pair.edit, features), config.alignment)
+        found = align(features.log_mel(pair.raw), features.log_mel(pair.edit), config.alignment)
         seconds += time.perf_counter() - started
         hits += int(within(found.pointers, pair.pointers).sum())
         frames += len(pair.pointers)
@@ -169,7 +164,7 @@ def conform_accuracy(test_pairs: list[EditPair], loaded, features: MelFeatures, 
     """Within-±2 accuracy of the network (path and argmax decoding) and of the alignment."""
     totals = {key: 0 for key in ("frames", "jumps", "align", "align_jumps", "network", "network_jumps", "argmax", "argmax_jumps")}
     for pair in test_pairs:
-        raw, edit = mel(pair.raw, features), mel(pair.edit, features)
+        raw, edit = features.log_mel(pair.raw), features.log_mel(pair.edit)
         known, cuts = pair.pointers, jump_frames(pair.pointers)
         predictions = {
             "align": align(raw, edit, config.alignment).pointers,
@@ -201,7 +196,7 @@ def bench_edit(args, work: Path, features: MelFeatures) -> dict:
     counts = {key: {"pairs": 0, "greedy": 0, "beam3": 0, "identity": 0} for key in (*RULES, "all")}
     frame_hits, frames = 0, 0
     for pair in test_pairs:
-        raw = torch.from_numpy(mel(pair.raw, features))
+        raw = torch.from_numpy(features.log_mel(pair.raw))
         limit = round(1.5 * raw.shape[1])
         greedy = generate_edit(loaded.model, raw, beam=1, max_frames=limit).pointers.numpy()
         beam = generate_edit(loaded.model, raw, beam=3, max_frames=limit).pointers.numpy()
@@ -229,11 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("ray").setLevel(logging.WARNING)
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    if args.ray_address:
-        import os
-
-        os.environ["RAY_ADDRESS"] = args.ray_address
-    init_ray(None)
+    start_ray(args.ray_address)
     config = PointerTrainConfig.from_file(args.config)
     features = config.features
     results = {"machine": describe_machine(), "config": args.config, "seconds": args.seconds, "smoke": args.smoke}

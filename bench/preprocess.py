@@ -39,7 +39,6 @@ if __package__ in (None, ""):  # run as a file: make the project importable
 
 import argparse
 import json
-import logging
 import math
 import os
 import re
@@ -61,11 +60,11 @@ from datasets.audio import Segmenting
 from datasets.pairs import discover_fusion_pairs, fingerprint_files
 from datasets.preprocess import decode_fusion_pairs, encode_windows, write_fusion_shard
 from datasets.shards import ShardStore, fusion_schema, latents_to_numpy, read_manifest, shard_paths
-from bench.machine import describe_machine
+from bench.machine import RAY_OPTIONS, add_ray_address_argument, describe_machine, start_ray
 from datasets.synth import CorpusSpec, write_fusion_corpus
 from models.codecs import build_codec
 from pipelines import preprocess_fusion
-from pipelines.common import OneLineParser, init_ray
+from pipelines.common import OneLineParser
 
 import psutil  # noqa: E402  (after ray, which provides it)
 
@@ -82,11 +81,7 @@ MEMORY_RATIO_AIM = 1.3
 MEMORY_SAMPLE_SECONDS = 0.25
 MEGABYTE = 1024 * 1024
 
-# Both the benchmark and the driver of a --memory run start Ray as init_ray's local branch
-# does, but with address="local": init_ray tries address="auto" first, which joins any
-# Ray already running on the machine (a test session, another benchmark), whose work would
-# compete with the pipeline's and whose processes are not the run's own.
-RAY_OPTIONS = {"address": "local", "include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": True}
+# The driver of a --memory run starts its Ray as the benchmark does (bench/machine.py).
 MEMORY_DRIVER = f"""
 import sys
 import ray
@@ -575,11 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--memory", action="store_true", help=f"also measure peak memory for 1x and {MEMORY_SCALE}x the corpus (mel)")
     parser.add_argument("--work", default=str(REPO_ROOT / "out" / "bench"), help="folder for corpora, outputs and results.json")
     parser.add_argument("--smoke", action="store_true", help="two one-window pairs, to check that everything runs")
-    parser.add_argument(
-        "--ray-address",
-        default=None,
-        help="join this running Ray instead of starting one (the test suite's smoke run; timings then share its cluster)",
-    )
+    add_ray_address_argument(parser)
     return parser
 
 
@@ -599,11 +590,7 @@ def main(argv: list[str] | None = None) -> int:
 
     plan = plan_corpus(minutes=args.minutes, segment_seconds=args.segment_seconds, smoke=args.smoke)
     corpus = make_corpus(work, plan)
-    if args.ray_address:
-        ray.init(address=args.ray_address, logging_level=logging.WARNING, log_to_driver=True)
-    else:
-        ray.init(**RAY_OPTIONS)
-    init_ray()  # Ray is up, so this only quiets Ray Data's console logging as the pipeline does
+    start_ray(args.ray_address)
     machine["ray_cpus"] = ray.cluster_resources().get("CPU", 0)
     results = [benchmark_codec(codec_name, corpus, plan, work, args.encode_batch) for codec_name in codecs]
     ray.shutdown()  # the --memory runs start their own Ray, and only theirs may be counted

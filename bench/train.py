@@ -48,7 +48,6 @@ if __package__ in (None, ""):  # run as a file: make the project importable
 
 import argparse
 import json
-import logging
 import math
 import os
 import shutil
@@ -64,7 +63,7 @@ import ray  # also puts the psutil that Ray bundles on sys.path
 import torch
 
 from datasets.shards import latents_to_numpy, shard_paths
-from bench.machine import describe_machine
+from bench.machine import add_ray_address_argument, describe_machine, start_ray
 from datasets.synth import CorpusSpec, write_fusion_corpus
 from models.cascade import build_fusion_model
 from models.checkpoints import load_state
@@ -72,7 +71,7 @@ from models.codecs import build_codec
 from models.fusion_config import ConfigError, FusionTrainConfig
 from models.training import FusionObjective, build_optimizer, build_scheduler, train_step
 from pipelines import preprocess_fusion, train_fusion
-from pipelines.common import OneLineParser, init_ray
+from pipelines.common import OneLineParser
 from pipelines.train_common import worker_torch_threads, ShardData, split_pair_ids, worker_resources
 
 
@@ -88,9 +87,6 @@ CONTROLLER_POLL_SECONDS = float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_
 SMOKE = {"steps": 2, "segment_seconds": 1.0}
 LATENT_COLUMNS = train_fusion.LATENT_COLUMNS
 
-# Started as bench/preprocess.py starts it: address="local", because init_ray would first
-# try to join any Ray already running on the machine, whose work would compete with ours.
-RAY_OPTIONS = {"address": "local", "include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": True}
 
 
 # --------------------------------------------------------------------- results
@@ -384,11 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--segment-seconds", type=float, default=16.0, help="window length (default: 16)")
     parser.add_argument("--work", default=str(REPO_ROOT / "out" / "bench-train"), help="folder for the corpus, shards, runs and results.json")
     parser.add_argument("--smoke", action="store_true", help=f"{SMOKE['steps']} steps on {SMOKE['segment_seconds']:g} s segments, to check that everything runs")
-    parser.add_argument(
-        "--ray-address",
-        default=None,
-        help="join this running Ray instead of starting one (the test suite's smoke run; timings then share its cluster)",
-    )
+    add_ray_address_argument(parser)
     return parser
 
 
@@ -416,11 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     machine = describe_machine()  # before anything runs: the load average tells whether the machine was idle
 
-    if args.ray_address:
-        ray.init(address=args.ray_address, logging_level=logging.WARNING, log_to_driver=True)
-    else:
-        ray.init(**RAY_OPTIONS)
-    init_ray()  # Ray is up, so this only quiets Ray Data's console logging as the pipelines do
+    start_ray(args.ray_address)
     machine["ray_cpus"] = ray.cluster_resources().get("CPU", 0)
     machine["worker_cpus"] = {workers: worker_resources(workers, use_gpu=False)["CPU"] for workers in (1, 2)}
     shards = make_shards(work, plan)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -41,7 +42,12 @@ TRAINING_COLUMNS = ["raw_mel", "edit_mel", "raw_frames", "edit_frames", "pointer
 
 
 class LabelError(ValueError):
-    """A pair's pointers cannot be made (bad label file, pointers outside the raw)."""
+    """A pair that cannot become a row (unreadable audio, a bad label file, pointers outside
+    the raw); ``path`` is the file to blame in ``rejects.parquet``."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 def features_id(features: MelFeatures) -> str:
@@ -107,35 +113,36 @@ def read_pointer_labels(
     Raises:
         LabelError: unreadable file, wrong length, or a pointer outside the raw recording.
     """
+    label_path = pair.pointers_path or pair.edl_path
     if pair.pointers_path:
         try:
             pointers = np.load(pair.pointers_path, allow_pickle=False)
         except (OSError, ValueError) as error:
-            raise LabelError(f"pointers: not a readable .npy array ({error})") from None
+            raise LabelError(f"pointers: not a readable .npy array ({error})", label_path) from None
         if pointers.ndim != 1 or not np.issubdtype(pointers.dtype, np.integer):
-            raise LabelError(f"pointers: expected a 1-D integer array, got {pointers.dtype} of shape {pointers.shape}")
+            raise LabelError(f"pointers: expected a 1-D integer array, got {pointers.dtype} of shape {pointers.shape}", label_path)
         if len(pointers) != edit_frames:
-            raise LabelError(f"pointers: {len(pointers)} values for {edit_frames} edit frames (one raw frame index per edit frame)")
+            raise LabelError(f"pointers: {len(pointers)} values for {edit_frames} edit frames (one raw frame index per edit frame)", label_path)
         source = "pointers"
     elif pair.edl_path:
         from datasets.alignment import pointers_from_edl
 
         try:
-            segments = json.loads(open(pair.edl_path).read())
+            segments = json.loads(Path(pair.edl_path).read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise LabelError(f"edl: not readable JSON ({error})") from None
+            raise LabelError(f"edl: not readable JSON ({error})", label_path) from None
         if not isinstance(segments, list) or not all(
             isinstance(s, (list, tuple)) and len(s) == 2 and all(isinstance(v, (int, float)) for v in s) for s in segments
         ):
-            raise LabelError("edl: expected a list of [raw_start_s, raw_end_s] pairs")
+            raise LabelError("edl: expected a list of [raw_start_s, raw_end_s] pairs", label_path)
         raw_seconds = raw_frames / frame_rate
         for index, (start, end) in enumerate(segments):
             if not 0 <= start < end or end > raw_seconds + 1.0 / frame_rate:
-                raise LabelError(f"edl: segment {index} [{start}, {end}] is not inside the raw recording (0 to {raw_seconds:.3f} s)")
+                raise LabelError(f"edl: segment {index} [{start}, {end}] is not inside the raw recording (0 to {raw_seconds:.3f} s)", label_path)
         try:
             pointers = pointers_from_edl(segments, frame_rate, edit_frames)
         except ValueError as error:
-            raise LabelError(f"edl: {error}") from None
+            raise LabelError(f"edl: {error}", label_path) from None
         source = "edl"
     else:
         return None
@@ -144,7 +151,8 @@ def read_pointer_labels(
     if outside.any():
         raise LabelError(
             f"{source}: {int(outside.sum())} pointers outside the raw recording's {raw_frames} frames "
-            f"(range {int(pointers.min())}..{int(pointers.max())})"
+            f"(range {int(pointers.min())}..{int(pointers.max())})",
+            label_path,
         )
     return pointers, source
 
@@ -191,7 +199,7 @@ def featurize_pointer_pairs(batch: dict[str, np.ndarray], *, features: dict, ali
                 try:
                     audio[role] = read_mono(path, mel.sample_rate)
                 except AudioError as error:
-                    raise LabelError(f"{role}: {error}") from None
+                    raise LabelError(f"{role}: {error}", path) from None
             raw_mel, edit_mel = mel.log_mel(audio["raw"]), mel.log_mel(audio["edit"])  # [M, T]
             labels = read_pointer_labels(pair, raw_frames=raw_mel.shape[1], edit_frames=edit_mel.shape[1], frame_rate=mel.frame_rate)
             if labels is None:
@@ -202,12 +210,7 @@ def featurize_pointer_pairs(batch: dict[str, np.ndarray], *, features: dict, ali
                 confidence = np.ones(len(pointers), dtype=np.float32)
             check_row(raw_mel.shape[1], edit_mel.shape[1], pointers)
         except LabelError as error:
-            path = pair.edit_path
-            if str(error).startswith("raw:"):
-                path = pair.raw_path
-            elif str(error).startswith(("pointers:", "edl:")):
-                path = pair.pointers_path or pair.edl_path
-            row.update(reject_reason=str(error), reject_path=path, reject_stage="decode")
+            row.update(reject_reason=str(error), reject_path=error.path, reject_stage="decode")
             rows.append(row)
             continue
         digest = hashlib.sha256(audio["raw"].tobytes())
@@ -229,15 +232,19 @@ def featurize_pointer_pairs(batch: dict[str, np.ndarray], *, features: dict, ali
     return _to_batch(rows)
 
 
+_ARRAY_DTYPES = {"raw_mel": np.float32, "edit_mel": np.float32, "pointers": np.int32, "confidence": np.float32}
+
+
 def _to_batch(rows: list[dict]) -> dict[str, np.ndarray]:
-    """Rows -> a numpy batch; the ragged arrays travel as Python lists (plain Arrow lists)."""
+    """Rows -> a numpy batch; the ragged arrays travel as numpy arrays (Ray Data carries
+    them as tensors of variable shape), an empty one for a reject."""
     batch = {}
     for key in _COLUMNS:
         values = [row[key] for row in rows]
-        if key in ("raw_mel", "edit_mel", "pointers", "confidence"):
+        if key in _ARRAY_DTYPES:
             column = np.empty(len(values), dtype=object)
             for index, value in enumerate(values):
-                column[index] = [] if value is None else value.tolist()
+                column[index] = np.zeros(0, _ARRAY_DTYPES[key]) if value is None else value
             batch[key] = column
         elif key in ("raw_frames", "edit_frames", "segment_index", "segments_total"):
             batch[key] = np.array([value or 0 for value in values], dtype=np.int32)
@@ -332,6 +339,7 @@ def run_pointer_pipeline(
             num_cpus=0.25,
         )
     )
-    # A featurized pair of a few minutes is a few MB; a handful per task keeps them busy.
+    # A featurized pair of a few minutes is a few MB, so the smallest cap (cap_in_flight's
+    # floor) holds many per task: memory stays flat however large the corpus.
     cap_in_flight(dataset, 0)
     return stream_commits(dataset, store, progress, on_progress)

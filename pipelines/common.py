@@ -150,6 +150,26 @@ class EntryPoint:
         return run_main(self.command, args, self.prog)
 
 
+def reporting(run: Callable[[argparse.Namespace], object]) -> Callable[[argparse.Namespace], int]:
+    """The command of a pipeline whose ``run(args)`` returns a summary with ``report()``:
+    run it and print the report."""
+
+    def command(args: argparse.Namespace) -> int:
+        print(run(args).report())
+        return 0
+
+    return command
+
+
+def local_device(requested: str | None) -> str:
+    """The torch device of a command run on this machine (``--device``; default: CUDA when present)."""
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here; use --device cpu")
+    return requested or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def human_seconds(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.1f} s"

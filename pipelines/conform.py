@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # run as a file (ray submit): make the project im
 import argparse
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +30,14 @@ import torch
 
 from datasets.alignment import align, edl_from_pointers, frame_confidence, viterbi
 from models.pointer import conform_log_probs
-from pipelines.common import EntryPoint, UsageError, add_common_arguments
+from pipelines.common import EntryPoint, UsageError, add_common_arguments, local_device, reporting
 from pipelines.pointer_config import PointerTrainConfig
-from pipelines.pointer_inference import load_pointer, pick_device, read_log_mel, write_json
+from pipelines.pointer_inference import load_pointer, read_log_mel, write_json
 
 PROG = "jingle conform"
 # Jump and stay costs of the path through the network's log-probabilities (nats): a cut
-# must gain more than this over continuing. Chosen on held-out generated pairs (bench/pointer.py).
+# must gain more than this over continuing. Set like the alignment's default (6), not tuned:
+# bench/pointer.py measures the path against per-frame argmax, not other penalties.
 NETWORK_JUMP_PENALTY = 6.0
 NETWORK_STAY_PENALTY = 2.0
 
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> Conformed:
     started = time.perf_counter()
     if args.method == "network" and not args.checkpoint:
         raise UsageError("--checkpoint is needed with --method network (or use --method align)")
-    loaded = load_pointer(args.checkpoint, mode="conform", device=pick_device(args.device)) if args.checkpoint else None
+    loaded = load_pointer(args.checkpoint, mode="conform", device=local_device(args.device)) if args.checkpoint else None
     if loaded is not None:
         config = loaded.config
     else:
@@ -104,8 +105,6 @@ def run(args: argparse.Namespace) -> Conformed:
     if args.method == "align":
         alignment = config.alignment
         if args.jump_penalty is not None:
-            from dataclasses import replace
-
             alignment = replace(alignment, jump_penalty=args.jump_penalty)
         found = align(raw_mel, edit_mel, alignment)
         pointers, confidence = found.pointers, found.confidence
@@ -142,12 +141,7 @@ def run(args: argparse.Namespace) -> Conformed:
                      {"EDL": str(out), "npy": str(pointers_path), "PNG": str(figure_path)})
 
 
-def command(args: argparse.Namespace) -> int:
-    print(run(args).report())
-    return 0
-
-
-ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, command)
+ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, reporting(run))
 build_parser, main = ENTRY_POINT.build_parser, ENTRY_POINT.main
 
 if __name__ == "__main__":

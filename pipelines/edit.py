@@ -28,10 +28,10 @@ import soundfile
 import torch
 
 from datasets.alignment import edl_from_pointers, segments_from_pointers
-from datasets.audio import AudioError, probe, splice, write_wav
+from datasets.audio import splice, write_wav
 from models.pointer import generate_edit
-from pipelines.common import EntryPoint, UsageError, add_common_arguments
-from pipelines.pointer_inference import load_pointer, pick_device, read_log_mel, write_json
+from pipelines.common import EntryPoint, UsageError, add_common_arguments, local_device, reporting
+from pipelines.pointer_inference import load_pointer, read_log_mel, write_json
 
 PROG = "jingle edit"
 
@@ -73,10 +73,8 @@ def render(raw_path: str, pointers: np.ndarray, frame_rate: float, crossfade_sec
     Frame ``i`` covers raw seconds ``[i, i + 1) / frame_rate``; each run of consecutive
     pointers is one span, spliced with a crossfade at every jump.
     """
-    info = probe(raw_path)
+    # read_mono has already checked this file (header, truncation, NaN) for the mels
     audio, sample_rate = soundfile.read(raw_path, dtype="float32", always_2d=True)  # [S, C]
-    if len(audio) != info.frames:
-        raise AudioError(f"{raw_path}: read {len(audio)} of the {info.frames} frames its header declares (truncated file)")
     spans = []
     for segment in segments_from_pointers(pointers):
         start = round(segment.raw_start / frame_rate * sample_rate)
@@ -91,7 +89,7 @@ def run(args: argparse.Namespace) -> Edited:
     started = time.perf_counter()
     if args.beam < 1:
         raise UsageError(f"--beam must be at least 1, got {args.beam}")
-    loaded = load_pointer(args.checkpoint, mode="edit", device=pick_device(args.device))
+    loaded = load_pointer(args.checkpoint, mode="edit", device=local_device(args.device))
     features = loaded.config.features
     _, raw_mel = read_log_mel(args.raw, features)
     limit = loaded.config.model.max_frames
@@ -117,21 +115,16 @@ def run(args: argparse.Namespace) -> Edited:
         "edit_frames": int(len(pointers)),
         "segments": edl,
     })
-    _, edit_mel = read_log_mel(out, features)
     from pipelines.figures import pointer_figure
 
-    pointer_figure(figure_path, raw_mel=raw_mel, edit_mel=edit_mel[:, : len(pointers)], pointers=pointers,
+    # the edit's frames are the raw frames it plays (the crossfades aside): no need to read the WAV back
+    pointer_figure(figure_path, raw_mel=raw_mel, edit_mel=raw_mel[:, pointers], pointers=pointers,
                    frame_rate=features.frame_rate, title=f"edit of {Path(args.raw).name} (beam {args.beam})")
     return Edited(pointers, edl, generated.stopped, time.perf_counter() - started, len(edited) / sample_rate,
                   {"WAV": str(out), "JSON": str(json_path), "PNG": str(figure_path)})
 
 
-def command(args: argparse.Namespace) -> int:
-    print(run(args).report())
-    return 0
-
-
-ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, command)
+ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, reporting(run))
 build_parser, main = ENTRY_POINT.build_parser, ENTRY_POINT.main
 
 if __name__ == "__main__":

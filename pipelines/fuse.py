@@ -62,7 +62,7 @@ from models.checkpoints import CheckpointError, load_state
 from models.codecs import Codec, build_codec
 from models.fusion_config import FusionTrainConfig
 from models.losses import ENVELOPE_PARTS, NoveltyTerms, envelope, pearson
-from pipelines.common import EntryPoint, UsageError, add_common_arguments
+from pipelines.common import EntryPoint, UsageError, add_common_arguments, local_device
 from pipelines.figures import fusion_figure
 
 PROG = "jingle fuse"
@@ -426,7 +426,7 @@ def command(args: argparse.Namespace) -> int:
         if Path(path).resolve() == Path(args.output).resolve():
             raise UsageError(f"-o {args.output} would overwrite the {role}: choose another output file")
         _probe(path, role)  # headers only: a wrong file name costs no model load
-    device = _local_device(args.device)
+    device = local_device(args.device)
     loaded = load_fusion_checkpoint(args.checkpoint, codec_checkpoint=args.codec_checkpoint, device=device)
     try:
         check_pair_mode(args.pair, loaded.model.config)
@@ -472,12 +472,6 @@ def _check_layout(args: argparse.Namespace) -> None:
         raise UsageError("give INPUT.wav TARGET.wav -o OUT.wav, or --batch PAIRS_DIR --out DIR")
     if Path(args.output).suffix.lower() not in (".wav", ".wave"):
         raise UsageError(f"-o {args.output} must end in .wav (OUT.png and OUT.json are written beside it)")
-
-
-def _local_device(requested: str | None) -> str:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available here; use --device cpu")
-    return requested or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 # ------------------------------------------------------------------ batch (Ray Data)

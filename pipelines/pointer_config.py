@@ -21,7 +21,7 @@ from datasets.alignment import AlignmentConfig
 from datasets.augmentation import AugmentationConfig
 from datasets.features import MelFeatures
 from models.compositional import config_from_dict
-from models.fusion_config import TrainingConfig, apply_overrides, build_sections, read_config_file
+from models.fusion_config import ConfigError, TrainingConfig, apply_overrides, build_sections, read_config_file
 from models.pointer import PointerConfig
 
 
@@ -71,8 +71,6 @@ class PointerTrainConfig:
     SECTIONS: ClassVar[dict]  # section name -> builder from a dict (set below the class)
 
     def __post_init__(self) -> None:
-        from models.fusion_config import ConfigError
-
         if self.model.n_mels != self.features.n_mels:
             raise ConfigError(f"model.n_mels ({self.model.n_mels}) must equal features.n_mels ({self.features.n_mels})")
         if self.model.mode == "edit" and self.augmentation.enabled:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from datasets.audio import read_mono
 from datasets.features import MelFeatures
@@ -56,9 +55,3 @@ def write_json(path: str | os.PathLike, payload: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
-
-
-def pick_device(requested: str | None) -> str:
-    if requested:
-        return requested
-    return "cuda" if torch.cuda.is_available() else "cpu"

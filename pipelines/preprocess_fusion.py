@@ -27,7 +27,7 @@ from datasets.audio import Segmenting
 from datasets.pairs import Discovery, Reject, check_pairs, discover_fusion_pairs
 from datasets.shards import LATENT_DTYPES, REJECTS, ShardStore
 from models.codecs import CODEC_NAMES, build_codec
-from pipelines.common import EntryPoint, UsageError, add_common_arguments, human_seconds, init_ray
+from pipelines.common import EntryPoint, UsageError, add_common_arguments, human_seconds, init_ray, reporting
 
 if TYPE_CHECKING:  # Ray Data is imported when a run has work, not at start-up
     from datasets.preprocess import Progress
@@ -222,13 +222,7 @@ def preprocess_into_store(
     return summary
 
 
-def command(args: argparse.Namespace) -> int:
-    summary = run(args)
-    print(summary.report())
-    return 0
-
-
-ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, command)
+ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, reporting(run))
 build_parser, main = ENTRY_POINT.build_parser, ENTRY_POINT.main
 
 

@@ -23,7 +23,7 @@ from dataclasses import asdict
 
 from datasets.pairs import check_pointer_pairs, discover_pointer_pairs
 from datasets.shards import ShardStore
-from pipelines.common import EntryPoint, UsageError, add_common_arguments
+from pipelines.common import EntryPoint, UsageError, add_common_arguments, reporting
 from pipelines.pointer_config import PointerTrainConfig
 from pipelines.preprocess_fusion import Summary, preprocess_into_store, progress_printer
 
@@ -71,12 +71,7 @@ def run(args: argparse.Namespace) -> Summary:
     )
 
 
-def command(args: argparse.Namespace) -> int:
-    print(run(args).report())
-    return 0
-
-
-ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, command)
+ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, reporting(run))
 build_parser, main = ENTRY_POINT.build_parser, ENTRY_POINT.main
 
 

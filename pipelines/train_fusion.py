@@ -33,7 +33,7 @@ from models.checkpoints import TrainingState
 from models.codecs import build_codec
 from models.fusion_config import FusionTrainConfig
 from models.training import FusionObjective, build_optimizer, build_scheduler, evaluate, train_step, unwrap
-from pipelines.common import EntryPoint, UsageError, add_common_arguments, init_ray
+from pipelines.common import EntryPoint, UsageError, add_common_arguments, init_ray, reporting
 from pipelines.train_common import (
     LoopState,
     ShardData,
@@ -266,13 +266,7 @@ def _log_artifacts(tracker: Tracker, model, codec, config: FusionTrainConfig, ba
         tracker.artifact(folder / "fused_example.png")
 
 
-def command(args: argparse.Namespace) -> int:
-    summary = run(args)
-    print(summary.report())
-    return 0
-
-
-ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, command)
+ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, reporting(run))
 build_parser, main = ENTRY_POINT.build_parser, ENTRY_POINT.main
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from models.checkpoints import TrainingState
 from models.pointer import PointerBatch, PointerNetwork, pad_pointer_samples
 from models.pointer_training import build_pointer_loss, evaluate_pointer, pointer_train_step
 from models.training import build_optimizer, build_scheduler, unwrap
-from pipelines.common import EntryPoint, UsageError, add_common_arguments, init_ray
+from pipelines.common import EntryPoint, UsageError, add_common_arguments, init_ray, reporting
 from pipelines.pointer_config import PointerTrainConfig
 from pipelines.train_common import (
     LoopState,
@@ -303,12 +303,7 @@ def _log_artifacts(tracker: Tracker, model: PointerNetwork, config: PointerTrain
         tracker.artifact(Path(folder) / "validation_example.png")
 
 
-def command(args: argparse.Namespace) -> int:
-    print(run(args).report())
-    return 0
-
-
-ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, command)
+ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, reporting(run))
 build_parser, main = ENTRY_POINT.build_parser, ENTRY_POINT.main
 
 if __name__ == "__main__":

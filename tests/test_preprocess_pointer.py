@@ -115,6 +115,9 @@ def test_bad_labels_and_audio_become_rejects(ray_session, tmp_path, pairs):
     assert reasons["orphan"].startswith("no raw")
     assert "truncated" in reasons["truncated"] or "declares" in reasons["truncated"]
     assert "both pointers/ and edl/" in reasons["both"]
+    paths = {r.pair_id: r.path for r in summary.rejects}  # the file to blame
+    assert paths["outside"].endswith("pointers/outside.npy") and paths["notjson"].endswith("edl/notjson.json")
+    assert paths["truncated"].endswith("raw/truncated.wav")
     table = pq.read_table(tmp_path / "out" / REJECTS)
     assert set(table["pair_id"].to_pylist()) == set(reasons)
     # rejects are remembered: a rerun reads nothing again and reports the same
