@@ -48,7 +48,7 @@ from bench.machine import add_ray_address_argument, describe_machine, start_ray
 from datasets.alignment import align, segments_from_pointers
 from datasets.edits import RULES, EditPair, make_conform_pair, make_rule_pair, write_pointer_corpus
 from datasets.features import MelFeatures
-from models.pointer import generate_edit
+from models.pointer_decoding import generate_edit
 from pipelines import preprocess_pointer, train_pointer
 from pipelines.common import OneLineParser
 from pipelines.conform import NETWORK_JUMP_PENALTY, conform_with_network

@@ -58,7 +58,7 @@ import torch
 
 from datasets.audio import Segmenting
 from datasets.pairs import discover_fusion_pairs, fingerprint_files
-from datasets.preprocess import decode_fusion_pairs, encode_windows, write_fusion_shard
+from datasets.fusion_preprocess import decode_fusion_pairs, encode_windows, write_fusion_shard
 from datasets.shards import ShardStore, fusion_schema, latents_to_numpy, read_manifest, shard_paths
 from bench.machine import RAY_OPTIONS, add_ray_address_argument, describe_machine, start_ray
 from datasets.synth import CorpusSpec, write_fusion_corpus

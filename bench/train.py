@@ -68,11 +68,16 @@ from datasets.synth import CorpusSpec, write_fusion_corpus
 from models.cascade import build_fusion_model
 from models.checkpoints import load_state
 from models.codecs import build_codec
-from models.fusion_config import ConfigError, FusionTrainConfig
-from models.training import FusionObjective, build_optimizer, build_scheduler, train_step
+from core.config import ConfigError
+from models.fusion_config import FusionTrainConfig
+from models.fusion_training import FusionObjective, train_step
+from models.optimization import build_optimizer, build_scheduler
 from pipelines import preprocess_fusion, train_fusion
 from pipelines.common import OneLineParser
-from pipelines.train_common import worker_torch_threads, ShardData, split_pair_ids, worker_resources
+from pipelines.shard_data import ShardData, split_pair_ids
+from pipelines.tasks.fusion import LATENT_COLUMNS
+from pipelines.train import worker_resources
+from pipelines.worker import worker_torch_threads
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +90,6 @@ RAY_OF_PLAIN_AIM = 0.9
 # variable is Ray's): a loop reporting more often than this waits for it.
 CONTROLLER_POLL_SECONDS = float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2.0"))
 SMOKE = {"steps": 2, "segment_seconds": 1.0}
-LATENT_COLUMNS = train_fusion.LATENT_COLUMNS
 
 
 
@@ -265,7 +269,7 @@ def make_shards(work: Path, plan: DataPlan) -> Path:
 def probe_worker_threads(storage: Path, workers: int = 1) -> dict:
     """The torch threads a one-worker Ray Train worker trains on here: the pipeline's own
     rule (``worker_torch_threads``), which the worker loop applies over Ray's OMP_NUM_THREADS."""
-    resources = worker_resources(workers, use_gpu=False)
+    resources = worker_resources(workers, use_gpu=False, streamed=False)
     return {"worker_cpus": resources["CPU"], "torch_threads": worker_torch_threads(workers), "omp_num_threads": None}
 
 
@@ -410,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
 
     start_ray(args.ray_address)
     machine["ray_cpus"] = ray.cluster_resources().get("CPU", 0)
-    machine["worker_cpus"] = {workers: worker_resources(workers, use_gpu=False)["CPU"] for workers in (1, 2)}
+    machine["worker_cpus"] = {workers: worker_resources(workers, use_gpu=False, streamed=False)["CPU"] for workers in (1, 2)}
     shards = make_shards(work, plan)
 
     print("[bench] probing a Ray Train worker's torch threads", file=sys.stderr)

@@ -1,9 +1,11 @@
-"""Data augmentation for the pointer network (plan 002).
+"""Data augmentation for the pointer network (plan 002): functions, and the ``Augmentor``.
 
-A sample is a raw recording's log-mel spectrogram, its edited version's, and for every
-edit frame the raw frame it came from (the pointer). Shape letters: M mel bins, T frames
-(``T_raw`` of the raw recording, ``T_edit`` of the edit), C chunks. Mels are ``[M, T]``
-float32 (time last, as in the plan), pointers ``[T_edit]`` int64 in ``[0, T_raw)``.
+A sample (``datasets.pointer_sample.PointerSample``) is a raw recording's log-mel
+spectrogram, its edited version's, and for every edit frame the raw frame it came from
+(the pointer). Shape letters: M mel bins, T frames (``T_raw`` of the raw recording,
+``T_edit`` of the edit), C chunks. Mels are ``[M, T]`` float32 (time last, as in the
+plan), pointers ``[T_edit]`` int64 in ``[0, T_raw)``. The config sections are in
+``datasets/augmentation_config.py``.
 
 Category A changes mel values only; frame counts and pointers are untouched:
 
@@ -11,7 +13,8 @@ Category A changes mel values only; frame counts and pointers are untouched:
   ``[level_min, level_max]``. By default raw and edit get different levels and draws
   (different recording conditions); ``same_on_both`` gives the same level and the same
   noise pattern on the frames they share.
-- A2 ``freq_mask`` / ``time_mask`` (SpecAugment): the same mel bands, and the same frame
+- A2 ``freq_mask`` / ``time_mask`` (SpecAugment; ``spec_augment`` does both, as the
+  config's one section): the same mel bands, and the same frame
   spans, on raw and edit. A span is drawn over the longer of the two (width at most
   ``max_width`` and at most a tenth of that length, as in the plan; none when the length
   is below 10) and clipped to each tensor's length.
@@ -36,6 +39,11 @@ Category B changes the frame structure and keeps every pointer on the raw frame 
 - B3 ``concatenate_samples``: two samples end to end; ``Augmentor.concatenate`` does it
   in the collate step.
 
+Each enabled config section becomes a ``Transform``, ``transform(sample, generator) ->
+sample``: its function with the section's keys as keyword arguments, applied with the
+section's probability. The ``Augmentor`` holds the enabled ones in their order and runs
+them in turn.
+
 Seeding: every function takes an explicit ``torch.Generator`` (CPU); nothing reads the
 global RNG. ``Augmentor`` seeds one generator per sample from ``(seed, epoch, index)`` and
 one per batch from ``(seed, epoch, batch_index)``, so an output depends on those numbers
@@ -46,71 +54,19 @@ outputs may be views of them.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, NoReturn
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, NamedTuple
 
 import torch
 
-from models.fusion_config import ConfigError
-
-FILLS = ("mean", "zero")
-PAIRINGS = ("random", "similar_length")
+from datasets.augmentation_config import FILLS, AugmentationConfig
+from datasets.pointer_sample import PointerSample
 
 
-# ----------------------------------------------------------------------------- samples
-
-
-@dataclass(frozen=True, eq=False)  # tensors have no truth value: samples compare by identity
-class PointerSample:
-    """One training example of the pointer network.
-
-    Attributes:
-        raw_mel: [M, T_raw] float32 log-mel of the raw recording.
-        edit_mel: [M, T_edit] float32 log-mel of the edit (T_edit may be 0).
-        pointers: [T_edit] int64, the raw frame each edit frame came from, in [0, T_raw).
-        weights: optional [T_edit] float32 per-edit-frame loss weight (alignment
-            confidence); it moves with the edit frames.
-    """
-
-    raw_mel: torch.Tensor
-    edit_mel: torch.Tensor
-    pointers: torch.Tensor
-    weights: torch.Tensor | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("raw_mel", "edit_mel"):
-            mel = getattr(self, name)
-            if mel.ndim != 2 or mel.dtype != torch.float32:
-                raise ValueError(f"{name} must be a [M, T] float32 tensor, got {tuple(mel.shape)} {mel.dtype}")
-        if self.raw_mel.shape[0] != self.edit_mel.shape[0]:
-            raise ValueError(f"raw_mel and edit_mel mel bins differ: {self.raw_mel.shape[0]} != {self.edit_mel.shape[0]}")
-        edit_frames = self.edit_mel.shape[1]
-        pointers, weights = self.pointers, self.weights
-        if pointers.shape != (edit_frames,) or pointers.dtype != torch.int64:
-            raise ValueError(f"pointers must be [T_edit={edit_frames}] int64, got {tuple(pointers.shape)} {pointers.dtype}")
-        if edit_frames:
-            lowest, highest = int(pointers.min()), int(pointers.max())
-            if lowest < 0 or highest >= self.raw_frames:
-                raise ValueError(f"pointers must lie in [0, {self.raw_frames}), got [{lowest}, {highest}]")
-        if weights is not None and (weights.shape != (edit_frames,) or weights.dtype != torch.float32):
-            raise ValueError(f"weights must be [T_edit={edit_frames}] float32, got {tuple(weights.shape)} {weights.dtype}")
-
-    @property
-    def mel_bins(self) -> int:
-        return self.raw_mel.shape[0]
-
-    @property
-    def raw_frames(self) -> int:
-        return self.raw_mel.shape[1]
-
-    @property
-    def edit_frames(self) -> int:
-        return self.edit_mel.shape[1]
+# ----------------------------------------------------------------------------- results
 
 
 class MelPair(NamedTuple):
@@ -169,6 +125,16 @@ def _fill_value(mel: torch.Tensor, fill: str) -> float:
     return float(mel.mean())
 
 
+def _spans(length: int, count: int, widest: int, generator: torch.Generator) -> torch.Tensor:
+    """[length] bool, True on ``count`` spans of 1..``widest`` positions (drawn width, then start)."""
+    mask = torch.zeros(length, dtype=torch.bool)
+    for _ in range(count):
+        width = _randint(1, widest, generator)
+        start = _randint(0, length - width, generator)
+        mask[start : start + width] = True
+    return mask
+
+
 def _check_pair(raw_mel: torch.Tensor, edit_mel: torch.Tensor) -> None:
     if raw_mel.ndim != 2 or edit_mel.ndim != 2 or raw_mel.shape[0] != edit_mel.shape[0]:
         raise ValueError(f"expected mels [M, T_raw] and [M, T_edit], got {tuple(raw_mel.shape)} and {tuple(edit_mel.shape)}")
@@ -178,12 +144,7 @@ def _check_pair(raw_mel: torch.Tensor, edit_mel: torch.Tensor) -> None:
 
 
 def add_noise(
-    raw_mel: torch.Tensor,
-    edit_mel: torch.Tensor,
-    *,
-    level_min: float,
-    level_max: float,
-    same_on_both: bool = False,
+    raw_mel: torch.Tensor, edit_mel: torch.Tensor, *, level_min: float, level_max: float, same_on_both: bool = False,
     generator: torch.Generator,
 ) -> MelPair:
     """A1: add Gaussian noise of std ``level * mel.std()``, level uniform in [level_min, level_max].
@@ -215,12 +176,7 @@ def add_noise(
 
 
 def freq_mask(
-    raw_mel: torch.Tensor,
-    edit_mel: torch.Tensor,
-    *,
-    num_masks: int,
-    max_width: int,
-    fill: str = "mean",
+    raw_mel: torch.Tensor, edit_mel: torch.Tensor, *, num_masks: int, max_width: int, fill: str = "mean",
     generator: torch.Generator,
 ) -> MelPair:
     """A2: fill ``num_masks`` bands of 1..max_width mel bins, the same bands on raw and edit."""
@@ -231,21 +187,12 @@ def freq_mask(
     widest = min(max_width, mel_bins)
     if num_masks == 0 or widest < 1:
         return MelPair(raw_mel, edit_mel)
-    band_mask = torch.zeros(mel_bins, dtype=torch.bool)  # [M]
-    for _ in range(num_masks):
-        width = _randint(1, widest, generator)
-        start = _randint(0, mel_bins - width, generator)
-        band_mask[start : start + width] = True
+    band_mask = _spans(mel_bins, num_masks, widest, generator)  # [M]
     return MelPair(*(_fill_bands(mel, band_mask, fill) for mel in (raw_mel, edit_mel)))
 
 
 def time_mask(
-    raw_mel: torch.Tensor,
-    edit_mel: torch.Tensor,
-    *,
-    num_masks: int,
-    max_width: int,
-    fill: str = "mean",
+    raw_mel: torch.Tensor, edit_mel: torch.Tensor, *, num_masks: int, max_width: int, fill: str = "mean",
     generator: torch.Generator,
 ) -> MelPair:
     """A2: fill ``num_masks`` frame spans, the same spans on raw and edit.
@@ -261,11 +208,7 @@ def time_mask(
     widest = min(max_width, length // 10)
     if num_masks == 0 or widest < 1:
         return MelPair(raw_mel, edit_mel)
-    frame_mask = torch.zeros(length, dtype=torch.bool)  # [L]
-    for _ in range(num_masks):
-        width = _randint(1, widest, generator)
-        start = _randint(0, length - width, generator)
-        frame_mask[start : start + width] = True
+    frame_mask = _spans(length, num_masks, widest, generator)  # [L]
     masked = []
     for mel in (raw_mel, edit_mel):
         frames_masked = frame_mask[: mel.shape[1]].to(mel.device)  # [T]
@@ -273,13 +216,19 @@ def time_mask(
     return MelPair(*masked)
 
 
+def spec_augment(
+    raw_mel: torch.Tensor, edit_mel: torch.Tensor, *, freq_masks: int, freq_width: int, time_masks: int, time_width: int,
+    fill: str = "mean", generator: torch.Generator,
+) -> MelPair:
+    """A2 as the config's one section: ``freq_mask``, then ``time_mask``, with one fill."""
+    raw_mel, edit_mel = freq_mask(
+        raw_mel, edit_mel, num_masks=freq_masks, max_width=freq_width, fill=fill, generator=generator
+    )
+    return time_mask(raw_mel, edit_mel, num_masks=time_masks, max_width=time_width, fill=fill, generator=generator)
+
+
 def apply_gain(
-    raw_mel: torch.Tensor,
-    edit_mel: torch.Tensor,
-    *,
-    scale_min: float,
-    scale_max: float,
-    same_on_both: bool = False,
+    raw_mel: torch.Tensor, edit_mel: torch.Tensor, *, scale_min: float, scale_max: float, same_on_both: bool = False,
     generator: torch.Generator,
 ) -> MelPair:
     """A3: a gain of ``scale`` uniform in [scale_min, scale_max], as ``mel + log(scale)``.
@@ -297,12 +246,7 @@ def apply_gain(
 
 
 def channel_dropout(
-    raw_mel: torch.Tensor,
-    edit_mel: torch.Tensor,
-    *,
-    dropout_rate: float,
-    fill: str = "mean",
-    generator: torch.Generator,
+    raw_mel: torch.Tensor, edit_mel: torch.Tensor, *, dropout_rate: float, fill: str = "mean", generator: torch.Generator,
 ) -> MelPair:
     """A4: drop each mel band with probability ``dropout_rate``, the same bands on raw and edit."""
     _check_pair(raw_mel, edit_mel)
@@ -423,260 +367,64 @@ def _weights_or_ones(sample: PointerSample) -> torch.Tensor:
     return torch.ones(sample.edit_frames, dtype=torch.float32, device=sample.edit_mel.device)
 
 
-# ---------------------------------------------------------------------------- config
+# ------------------------------------------------------------------------ transforms
 
 
-def _fail(path: str, message: str) -> NoReturn:
-    raise ConfigError(f"{path}: {message}")
+def crop_sample(sample: PointerSample, generator: torch.Generator, **options: Any) -> PointerSample:
+    """B2 on a sample (``random_crop`` with ``options``); the weights move with the edit frames."""
+    crop = random_crop(sample.raw_mel, sample.edit_mel, sample.pointers, **options, generator=generator)
+    weights = None if sample.weights is None else sample.weights[crop.edit_start : crop.edit_start + crop.edit_mel.shape[1]]
+    return PointerSample(crop.raw_mel, crop.edit_mel, crop.pointers, weights)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def shuffle_sample(sample: PointerSample, generator: torch.Generator, **options: Any) -> PointerSample:
+    """B1 on a sample (``chunk_shuffle`` with ``options``); the edit and its weights stay."""
+    shuffled = chunk_shuffle(sample.raw_mel, sample.edit_mel, sample.pointers, **options, generator=generator)
+    return PointerSample(shuffled.raw_mel, sample.edit_mel, shuffled.pointers, sample.weights)
 
 
-def _check_bool(path: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        _fail(path, f"must be true or false, got {value!r}")
+def augment_mels(
+    augment: Callable[..., MelPair], sample: PointerSample, generator: torch.Generator, **options: Any
+) -> PointerSample:
+    """A category-A function on a sample: the mels change, pointers and weights stay."""
+    raw_mel, edit_mel = augment(sample.raw_mel, sample.edit_mel, **options, generator=generator)
+    return PointerSample(raw_mel, edit_mel, sample.pointers, sample.weights)
 
 
-def _check_int(path: str, value: Any, *, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        _fail(path, f"must be an integer, got {value!r}")
-    if value < minimum:
-        _fail(path, f"must be ≥ {minimum}, got {value}")
-
-
-def _check_number(
-    path: str, value: Any, *, minimum: float, maximum: float = math.inf, open_minimum: bool = False
-) -> None:
-    if not _is_number(value) or math.isnan(value):
-        _fail(path, f"must be a number, got {value!r}")
-    if value < minimum or (open_minimum and value == minimum):
-        _fail(path, f"must be {'>' if open_minimum else '≥'} {minimum}, got {value}")
-    if value > maximum:
-        _fail(path, f"must be ≤ {maximum}, got {value}")
-
-
-def _check_choice(path: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        _fail(path, f"must be one of {list(choices)}, got {value!r}")
-
-
-class _Section:
-    """What every augmentation section shares: a key path, ``enabled`` and ``probability``."""
-
-    name: ClassVar[str]
-
-    def _path(self, key: str) -> str:
-        return f"augmentation.{self.name}.{key}"
-
-    def _check_switch(self) -> None:
-        _check_bool(self._path("enabled"), self.enabled)
-        _check_number(self._path("probability"), self.probability, minimum=0.0, maximum=1.0)
-
-    def _check_order(self, low_key: str, high_key: str) -> None:
-        low, high = getattr(self, low_key), getattr(self, high_key)
-        if high < low:
-            _fail(self._path(high_key), f"must be ≥ {low_key} ({high} < {low})")
-
-
-@dataclass(frozen=True)
-class NoiseConfig(_Section):
-    """A1. ``level_*``: noise std relative to the mel's std."""
-
-    name: ClassVar[str] = "noise"
-    enabled: bool = True
-    probability: float = 0.5
-    level_min: float = 0.05
-    level_max: float = 0.15
-    same_on_both: bool = False
-
-    def __post_init__(self) -> None:
-        self._check_switch()
-        _check_number(self._path("level_min"), self.level_min, minimum=0.0)
-        _check_number(self._path("level_max"), self.level_max, minimum=0.0)
-        self._check_order("level_min", "level_max")
-        _check_bool(self._path("same_on_both"), self.same_on_both)
-
-
-@dataclass(frozen=True)
-class GainConfig(_Section):
-    """A3. ``scale_*``: linear amplitude factors, applied as ``+ log(scale)`` to log-mels."""
-
-    name: ClassVar[str] = "gain"
-    enabled: bool = True
-    probability: float = 0.5
-    scale_min: float = 0.7
-    scale_max: float = 1.3
-    same_on_both: bool = False
-
-    def __post_init__(self) -> None:
-        self._check_switch()
-        _check_number(self._path("scale_min"), self.scale_min, minimum=0.0, open_minimum=True)
-        _check_number(self._path("scale_max"), self.scale_max, minimum=0.0, open_minimum=True)
-        self._check_order("scale_min", "scale_max")
-        _check_bool(self._path("same_on_both"), self.same_on_both)
-
-
-@dataclass(frozen=True)
-class ChannelDropoutConfig(_Section):
-    """A4. ``dropout_rate``: probability of dropping each mel band."""
-
-    name: ClassVar[str] = "channel_dropout"
-    enabled: bool = True
-    probability: float = 0.3
-    dropout_rate: float = 0.1
-    fill: str = "mean"
-
-    def __post_init__(self) -> None:
-        self._check_switch()
-        _check_number(self._path("dropout_rate"), self.dropout_rate, minimum=0.0, maximum=1.0)
-        _check_choice(self._path("fill"), self.fill, FILLS)
-
-
-@dataclass(frozen=True)
-class SpecAugmentConfig(_Section):
-    """A2. Widths are maxima: mel bins for ``freq_width``, frames for ``time_width``."""
-
-    name: ClassVar[str] = "spec_augment"
-    enabled: bool = True
-    probability: float = 0.5
-    freq_masks: int = 2
-    freq_width: int = 20
-    time_masks: int = 2
-    time_width: int = 50
-    fill: str = "mean"
-
-    def __post_init__(self) -> None:
-        self._check_switch()
-        for key in ("freq_masks", "freq_width", "time_masks", "time_width"):
-            _check_int(self._path(key), getattr(self, key), minimum=0)
-        _check_choice(self._path("fill"), self.fill, FILLS)
-
-
-@dataclass(frozen=True)
-class CropConfig(_Section):
-    """B2. Lengths in edit frames; ``context_pad`` in raw frames each side."""
-
-    name: ClassVar[str] = "crop"
-    enabled: bool = True
-    probability: float = 0.5
-    min_len: int = 500
-    max_len: int = 5000
-    context_pad: int = 100
-
-    def __post_init__(self) -> None:
-        self._check_switch()
-        _check_int(self._path("min_len"), self.min_len, minimum=1)
-        _check_int(self._path("max_len"), self.max_len, minimum=1)
-        self._check_order("min_len", "max_len")
-        _check_int(self._path("context_pad"), self.context_pad, minimum=0)
-
-
-@dataclass(frozen=True)
-class ChunkShuffleConfig(_Section):
-    """B1. ``chunk_size`` in raw frames."""
-
-    name: ClassVar[str] = "chunk_shuffle"
-    enabled: bool = True
-    probability: float = 0.3
-    chunk_size: int = 1000
-
-    def __post_init__(self) -> None:
-        self._check_switch()
-        _check_int(self._path("chunk_size"), self.chunk_size, minimum=1)
-
-
-@dataclass(frozen=True)
-class ConcatenationConfig(_Section):
-    """B3, per batch. ``max_frames`` caps both the joined raw and the joined edit (memory);
-    ``pairing`` picks neighbours at random or after sorting by edit length."""
-
-    name: ClassVar[str] = "concatenation"
-    enabled: bool = False
-    probability: float = 0.2
-    max_frames: int = 6000
-    pairing: str = "random"
-
-    def __post_init__(self) -> None:
-        self._check_switch()
-        _check_int(self._path("max_frames"), self.max_frames, minimum=1)
-        _check_choice(self._path("pairing"), self.pairing, PAIRINGS)
-
-
-_SECTIONS: dict[str, type[_Section]] = {
-    section.name: section
-    for section in (
-        NoiseConfig,
-        GainConfig,
-        ChannelDropoutConfig,
-        SpecAugmentConfig,
-        CropConfig,
-        ChunkShuffleConfig,
-        ConcatenationConfig,
-    )
+# Config section -> its augmentation, ``augment(sample, generator, **section.options())``,
+# in the order they apply: B2 crop first (the rest then works on fewer frames), B1 chunk
+# shuffle, then A3 gain, A1 noise, A4 channel dropout, A2 frequency and time masks.
+# B3 joins samples and is the augmentor's ``concatenate``.
+AUGMENTATIONS: dict[str, Callable[..., PointerSample]] = {
+    "crop": crop_sample,
+    "chunk_shuffle": shuffle_sample,
+    "gain": partial(augment_mels, apply_gain),
+    "noise": partial(augment_mels, add_noise),
+    "channel_dropout": partial(augment_mels, channel_dropout),
+    "spec_augment": partial(augment_mels, spec_augment),
 }
 
 
 @dataclass(frozen=True)
-class AugmentationConfig:
-    """The plan's ``"augmentation"`` JSON section (same keys), plus ``warmup_epochs``:
-    epochs before that number see unaugmented samples (the plan's warm-up mitigation)."""
+class Transform:
+    """One enabled config section, ``transform(sample, generator) -> sample``: one draw from
+    ``generator`` decides, with ``probability``, whether ``augment`` runs (with ``options``
+    as keyword arguments); when it does not, the sample comes back as it is."""
 
-    enabled: bool = True
-    warmup_epochs: int = 0
-    noise: NoiseConfig = field(default_factory=NoiseConfig)
-    gain: GainConfig = field(default_factory=GainConfig)
-    channel_dropout: ChannelDropoutConfig = field(default_factory=ChannelDropoutConfig)
-    spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
-    crop: CropConfig = field(default_factory=CropConfig)
-    chunk_shuffle: ChunkShuffleConfig = field(default_factory=ChunkShuffleConfig)
-    concatenation: ConcatenationConfig = field(default_factory=ConcatenationConfig)
+    probability: float
+    augment: Callable[..., PointerSample]
+    options: Mapping[str, Any]
 
-    def __post_init__(self) -> None:
-        _check_bool("augmentation.enabled", self.enabled)
-        _check_int("augmentation.warmup_epochs", self.warmup_epochs, minimum=0)
-        for name, section_class in _SECTIONS.items():
-            if not isinstance(getattr(self, name), section_class):
-                _fail(f"augmentation.{name}", f"must be a {section_class.__name__}")
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> AugmentationConfig:
-        """Build from the section itself or from ``{"augmentation": {...}}``; missing keys
-        take their defaults, an unknown key or a bad value raises ``ConfigError``."""
-        if isinstance(values, Mapping) and set(values) == {"augmentation"}:
-            values = values["augmentation"]
-        _check_keys("augmentation", values, {item.name for item in fields(cls)})
-        built = {key: value for key, value in values.items() if key not in _SECTIONS}
-        for name, section_class in _SECTIONS.items():
-            if name in values:
-                section = values[name]
-                _check_keys(f"augmentation.{name}", section, {item.name for item in fields(section_class)})
-                built[name] = section_class(**section)
-        return cls(**built)
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike) -> AugmentationConfig:
-        try:
-            values = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"augmentation config {path} does not exist") from None
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"augmentation config {path} is not valid JSON (line {error.lineno}: {error.msg})") from None
-        return cls.from_dict(values)
-
-    def to_dict(self) -> dict:
-        """The section as plain JSON values (without the ``"augmentation"`` wrapper)."""
-        return asdict(self)
+    def __call__(self, sample: PointerSample, generator: torch.Generator) -> PointerSample:
+        if _uniform(generator) >= self.probability:
+            return sample
+        return self.augment(sample, generator, **self.options)
 
 
-def _check_keys(path: str, values: Any, known: set[str]) -> None:
-    if not isinstance(values, Mapping):
-        _fail(path, f"must be a JSON object, got {type(values).__name__}")
-    unknown = sorted(set(values) - known)
-    if unknown:
-        names = ", ".join(repr(key) for key in unknown)
-        _fail(path, f"unknown key{'s' if len(unknown) > 1 else ''} {names}; known keys are {sorted(known)}")
+def build_transforms(config: AugmentationConfig) -> list[Transform]:
+    """The enabled sections' transforms, in the order they apply (``AUGMENTATIONS``)."""
+    sections = [(getattr(config, name), augment) for name, augment in AUGMENTATIONS.items()]
+    return [Transform(section.probability, augment, section.options()) for section, augment in sections if section.enabled]
 
 
 # ------------------------------------------------------------------------- augmentor
@@ -685,15 +433,17 @@ def _check_keys(path: str, values: Any, known: set[str]) -> None:
 class Augmentor:
     """Applies the enabled augmentations, each with its probability, reproducibly.
 
-    ``augmentor(sample, epoch=e, index=i)`` depends on (seed, e, i) only. Order: B2 crop
-    (first, so that the rest works on fewer frames), B1 chunk shuffle, then A3 gain, A1
-    noise, A4 channel dropout, A2 frequency and time masks. Before ``warmup_epochs`` or
-    with ``enabled`` false, samples come back as they are (the same objects).
+    ``augmentor(sample, epoch=e, index=i)`` depends on (seed, e, i) only: it runs its
+    ``transforms`` in turn on one generator seeded from them. Before ``warmup_epochs``, with
+    ``enabled`` false, or when no transform runs, a sample comes back as it is (the same
+    object). A transform that runs builds a new ``PointerSample``, which checks the
+    pointers: the plan's "validate after each augmentation".
     """
 
     def __init__(self, config: AugmentationConfig, *, seed: int) -> None:
         self.config = config
         self.seed = seed
+        self.transforms = build_transforms(config)
 
     def active(self, epoch: int) -> bool:
         return self.config.enabled and epoch >= self.config.warmup_epochs
@@ -701,63 +451,10 @@ class Augmentor:
     def __call__(self, sample: PointerSample, *, epoch: int, index: int) -> PointerSample:
         if not self.active(epoch):
             return sample
-        config = self.config
         generator = _seeded_generator(self.seed, "sample", epoch, index)
-        raw_mel, edit_mel, pointers, weights = sample.raw_mel, sample.edit_mel, sample.pointers, sample.weights
-        if _chosen(config.crop, generator):
-            crop = random_crop(
-                raw_mel,
-                edit_mel,
-                pointers,
-                min_len=config.crop.min_len,
-                max_len=config.crop.max_len,
-                context_pad=config.crop.context_pad,
-                generator=generator,
-            )
-            raw_mel, edit_mel, pointers = crop.raw_mel, crop.edit_mel, crop.pointers
-            if weights is not None:
-                weights = weights[crop.edit_start : crop.edit_start + edit_mel.shape[1]]
-        if _chosen(config.chunk_shuffle, generator):
-            shuffled = chunk_shuffle(
-                raw_mel, edit_mel, pointers, chunk_size=config.chunk_shuffle.chunk_size, generator=generator
-            )
-            raw_mel, pointers = shuffled.raw_mel, shuffled.pointers
-        if _chosen(config.gain, generator):
-            raw_mel, edit_mel = apply_gain(
-                raw_mel,
-                edit_mel,
-                scale_min=config.gain.scale_min,
-                scale_max=config.gain.scale_max,
-                same_on_both=config.gain.same_on_both,
-                generator=generator,
-            )
-        if _chosen(config.noise, generator):
-            raw_mel, edit_mel = add_noise(
-                raw_mel,
-                edit_mel,
-                level_min=config.noise.level_min,
-                level_max=config.noise.level_max,
-                same_on_both=config.noise.same_on_both,
-                generator=generator,
-            )
-        if _chosen(config.channel_dropout, generator):
-            raw_mel, edit_mel = channel_dropout(
-                raw_mel,
-                edit_mel,
-                dropout_rate=config.channel_dropout.dropout_rate,
-                fill=config.channel_dropout.fill,
-                generator=generator,
-            )
-        if _chosen(config.spec_augment, generator):
-            spec = config.spec_augment
-            raw_mel, edit_mel = freq_mask(
-                raw_mel, edit_mel, num_masks=spec.freq_masks, max_width=spec.freq_width, fill=spec.fill, generator=generator
-            )
-            raw_mel, edit_mel = time_mask(
-                raw_mel, edit_mel, num_masks=spec.time_masks, max_width=spec.time_width, fill=spec.fill, generator=generator
-            )
-        # PointerSample checks the pointers again: the plan's "validate after each augmentation".
-        return PointerSample(raw_mel, edit_mel, pointers, weights)
+        for transform in self.transforms:
+            sample = transform(sample, generator)
+        return sample
 
     def concatenate(self, samples: list[PointerSample], *, epoch: int, batch_index: int) -> list[PointerSample]:
         """B3 in the collate step: with the section's probability (one draw per batch), join
@@ -791,7 +488,3 @@ class Augmentor:
             joined.append(first)
             position += 1
         return joined
-
-
-def _chosen(section: _Section, generator: torch.Generator) -> bool:
-    return section.enabled and _uniform(generator) < section.probability

@@ -18,6 +18,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from core.config import config_from_dict
 from models.codecs import MelCodec, MelCodecConfig
 
 
@@ -58,8 +59,6 @@ class MelFeatures:
 
     @classmethod
     def from_dict(cls, values: dict) -> "MelFeatures":
-        from models.compositional import config_from_dict
-
         return config_from_dict(cls, values)
 
     def log_mel(self, audio: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Ray Data glue for pointer pairs: raw and edit recordings -> log-mel rows with pointers.
 
 The stages (the shard store, journal, rejects and commit loop are the fusion
-preprocessing's, ``datasets/preprocess.py`` and ``datasets/shards.py``)::
+preprocessing's, ``datasets/fusion_preprocess.py`` and ``datasets/shards.py``)::
 
     from_items(work items)                  driver: pair ids, paths, label files
       -> map_batches(featurize_pointer_pairs)   tasks: read both WAVs, log-mel, pointers
@@ -33,7 +33,7 @@ import ray
 from datasets.audio import AudioError, read_mono
 from datasets.features import MelFeatures
 from datasets.pairs import PointerPair
-from datasets.preprocess import Progress, cap_in_flight, shard_entry, stream_commits
+from datasets.fusion_preprocess import Progress, cap_in_flight, shard_entry, stream_commits
 from datasets.shards import SCHEMA_VERSION, ShardStore, WorkItem, write_shard
 
 LABEL_SOURCES = ("pointers", "edl", "alignment")

@@ -66,3 +66,8 @@ class FrameTransformer(nn.Module):
         hidden = self.input_projection(frames.transpose(1, 2))  # [B, T, E]
         hidden = hidden + sinusoidal_positions(hidden.shape[1], hidden.shape[2], device=hidden.device, dtype=hidden.dtype)
         return self.encoder(hidden)  # [B, T, E]
+
+
+def parameter_count(module: nn.Module) -> int:
+    """Number of parameters of ``module`` (buffers such as BatchNorm statistics excluded)."""
+    return sum(parameter.numel() for parameter in module.parameters())

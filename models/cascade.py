@@ -34,7 +34,7 @@ window agent (21.3M: window selector 6.7M on top) 46.8M; the single-stage baseli
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
 import torch
@@ -42,7 +42,8 @@ from torch import nn
 
 from models.adaptive_window import AdaptiveWindowConfig, AdaptiveWindowCreativeAgent
 from models.blocks import FrameTransformer
-from models.compositional import COMPONENT_NAMES, CompositionalConfig, CompositionalCreativeAgent, config_from_dict
+from core.config import config_from_dict
+from models.compositional import COMPONENT_NAMES, CompositionalConfig, CompositionalCreativeAgent
 from models.losses import NoveltyTerms, novelty_loss
 
 AGENTS = ("none", "compositional", "adaptive_window")
@@ -78,15 +79,17 @@ class CascadeConfig:
     adaptive_window: AdaptiveWindowConfig = field(default_factory=AdaptiveWindowConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.compositional, Mapping):
-            object.__setattr__(self, "compositional", CompositionalConfig.from_dict(self.compositional))
-        if isinstance(self.adaptive_window, Mapping):
-            values = {key: value for key, value in self.adaptive_window.items() if key != "compositional"}
-            object.__setattr__(self, "adaptive_window", AdaptiveWindowConfig.from_dict({**values, "compositional": self.compositional}))
-        elif self.adaptive_window.compositional != self.compositional:
-            object.__setattr__(
-                self, "adaptive_window", AdaptiveWindowConfig.from_dict({**_shallow(self.adaptive_window), "compositional": self.compositional})
-            )
+        # The latent width is given once, here; the agents' configs take it from this one,
+        # and the adaptive agent's shared compositional agent is the field above.
+        compositional = self.compositional
+        if isinstance(compositional, Mapping):
+            compositional = CompositionalConfig.from_dict({**compositional, "latent_dim": self.latent_dim})
+        elif compositional.latent_dim != self.latent_dim:
+            compositional = replace(compositional, latent_dim=self.latent_dim)
+        object.__setattr__(self, "compositional", compositional)
+        window = self.adaptive_window if isinstance(self.adaptive_window, Mapping) else _shallow(self.adaptive_window)
+        window = {**window, "latent_dim": self.latent_dim, "compositional": compositional}
+        object.__setattr__(self, "adaptive_window", AdaptiveWindowConfig.from_dict(window))
         for name in ("latent_dim", "model_dim", "heads", "layers_per_stage", "feedforward_dim"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -106,8 +109,6 @@ class CascadeConfig:
             )
         if not self.anti_cheating >= 0.0:
             raise ValueError(f"anti_cheating must be non-negative, got {self.anti_cheating}")
-        if self.compositional.latent_dim != self.latent_dim:
-            raise ValueError(f"compositional.latent_dim ({self.compositional.latent_dim}) must equal latent_dim ({self.latent_dim})")
 
     @property
     def output_frames_from_input(self) -> bool:
@@ -118,6 +119,8 @@ class CascadeConfig:
         values = asdict(self)
         values["adaptive_window"] = self.adaptive_window.to_dict()
         values["adaptive_window"].pop("compositional")  # one source of truth: the field above
+        for agent in ("compositional", "adaptive_window"):
+            values[agent].pop("latent_dim")  # one source of truth: latent_dim above
         return values
 
     @classmethod

@@ -14,7 +14,12 @@ Contents (plain tensors, dicts, lists, strings and numbers, so that
     extra       anything else the run wants back on resume (e.g. the MLflow run id)
 
 A checkpoint is refused with one line (``CheckpointError``) when it is missing, corrupt,
-of another kind, or was trained on another codec than the one given.
+of another kind, or was trained on another codec than the one given; ``load_trained``
+also refuses one whose stored config no longer validates or whose weights do not fit it.
+
+``load_trained`` is the one way back from a checkpoint to a model, for both kinds: the
+caller passes the config class and the model builder (this module imports no pipeline or
+dataset code), and adds its own checks (the fusion codec, the pointer mode) on the result.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+from torch import nn
 
 FORMAT = "jingle.checkpoint.v1"
 STATE_FILE = "state.pt"
@@ -94,10 +100,75 @@ def load_state(checkpoint: str | os.PathLike, *, kind: str, codec_id: str | None
     missing = [key for key in ("model", "step", "epoch", "config", "codec") if key not in payload]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}")
-    if codec_id is not None and payload["codec"].get("id") != codec_id:
-        raise CheckpointError(
-            f"checkpoint {path} was trained on codec {payload['codec'].get('id')}, not {codec_id}: "
-            f"use the codec (and --codec-checkpoint) it was trained with"
-        )
+    if codec_id is not None:
+        check_codec(checkpoint, payload["codec"], codec_id)
     payload.pop("format")
     return TrainingState(**payload)
+
+
+def check_codec(checkpoint: str | os.PathLike, stored_codec: dict, codec_id: str) -> None:
+    """Refuse a checkpoint whose codec (its ``codec`` entry) is not ``codec_id``."""
+    if stored_codec.get("id") != codec_id:
+        raise CheckpointError(
+            f"checkpoint {state_path(checkpoint)} was trained on codec {stored_codec.get('id')}, not {codec_id}: "
+            f"use the codec (and --codec-checkpoint) it was trained with"
+        )
+
+
+@dataclass
+class TrainedModel:
+    """A checkpoint read back as a model ready for inference.
+
+    Attributes:
+        state: what the checkpoint holds (step, codec, data, the stored config dict...).
+        config: the full training config, rebuilt by the caller's config class.
+        model: the model, weights loaded, on the requested device, in eval mode.
+        checkpoint: the checkpoint as the caller named it (for reports).
+    """
+
+    state: TrainingState
+    config: Any
+    model: nn.Module
+    checkpoint: str
+
+
+def load_trained(
+    checkpoint: str | os.PathLike,
+    *,
+    kind: str,
+    config_class: type,
+    build_model: Callable[[Any], nn.Module],
+    device: str | torch.device = "cpu",
+    codec_id: str | None = None,
+) -> TrainedModel:
+    """Read a checkpoint, rebuild its config and its model, and load the weights.
+
+    Args:
+        checkpoint: a checkpoint directory or its ``state.pt``.
+        kind: ``"fusion"`` or ``"pointer"``.
+        config_class: the training config class (a ``core.config.SectionedConfig``); the
+            stored config is rebuilt with its ``from_stored``, which moves keys that an
+            earlier version kept elsewhere, so older checkpoints still load.
+        build_model: full training config -> an untrained model of the same shape.
+        device: where the model goes.
+        codec_id: when given, the codec the caller will use; another is refused.
+    Raises:
+        CheckpointError: missing, corrupt, of another kind, trained on another codec, a
+            stored config that no longer validates, or weights that do not fit the model.
+    """
+    state = load_state(checkpoint, kind=kind, codec_id=codec_id)
+    try:
+        config = config_class.from_stored(state.config)
+    except (ValueError, TypeError) as error:  # ConfigError is a ValueError
+        raise CheckpointError(f"checkpoint {checkpoint}: its stored config is not valid in this version ({_first_line(error)})") from None
+    model = build_model(config)
+    try:
+        model.load_state_dict(state.model)
+    except RuntimeError as error:
+        raise CheckpointError(f"checkpoint {checkpoint}: the weights do not fit its model config ({_first_line(error)})") from None
+    return TrainedModel(state=state, config=config, model=model.to(device).eval(), checkpoint=str(checkpoint))
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

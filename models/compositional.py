@@ -35,13 +35,14 @@ feed-forward 2048, selector hidden 512):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from models.blocks import FrameTransformer, sinusoidal_positions  # noqa: F401 (re-exported)
+from core.config import config_from_dict
+from models.blocks import FrameTransformer
 from models.losses import NoveltyTerms, novelty_loss
 
 COMPONENT_NAMES = (
@@ -56,20 +57,6 @@ COMPONENT_NAMES = (
 # (first kernel, second kernel) of each branch, from the notes: rhythm sees ~40–67 ms,
 # harmony ~93–120 ms, timbre ~200–280 ms at 75 frames/s.
 BRANCH_KERNELS = {"rhythm": (3, 5), "harmony": (7, 9), "timbre": (15, 21)}
-
-
-def parameter_count(module: nn.Module) -> int:
-    """Number of parameters of ``module`` (buffers such as BatchNorm statistics excluded)."""
-    return sum(parameter.numel() for parameter in module.parameters())
-
-
-def config_from_dict(config_class: type, values: Mapping[str, Any]):
-    """Build a config dataclass from a dict, naming any key it does not know."""
-    known = {field.name for field in fields(config_class)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown {config_class.__name__} key(s) {unknown}; known keys are {sorted(known)}")
-    return config_class(**values)
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,12 @@ edit frame's *pointer*, an index into ``[0, Tr)``. One class, two modes, chosen 
   raw recording at its previous pointers (teacher forcing in training) and also says where
   the edit ends (a stop logit per step: "this is the last frame").
 
-Shape letters: B batch, M mel bins, D model width, Tr raw frames, Te edit frames,
-K hypotheses of a beam.
+This file holds the config, the modules and the network. Decoding a trained network
+(conform log-probabilities, greedy or beam edit generation) is ``models/pointer_decoding.py``;
+its loss ``models/pointer_loss.py``; the padded batch it is trained on
+``datasets/pointer_sample.py`` (its tensors, as the arguments of ``forward``).
+
+Shape letters: B batch, M mel bins, D model width, Tr raw frames, Te edit frames.
 
 Choices where the brief leaves room:
 
@@ -41,7 +45,7 @@ Parameter counts (``parameter_count``):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -49,8 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.config import config_from_dict
 from models.blocks import sinusoidal_positions
-from models.compositional import config_from_dict, parameter_count  # noqa: F401 (parameter_count re-exported)
 
 MODES = ("conform", "edit")
 MASKED_LOGIT = -1.0e4
@@ -62,7 +66,7 @@ PADDED_POINTER = -1
 
 @dataclass(frozen=True)
 class PointerConfig:
-    """Hyper-parameters of the pointer network and of its loss.
+    """Hyper-parameters of the pointer network (its loss's are ``PointerLossConfig``).
 
     Attributes:
         mode: ``"conform"`` (recover the pointers of a given edit) or ``"edit"`` (generate).
@@ -74,10 +78,6 @@ class PointerConfig:
         conv_kernel: odd kernel (frames) of the front-end convolutions.
         conv_layers: convolutions in each front end (the first maps M → D).
         dropout: dropout in the transformer layers.
-        label_smoothing_frames: k, the target mass moved off the true frame is spread over
-            its ±k neighbours; 0 is plain cross-entropy.
-        label_smoothing: ε, the mass moved off the true frame (used when k > 0).
-        stop_weight: weight of the stop BCE in the total loss (edit mode).
         max_frames: longest raw recording or edit accepted (30,000 frames = 10 min).
     """
 
@@ -91,9 +91,6 @@ class PointerConfig:
     conv_kernel: int = 5
     conv_layers: int = 2
     dropout: float = 0.1
-    label_smoothing_frames: int = 2
-    label_smoothing: float = 0.1
-    stop_weight: float = 1.0
     max_frames: int = 30_000
 
     def __post_init__(self) -> None:
@@ -110,16 +107,9 @@ class PointerConfig:
             raise ValueError(f"model_dim must be even for the sinusoidal positions, got {self.model_dim}")
         if self.conv_kernel % 2 == 0:
             raise ValueError(f"conv_kernel must be odd so that convolutions keep T, got {self.conv_kernel}")
-        frames = self.label_smoothing_frames
-        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 0:
-            raise ValueError(f"label_smoothing_frames must be an integer >= 0, got {frames!r}")
-        for name, low, high in (("dropout", 0.0, 1.0), ("label_smoothing", 0.0, 1.0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < high:
-                raise ValueError(f"{name} must be in [{low:g}, {high:g}), got {value!r}")
-        weight = self.stop_weight
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"stop_weight must be a finite number >= 0, got {weight!r}")
+        value = self.dropout
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -449,214 +439,3 @@ def _check_lengths(name: str, lengths: torch.Tensor, batch: int, frames: int, ma
         raise ValueError(f"{name} must be [{batch}], got {tuple(lengths.shape)}")
     if bool((lengths < shortest).any()) or bool((lengths > frames).any()):
         raise ValueError(f"{name} must lie in [{shortest}, {frames}], got {lengths.tolist()}")
-
-
-# --------------------------------------------------------------------------- batching
-
-
-@dataclass
-class PointerBatch:
-    """Padded examples for ``PointerNetwork`` and ``PointerLoss``.
-
-    Attributes:
-        raw_mel: [B, M, Tr] float32, zero-padded.
-        raw_lengths: [B] int64.
-        edit_mel: [B, M, Te] float32, zero-padded.
-        edit_lengths: [B] int64.
-        pointers: [B, Te] int64, −1 on padding.
-        weights: [B, Te] float32 per-frame loss weights, 0 on padding.
-        ends: [B] bool, whether an edit's last frame is where the edit really ends (False
-            for an edit cut short to fit: no stop target there); None: all True.
-    """
-
-    raw_mel: torch.Tensor
-    raw_lengths: torch.Tensor
-    edit_mel: torch.Tensor
-    edit_lengths: torch.Tensor
-    pointers: torch.Tensor
-    weights: torch.Tensor
-    ends: torch.Tensor | None = None
-
-    def __post_init__(self) -> None:
-        if self.ends is None:
-            self.ends = torch.ones(self.raw_mel.shape[0], dtype=torch.bool, device=self.raw_mel.device)
-
-    def to(self, device: torch.device | str) -> PointerBatch:
-        return PointerBatch(**{name: value.to(device) for name, value in self.__dict__.items()})
-
-    def __len__(self) -> int:
-        return self.raw_mel.shape[0]
-
-
-def pad_pointer_samples(samples: Sequence[Any], *, ends: Sequence[bool] | None = None) -> PointerBatch:
-    """Pad samples to one ``PointerBatch``.
-
-    Args:
-        samples: objects with ``raw_mel`` [M, Tr], ``edit_mel`` [M, Te] (Te may be 0),
-            ``pointers`` [Te] and ``weights`` [Te] or None (1 everywhere), torch tensors
-            (e.g. ``datasets.augmentation.PointerSample``).
-        ends: per sample, whether its last edit frame is the edit's real end (False for an
-            edit cut short); None: all are.
-    """
-    if not samples:
-        raise ValueError("pad_pointer_samples needs at least one sample")
-    if ends is not None and len(ends) != len(samples):
-        raise ValueError(f"need one end flag per sample, got {len(ends)} for {len(samples)} samples")
-    mels = samples[0].raw_mel.shape[0]
-    for index, sample in enumerate(samples):
-        raw_ok = sample.raw_mel.dim() == 2 and sample.raw_mel.shape[0] == mels
-        edit_ok = sample.edit_mel.dim() == 2 and sample.edit_mel.shape[0] == mels
-        if not (raw_ok and edit_ok and sample.pointers.shape == (sample.edit_mel.shape[1],)):
-            raise ValueError(
-                f"sample {index}: need raw_mel [{mels}, Tr], edit_mel [{mels}, Te] and pointers [Te], got "
-                f"{tuple(sample.raw_mel.shape)}, {tuple(sample.edit_mel.shape)}, {tuple(sample.pointers.shape)}"
-            )
-    raw_lengths = torch.tensor([sample.raw_mel.shape[1] for sample in samples], dtype=torch.int64)  # [B]
-    edit_lengths = torch.tensor([sample.edit_mel.shape[1] for sample in samples], dtype=torch.int64)  # [B]
-    # at least one edit column, so that a batch of empty edits still has a shape the model takes
-    batch, raw_frames, edit_frames = len(samples), int(raw_lengths.max()), max(1, int(edit_lengths.max()))
-    raw_mel = torch.zeros(batch, mels, raw_frames)
-    edit_mel = torch.zeros(batch, mels, edit_frames)
-    pointers = torch.full((batch, edit_frames), PADDED_POINTER, dtype=torch.int64)
-    weights = torch.zeros(batch, edit_frames)
-    for row, sample in enumerate(samples):
-        raw_mel[row, :, : sample.raw_mel.shape[1]] = sample.raw_mel
-        frames = sample.edit_mel.shape[1]
-        edit_mel[row, :, :frames] = sample.edit_mel
-        pointers[row, :frames] = sample.pointers
-        weights[row, :frames] = 1.0 if sample.weights is None else sample.weights
-    end_flags = torch.ones(batch, dtype=torch.bool) if ends is None else torch.tensor([bool(end) for end in ends])  # [B]
-    return PointerBatch(raw_mel, raw_lengths, edit_mel, edit_lengths, pointers, weights, end_flags)
-
-
-# --------------------------------------------------------------------------- decoding
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-@torch.inference_mode()
-def conform_log_probs(model: PointerNetwork, raw_mel: torch.Tensor, edit_mel: torch.Tensor) -> torch.Tensor:
-    """Log-probabilities of every raw frame for every edit frame, in one pass.
-
-    Puts the model in eval mode. Args: raw_mel [M, Tr], edit_mel [M, Te] log-mel frames.
-    Returns: [Te, Tr] log-softmax over raw frames (argmax: the pointers).
-    """
-    if model.config.mode != "conform":
-        raise ValueError(f"conform_log_probs needs a conform-mode model, this one is {model.config.mode!r}")
-    if raw_mel.dim() != 2 or edit_mel.dim() != 2:
-        raise ValueError(f"raw_mel and edit_mel must be [M, T], got {tuple(raw_mel.shape)} and {tuple(edit_mel.shape)}")
-    model.eval()
-    device = _device(model)
-    output = model(
-        raw_mel[None].to(device, torch.float32),
-        torch.tensor([raw_mel.shape[1]], device=device),
-        edit_mel[None].to(device, torch.float32),
-        torch.tensor([edit_mel.shape[1]], device=device),
-    )
-    return torch.log_softmax(output.logits[0].float(), dim=-1)  # [Te, Tr]
-
-
-@dataclass
-class GeneratedEdit:
-    """Result of ``generate_edit``.
-
-    Attributes:
-        pointers: [T] int64 raw frame of every generated edit frame.
-        log_prob: log-probability of the pointers and of the stop decisions taken.
-        stopped: whether the stop head ended the edit (False: ``max_frames`` was reached).
-    """
-
-    pointers: torch.Tensor
-    log_prob: float
-    stopped: bool
-
-
-@dataclass
-class _Hypothesis:
-    pointers: list[int]
-    log_prob: float
-
-    @property
-    def score(self) -> float:  # length-normalised, so that long edits are not penalised for their length
-        return self.log_prob / len(self.pointers)
-
-
-@torch.inference_mode()
-def generate_edit(
-    model: PointerNetwork, raw_mel: torch.Tensor, *, beam: int = 1, max_frames: int, min_frames: int = 1
-) -> GeneratedEdit:
-    """Generate an edit of one raw recording, greedily (``beam=1``) or by beam search.
-
-    At every step each hypothesis either stops (its last frame is the one just pointed at;
-    score + log p(stop)) or goes on (+ log p(continue)). Hypotheses are ranked by
-    length-normalised log-probability. With ``beam=1`` this is greedy decoding: the best
-    pointer, and stop when p(stop) > 0.5. Puts the model in eval mode.
-
-    The raw recording is encoded once; the decoder is re-run on the whole prefix at every
-    step (no key/value cache), O(T²) decoder work: simple and correct, fast enough for the
-    lengths an edit has.
-
-    Args:
-        raw_mel: [M, Tr] log-mel frames.
-        beam: hypotheses kept per step.
-        max_frames: longest edit generated.
-        min_frames: no stop before this many frames.
-    """
-    config = model.config
-    if config.mode != "edit":
-        raise ValueError(f"generate_edit needs an edit-mode model, this one is {config.mode!r}")
-    if raw_mel.dim() != 2 or raw_mel.shape[0] != config.n_mels:
-        raise ValueError(f"raw_mel must be [{config.n_mels}, Tr], got {tuple(raw_mel.shape)}")
-    if beam < 1 or not 1 <= min_frames <= max_frames <= config.max_frames:
-        raise ValueError(
-            f"need beam >= 1 and 1 <= min_frames <= max_frames <= {config.max_frames}, "
-            f"got beam={beam}, min_frames={min_frames}, max_frames={max_frames}"
-        )
-    model.eval()
-    device = _device(model)
-    raw_lengths = torch.tensor([raw_mel.shape[1]], device=device)  # [1]
-    encoding = model.encoder(raw_mel[None].to(device, torch.float32), frame_mask(raw_lengths, raw_mel.shape[1]))  # [1, Tr, D]
-
-    alive = [_Hypothesis([], 0.0)]
-    finished: list[_Hypothesis] = []
-    for step in range(max_frames):
-        count = len(alive)
-        # the last column is a placeholder: logits at step t read pointers before t only
-        prefix = torch.tensor([hypothesis.pointers + [0] for hypothesis in alive], device=device)  # [K, t+1]
-        output = model.decode(
-            encoding.expand(count, -1, -1),
-            raw_lengths.expand(count),
-            edit_mel=None,
-            edit_lengths=torch.full((count,), step + 1, device=device),
-            pointers=prefix,
-        )
-        pointer_log_probs = torch.log_softmax(output.logits[:, -1].float(), dim=-1)  # [K, Tr]
-        stop_logits = output.stop_logits[:, -1].float()  # [K]
-        top_log_probs, top_pointers = pointer_log_probs.topk(min(beam, pointer_log_probs.shape[1]), dim=-1)  # [K, beam]
-        may_stop = step + 1 >= min_frames
-        candidates = []  # (log_prob, hypothesis index, pointer, stops)
-        for k in range(count):
-            stop, go_on = float(F.logsigmoid(stop_logits[k])), float(F.logsigmoid(-stop_logits[k]))
-            for log_prob, pointer in zip(top_log_probs[k].tolist(), top_pointers[k].tolist()):
-                base = alive[k].log_prob + log_prob
-                candidates.append((base + go_on, k, pointer, False))
-                if may_stop:
-                    candidates.append((base + stop, k, pointer, True))
-        candidates.sort(key=lambda candidate: candidate[0], reverse=True)
-        next_alive = []
-        for rank, (log_prob, k, pointer, stops) in enumerate(candidates):
-            hypothesis = _Hypothesis(alive[k].pointers + [pointer], log_prob)
-            if stops and rank < beam:
-                finished.append(hypothesis)
-            elif not stops and len(next_alive) < beam:
-                next_alive.append(hypothesis)
-        alive = next_alive
-        finished = sorted(finished, key=lambda hypothesis: hypothesis.score, reverse=True)[:beam]
-        best_alive = max((hypothesis.score for hypothesis in alive), default=-math.inf)
-        if len(finished) >= beam and best_alive <= finished[-1].score:
-            break
-    stopped = bool(finished)
-    best = max(finished or alive, key=lambda hypothesis: hypothesis.score)
-    return GeneratedEdit(torch.tensor(best.pointers, dtype=torch.int64), best.log_prob, stopped)

@@ -1,31 +1,29 @@
 """One training step and the evaluation of the pointer network, in plain torch (no Ray):
-tested on their own, and called unchanged by the Ray Train worker loop.
+tested on their own, and called unchanged by the pointer training task
+(``pipelines/tasks/pointer.py``) whatever runs it (Ray Train, a Tune trial, a test).
 
 Shape letters: B batch, M mel bins, Tr raw frames, Te edit frames.
 
-The optimiser and the learning-rate schedule are the fusion training's
-(``models.training.build_optimizer`` / ``build_scheduler``, from a ``TrainingConfig``), so
-the two trainings cannot drift apart.
+The optimiser, the schedule and the optimiser step are every model's
+(``models/optimization.py``), so the trainings cannot drift apart.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
-from models.losses import PointerLoss, pointer_metric_fractions, pointer_metrics
-from models.pointer import PointerBatch, PointerConfig, PointerOutput
+from models.optimization import autocast, optimizer_step
+from models.pointer import PointerOutput
+from models.pointer_loss import PointerLoss, pointer_metric_fractions, pointer_metrics
 
-
-def build_pointer_loss(config: PointerConfig) -> PointerLoss:
-    """The loss the model's config asks for (smoothing and stop weight live there)."""
-    return PointerLoss(
-        label_smoothing_frames=config.label_smoothing_frames,
-        label_smoothing=config.label_smoothing,
-        stop_weight=config.stop_weight,
-    )
+# A padded batch (``datasets.pointer_sample.PointerBatch``: raw_mel [B, M, Tr], raw_lengths,
+# edit_mel [B, M, Te], edit_lengths, pointers [B, Te], weights, ends; ``.to(device)``).
+# models/ does not import datasets/, so it is taken by its fields.
+PointerBatch = Any
 
 
 def _forward(model: nn.Module, batch: PointerBatch) -> PointerOutput:
@@ -61,21 +59,13 @@ def pointer_train_step(
     """
     model.train()
     batch = batch.to(next(model.parameters()).device)
-    device_type = batch.raw_mel.device.type
-    with torch.autocast(device_type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+    with autocast(batch.raw_mel.device.type, autocast_dtype):
         output = _forward(model, batch)
         result = _loss(loss, output, batch)
-    optimizer.zero_grad(set_to_none=True)
-    result.total.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
-    optimizer.step()
-    if scheduler is not None:
-        scheduler.step()
+    step = optimizer_step(model, result.total, optimizer, scheduler=scheduler, grad_clip=grad_clip)
     metrics = result.scalars()
     metrics.update(pointer_metric_fractions(pointer_metrics(output.logits.detach(), batch.pointers, batch.edit_lengths)))
-    metrics["grad_norm"] = float(grad_norm)
-    metrics["learning_rate"] = optimizer.param_groups[0]["lr"]
-    return metrics
+    return {**metrics, **step}
 
 
 @torch.no_grad()

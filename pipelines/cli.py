@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from pipelines import conform, demo, edit, fuse, masks, models, preprocess_fusion, preprocess_pointer, train_fusion, train_pointer
+from pipelines import conform, demo, edit, fuse, masks, model_summary, preprocess_fusion, preprocess_pointer, train_fusion, train_pointer
 from pipelines.common import OneLineParser, run_main
 
 
@@ -24,7 +24,7 @@ def build_parser() -> OneLineParser:
     conform.ENTRY_POINT.add_to(commands, "conform", help="recover the edit decision list of an edit")
     edit.ENTRY_POINT.add_to(commands, "edit", help="make an edit of a raw recording with a checkpoint")
     masks.ENTRY_POINT.add_to(commands, "masks", help="one PNG per masking strategy")
-    models.ENTRY_POINT.add_to(commands, "models", help="model summaries")
+    model_summary.ENTRY_POINT.add_to(commands, "models", help="model summaries")
     return parser
 
 

@@ -21,7 +21,7 @@ from datasets.audio import AudioError
 from datasets.pairs import InputError
 from models.checkpoints import CheckpointError
 from models.codecs import CodecUnavailable
-from models.fusion_config import ConfigError
+from core.config import ConfigError
 
 # Errors a user can cause and fix: one line, exit 2.
 USER_ERRORS = (InputError, CodecUnavailable, CheckpointError, AudioError, ConfigError)
@@ -48,11 +48,14 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def init_ray(num_cpus: int | None = None) -> None:
+def init_ray(num_cpus: int | None = None, *, debug: bool = False) -> None:
     """Join a running cluster, or start a local Ray.
 
     A cluster is joined when ``RAY_ADDRESS`` is set or ``ray start`` left one running on
     this machine; otherwise a local instance is started (with ``num_cpus`` if given).
+    Ray's own processes (Train's controller and workers, Data's tasks) log a line every
+    few seconds; they reach the terminal only with ``debug`` (``--debug``): failures still
+    do, as the exceptions the commands turn into one line.
     """
     import ray
     import ray.data  # configures the "ray.data" logger on import
@@ -65,7 +68,7 @@ def init_ray(num_cpus: int | None = None) -> None:
             handler.setLevel(logging.WARNING)
     if ray.is_initialized():
         return
-    quiet = {"logging_level": logging.WARNING, "log_to_driver": True}
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": debug}
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], **quiet)
         return

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from datasets.alignment import align, edl_from_pointers, frame_confidence, viterbi
-from models.pointer import conform_log_probs
+from models.pointer_decoding import conform_log_probs
 from pipelines.common import EntryPoint, UsageError, add_common_arguments, local_device, reporting
 from pipelines.pointer_config import PointerTrainConfig
 from pipelines.pointer_inference import load_pointer, read_log_mel, write_json

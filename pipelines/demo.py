@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # run as a file (ray submit): make the project im
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from datasets.synth import CorpusSpec, write_fusion_corpus
@@ -56,18 +57,25 @@ def command(args: argparse.Namespace) -> int:
     if unknown or not models:
         raise UsageError(f"--models takes a comma-separated subset of {list(MODELS)}, got {args.models!r}")
     out = Path(args.out).resolve()
-    lines = []
+    started = time.perf_counter()
+    lines, trainings = [], []
     if "fusion" in models:
-        code = fusion_demo(args, out, lines)
+        code = fusion_demo(args, out, lines, trainings)
         if code:
             return code
     if "pointer" in models:
-        pointer_demo(args, out, lines)
+        pointer_demo(args, out, lines, trainings)
     print("\nwhere things are:\n" + "\n".join(lines))
+    total = time.perf_counter() - started
+    training = sum(summary.seconds for summary in trainings)
+    in_steps = sum(summary.metrics.get("run_step_seconds", 0.0) for summary in trainings)
+    print(f"\nthe demo took {total:.0f} s: {training:.0f} s training ({training / total:.0%}), of which "
+          f"{in_steps:.0f} s in training steps ({in_steps / total:.0%} of the demo; the rest is Ray and worker start-up, "
+          f"data, validation and checkpoints)")
     return 0
 
 
-def fusion_demo(args: argparse.Namespace, out: Path, lines: list[str]) -> int:
+def fusion_demo(args: argparse.Namespace, out: Path, lines: list[str], trainings: list) -> int:
     corpus, held_out = out / "corpus", out / "held-out"
     if not (corpus / "input").is_dir():
         ids = write_fusion_corpus(corpus, CorpusSpec(pairs=args.pairs, min_seconds=20, max_seconds=40, seed=args.seed))
@@ -96,6 +104,7 @@ def fusion_demo(args: argparse.Namespace, out: Path, lines: list[str]) -> int:
         )
     )
     print(trained.report())
+    trainings.append(trained)
 
     print("[demo] fusion 3/3: fusing the held-out pair", file=sys.stderr)
     fused = out / "fused" / "held_out.wav"
@@ -115,7 +124,7 @@ def fusion_demo(args: argparse.Namespace, out: Path, lines: list[str]) -> int:
     return 0
 
 
-def pointer_demo(args: argparse.Namespace, out: Path, lines: list[str]) -> None:
+def pointer_demo(args: argparse.Namespace, out: Path, lines: list[str], trainings: list) -> None:
     """Edit pairs -> shards -> a small conform model -> a held-out edit conformed two ways."""
     import numpy as np
 
@@ -152,6 +161,7 @@ def pointer_demo(args: argparse.Namespace, out: Path, lines: list[str]) -> None:
         )
     )
     print(trained.report())
+    trainings.append(trained)
     print("[demo] pointer 3/3: conforming the held-out processed edit", file=sys.stderr)
     raw, edited = held_out / "raw" / f"{held.name}.wav", held_out / "edit" / f"{held.name}.wav"
     lines += [

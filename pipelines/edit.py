@@ -29,7 +29,7 @@ import torch
 
 from datasets.alignment import edl_from_pointers, segments_from_pointers
 from datasets.audio import splice, write_wav
-from models.pointer import generate_edit
+from models.pointer_decoding import generate_edit
 from pipelines.common import EntryPoint, UsageError, add_common_arguments, local_device, reporting
 from pipelines.pointer_inference import load_pointer, read_log_mel, write_json
 

@@ -1,7 +1,7 @@
 """The pointer training config: one JSON file -> one dataclass tree -> dict for Ray -> back.
 
     {"features": {...MelFeatures}, "alignment": {...AlignmentConfig},
-     "model": {...PointerConfig}, "augmentation": {...AugmentationConfig (plan 002's keys)},
+     "model": {...PointerConfig}, "losses": {...PointerLossConfig}, "augmentation": {...AugmentationConfig (plan 002's keys)},
      "data": {...PointerDataConfig}, "training": {...TrainingConfig}}
 
 Every section and key is optional; an unknown key or a bad value stops the run with one
@@ -13,16 +13,15 @@ is why the tree is assembled here, the one layer allowed to import both.
 
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
 
+from core.config import ConfigError, SectionedConfig, TrainingConfig, config_from_dict
 from datasets.alignment import AlignmentConfig
-from datasets.augmentation import AugmentationConfig
+from datasets.augmentation_config import AugmentationConfig
 from datasets.features import MelFeatures
-from models.compositional import config_from_dict
-from models.fusion_config import ConfigError, TrainingConfig, apply_overrides, build_sections, read_config_file
 from models.pointer import PointerConfig
+from models.pointer_loss import PointerLossConfig
 
 
 @dataclass(frozen=True)
@@ -60,15 +59,27 @@ class PointerDataConfig:
 
 
 @dataclass(frozen=True)
-class PointerTrainConfig:
+class PointerTrainConfig(SectionedConfig):
     features: MelFeatures = field(default_factory=MelFeatures)
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
     model: PointerConfig = field(default_factory=PointerConfig)
+    losses: PointerLossConfig = field(default_factory=PointerLossConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     data: PointerDataConfig = field(default_factory=PointerDataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
-    SECTIONS: ClassVar[dict]  # section name -> builder from a dict (set below the class)
+    SECTIONS: ClassVar[dict] = {
+        "features": MelFeatures.from_dict,
+        "alignment": lambda values: config_from_dict(AlignmentConfig, values),
+        "model": PointerConfig.from_dict,
+        "losses": PointerLossConfig.from_dict,
+        "augmentation": AugmentationConfig.from_dict,
+        "data": lambda values: config_from_dict(PointerDataConfig, values),
+        "training": lambda values: config_from_dict(TrainingConfig, values),
+    }
+
+    # Keys of earlier versions: the loss's settings left the model section.
+    MOVED: ClassVar[dict[str, str]] = {f"model.{key}": f"losses.{key}" for key in ("label_smoothing_frames", "label_smoothing", "stop_weight")}
 
     def __post_init__(self) -> None:
         if self.model.n_mels != self.features.n_mels:
@@ -81,34 +92,3 @@ class PointerTrainConfig:
                         f"augmentation.{name} must be off in edit mode (it moves the edit's start and end, which edit mode learns); "
                         f"see configs/pointer/edit-mini.json"
                     )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "features": self.features.to_dict(),
-            "alignment": asdict(self.alignment),
-            "model": self.model.to_dict(),
-            "augmentation": self.augmentation.to_dict(),
-            "data": asdict(self.data),
-            "training": asdict(self.training),
-        }
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "PointerTrainConfig":
-        return cls(**build_sections(values, cls.SECTIONS))
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "PointerTrainConfig":
-        return cls.from_dict(read_config_file(path))
-
-    def with_overrides(self, overrides: Mapping[str, Any]) -> "PointerTrainConfig":
-        return type(self).from_dict(apply_overrides(self.to_dict(), overrides))
-
-
-PointerTrainConfig.SECTIONS = {
-    "features": MelFeatures.from_dict,
-    "alignment": lambda values: config_from_dict(AlignmentConfig, values),
-    "model": PointerConfig.from_dict,
-    "augmentation": AugmentationConfig.from_dict,
-    "data": lambda values: config_from_dict(PointerDataConfig, values),
-    "training": lambda values: config_from_dict(TrainingConfig, values),
-}

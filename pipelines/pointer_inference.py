@@ -8,40 +8,37 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from datasets.audio import read_mono
 from datasets.features import MelFeatures
-from models.checkpoints import CheckpointError, load_state
+from models.checkpoints import CheckpointError, TrainedModel, load_trained
 from models.pointer import PointerNetwork
 from pipelines.pointer_config import PointerTrainConfig
 
 
-@dataclass
-class LoadedPointer:
-    model: PointerNetwork
-    config: PointerTrainConfig
-    checkpoint: str
-    step: int
-
-
-def load_pointer(checkpoint: str | os.PathLike, *, mode: str, device: str = "cpu") -> LoadedPointer:
-    """A trained pointer network of the given mode (``conform`` or ``edit``), in eval mode.
+def load_pointer(checkpoint: str | os.PathLike, *, mode: str, device: str = "cpu") -> TrainedModel:
+    """A trained pointer network of the given mode (``conform`` or ``edit``), in eval mode;
+    its ``config`` is the ``PointerTrainConfig`` (features, alignment, model...).
 
     Raises:
-        CheckpointError: missing, corrupt, not a pointer checkpoint, or the other mode.
+        CheckpointError: missing, corrupt, not a pointer checkpoint, a stored config that
+            no longer validates, weights that do not fit it, or the other mode.
     """
-    state = load_state(checkpoint, kind="pointer")
-    config = PointerTrainConfig.from_dict(state.config)
-    if config.model.mode != mode:
-        other = "jingle edit" if config.model.mode == "edit" else "jingle conform"
-        raise CheckpointError(f"checkpoint {checkpoint} is a {config.model.mode}-mode pointer network; use it with {other}")
-    model = PointerNetwork(config.model)
-    model.load_state_dict(state.model)
-    return LoadedPointer(model.to(device).eval(), config, str(checkpoint), state.step)
+    trained = load_trained(
+        checkpoint,
+        kind="pointer",
+        config_class=PointerTrainConfig,
+        build_model=lambda config: PointerNetwork(config.model),
+        device=device,
+    )
+    stored_mode = trained.config.model.mode
+    if stored_mode != mode:
+        other = "jingle edit" if stored_mode == "edit" else "jingle conform"
+        raise CheckpointError(f"checkpoint {checkpoint} is a {stored_mode}-mode pointer network; use it with {other}")
+    return trained
 
 
 def read_log_mel(path: str | os.PathLike, features: MelFeatures) -> tuple[np.ndarray, np.ndarray]:

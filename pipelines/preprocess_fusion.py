@@ -30,7 +30,7 @@ from models.codecs import CODEC_NAMES, build_codec
 from pipelines.common import EntryPoint, UsageError, add_common_arguments, human_seconds, init_ray, reporting
 
 if TYPE_CHECKING:  # Ray Data is imported when a run has work, not at start-up
-    from datasets.preprocess import Progress
+    from datasets.fusion_preprocess import Progress
 
 PROG = "jingle preprocess fusion"
 
@@ -130,7 +130,7 @@ def segmenting_from_args(args: argparse.Namespace) -> Segmenting:
 
 def run(args: argparse.Namespace) -> Summary:
     """Preprocess; raises ``InputError``/``UsageError``/``CodecUnavailable`` for bad input."""
-    from datasets.preprocess import Resources, run_fusion_pipeline
+    from datasets.fusion_preprocess import Resources, run_fusion_pipeline
 
     started = time.perf_counter()
     if args.rows_per_shard < 1:
@@ -204,7 +204,7 @@ def preprocess_into_store(
         summary.removed_orphans, summary.invalidated_files = store.removed_orphans, store.invalidated_files
         progress = None
         if work:
-            init_ray(args.num_cpus)
+            init_ray(args.num_cpus, debug=args.debug)
             progress = pipeline(store, work, pairs)
         rejects = store.all_rejects(found.rejects + probe_rejects, present={c.pair.pair_id for c in checked})
         summary.changed = store.finish(rejects) or bool(work)

@@ -15,7 +15,8 @@ from models.adaptive_window import (
     TemporalCompressor,
     TonalityReducer,
 )
-from models.compositional import CompositionalConfig, CompositionalOutput, parameter_count
+from models.blocks import parameter_count
+from models.compositional import CompositionalConfig, CompositionalOutput
 
 TINY_COMPOSITIONAL = CompositionalConfig(
     latent_dim=8,

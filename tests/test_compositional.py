@@ -8,15 +8,8 @@ import math
 import pytest
 import torch
 
-from models.compositional import (
-    COMPONENT_NAMES,
-    CompositionalConfig,
-    CompositionalCreativeAgent,
-    CompositionalOutput,
-    MultiScaleExtractor,
-    parameter_count,
-    sinusoidal_positions,
-)
+from models.blocks import parameter_count, sinusoidal_positions
+from models.compositional import COMPONENT_NAMES, CompositionalConfig, CompositionalCreativeAgent, CompositionalOutput, MultiScaleExtractor
 
 TINY = CompositionalConfig(
     latent_dim=16,

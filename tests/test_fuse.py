@@ -1,4 +1,5 @@
-"""``jingle fuse`` and its figure: tiny mel-codec checkpoints, seconds of generated audio."""
+"""``jingle fuse`` (pipelines/fuse.py) and its figure: tiny mel-codec checkpoints, seconds of
+generated audio (the checkpoints and the pair are test_fusion_inference.py's fixtures)."""
 
 from __future__ import annotations
 
@@ -10,57 +11,17 @@ import pytest
 import soundfile
 import torch
 
-from datasets.audio import read_mono
-from models.cascade import CascadeConfig, build_fusion_model
-from models.checkpoints import TrainingState, save_state, state_path
+from models.checkpoints import state_path
 from models.codecs import build_codec
 from models.compositional import COMPONENT_NAMES
-from models.fusion_config import FusionTrainConfig
 from pipelines import fuse
 from pipelines.figures import fusion_figure
 from tests.conftest import tone, write
+from tests.test_fusion_inference import HOP, SAMPLE_RATE, checkpoints, pair  # noqa: F401 (fixtures)
 
-# latent_dim must be the mel codec's 128 channels; everything else is as small as it goes
-TINY_COMPOSITIONAL = {"latent_dim": 128, "component_dim": 8, "model_dim": 32, "heads": 4, "layers": 1,
-                      "feedforward_dim": 64, "selector_hidden_dim": 16, "dropout": 0.0}
-# 40-frame windows compressed up to 1.5x need 60 frames (0.8 s at 75 frames/s); a 1 s segment has 75
-TINY_WINDOW = {"latent_dim": 128, "window_frames": 40, "max_ratio": 1.5, "selector_hidden_dims": [32, 16], "pooled_steps": 10}
-SAMPLE_RATE = 24_000
-HOP = 320
 KEYS = {"input", "target", "output", "checkpoint", "step", "codec_id", "sample_rate", "agent", "pair", "source_seconds",
         "duration_seconds", "segment_seconds", "chunks", "envelope_correlation", "novelty", "component_weights",
         "window_metadata"}
-
-
-def save_checkpoint(directory: Path, agent: str) -> Path:
-    torch.manual_seed(0)
-    model_config = CascadeConfig(latent_dim=128, model_dim=32, heads=4, layers_per_stage=1, feedforward_dim=64, dropout=0.0,
-                                 agent=agent, num_stages=1 if agent == "none" else 2,
-                                 compositional=TINY_COMPOSITIONAL, adaptive_window=TINY_WINDOW)
-    config = FusionTrainConfig(model=model_config)
-    codec = build_codec("mel")
-    model = build_fusion_model(model_config)
-    state = TrainingState(kind="fusion", model=model.state_dict(), step=7, epoch=1, config=config.to_dict(),
-                          codec=codec.describe(), data={"segment_seconds": 1.0})
-    save_state(directory, state)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("checkpoints")
-    return {agent: save_checkpoint(root / agent, agent) for agent in ("compositional", "adaptive_window", "none")}
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory) -> tuple[Path, Path]:
-    """A 2.5 s mono 24 kHz input and a 2.7 s stereo 44.1 kHz target (common length 2.5 s)."""
-    root = tmp_path_factory.mktemp("pair")
-    rng = np.random.default_rng(0)
-    clicks = tone(2.5, SAMPLE_RATE, 110.0) * (np.arange(round(2.5 * SAMPLE_RATE)) % 6000 < 1500)
-    input_path = write(root / "drums.wav", (clicks + 0.05 * rng.standard_normal(clicks.shape)).astype(np.float32), SAMPLE_RATE)
-    target_path = write(root / "chords.wav", tone(2.7, 44_100, 330.0, channels=2), 44_100)
-    return input_path, target_path
 
 
 def run(capsys, *args) -> tuple[int, str, str]:
@@ -109,22 +70,6 @@ def test_single_stage_model_has_no_component_weights(checkpoints, pair, tmp_path
     assert report["agent"] == "none" and report["component_weights"] is None and report["pair"] is None
 
 
-def test_output_is_the_concatenation_of_per_chunk_model_runs(checkpoints, pair):
-    loaded = fuse.load_fusion_checkpoint(checkpoints["compositional"])
-    codec = loaded.codec
-    audio = [read_mono(path, SAMPLE_RATE)[: round(2.5 * SAMPLE_RATE)] for path in pair]
-    chunking = fuse.plan_chunks(loaded.model.config, codec, len(audio[0]), loaded.segment_seconds)
-    assert chunking.samples == SAMPLE_RATE and chunking.starts == [0, 24_000, 48_000]
-    with torch.inference_mode():
-        chunks = fuse.run_chunks(loaded.model, codec, *audio, chunking, "best", "cpu")
-        # the last chunk is 0.5 s of audio and 0.5 s of zeros
-        tail = np.zeros((2, SAMPLE_RATE), dtype=np.float32)
-        tail[:, :12_000] = [a[48_000:] for a in audio]
-        latents = codec.encode(torch.from_numpy(tail)[:, None])
-        expected = loaded.model(latents[:1], latents[1:]).outputs[0]
-    assert [chunk.latent.shape[-1] for chunk in chunks] == [75, 75, 75]
-    torch.testing.assert_close(chunks[2].latent, expected)
-
 
 def test_adaptive_fuse_picks_one_window_per_chunk(checkpoints, pair, tmp_path, capsys):
     for mode in ("best", "mean", "1"):
@@ -170,11 +115,14 @@ def test_bad_files_exit_2_with_one_line(checkpoints, pair, tmp_path, capsys):
     state = torch.load(state_path(checkpoints["compositional"]), weights_only=True)
     state["codec"]["id"] = "mel-v0-0123456789"
     torch.save(state, tmp_path / "other-codec.pt")
+    state["config"]["model"]["heads"] = 5  # 32 channels cannot be split over 5 heads
+    torch.save(state, tmp_path / "bad-config.pt")
     short = write(tmp_path / "short.wav", tone(0.5, SAMPLE_RATE), SAMPLE_RATE)
     cases = [
         (corrupt.parent, pair, "is corrupt or not a jingle checkpoint"),
         (tmp_path / "other-codec.pt", pair, "was trained on codec mel-v0-0123456789, not mel-v1-"),
         (tmp_path / "missing", pair, "not found"),
+        (tmp_path / "bad-config.pt", pair, "its stored config is not valid in this version"),
         (checkpoints["compositional"], (tmp_path / "missing.wav", pair[1]), "input " + str(tmp_path / "missing.wav") + ": file does not exist"),
         (checkpoints["adaptive_window"], (pair[0], short), "overlap for 0.50 s, the model needs at least 0.80 s"),
     ]

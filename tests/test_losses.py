@@ -235,6 +235,8 @@ def test_loss_weights_round_trip_and_validation():
         "mask_reg_weight": 0.1,
         "corr_weight": 0.5,
         "gan_weight": 0.0,
+        "shuffle_targets": True,
+        "discriminator_learning_rate": 1e-4,
     }
     for bad in (-0.1, float("nan"), float("inf"), True, "0.5"):
         with pytest.raises(ValueError, match="corr_weight") as error:

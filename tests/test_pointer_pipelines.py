@@ -17,7 +17,7 @@ from models.checkpoints import load_state
 from pipelines import preprocess_pointer, train_pointer
 from pipelines.cli import main as jingle
 from pipelines.pointer_config import PointerTrainConfig
-from pipelines.train_common import tracking_uri
+from pipelines.tracking import tracking_uri
 
 pytestmark = pytest.mark.ray
 

@@ -13,8 +13,8 @@ import pytest
 from datasets.synth import CorpusSpec, write_fusion_corpus
 from models.checkpoints import CheckpointError, load_state
 from pipelines import preprocess_fusion, train_fusion
-from pipelines.train_common import split_pair_ids
-from tests.test_training import TINY_MODEL
+from pipelines.shard_data import split_pair_ids
+from tests.test_fusion_training import TINY_MODEL
 
 pytestmark = pytest.mark.ray
 
@@ -45,14 +45,14 @@ def write_config(folder: Path, **training) -> Path:
     return path
 
 
-def train(shards: Path, config: Path, storage: Path, *extra: str) -> train_fusion.TrainSummary:
+def train(shards: Path, config: Path, storage: Path, *extra: str) -> TrainSummary:
     args = train_fusion.build_parser().parse_args(
         ["--data", str(shards), "--config", str(config), "--storage", str(storage), "--workers", "2", *extra]
     )
     return train_fusion.run(args)
 
 
-def mlflow_run(summary: train_fusion.TrainSummary):
+def mlflow_run(summary: TrainSummary):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(summary.tracking_uri)

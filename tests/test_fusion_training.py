@@ -1,4 +1,4 @@
-"""models/training.py without Ray: the step lowers the loss, masking and shuffling apply
+"""models/fusion_training.py without Ray: the step lowers the loss, masking and shuffling apply
 only in training, evaluation is deterministic, and the configs validate."""
 
 from __future__ import annotations
@@ -11,14 +11,16 @@ import torch
 from datasets.synth import chords, drums
 from models.cascade import build_fusion_model
 from models.codecs import build_codec
-from models.fusion_config import ConfigError, FusionTrainConfig
-from models.training import FusionObjective, build_optimizer, build_scheduler, evaluate, train_step
+from core.config import ConfigError
+from models.fusion_config import FusionTrainConfig
+from models.fusion_training import FusionObjective, evaluate, train_step
+from models.optimization import build_optimizer, build_scheduler
 
 TINY_MODEL = {
     "latent_dim": 128, "model_dim": 32, "heads": 4, "layers_per_stage": 1, "feedforward_dim": 64, "dropout": 0.0,
-    "compositional": {"latent_dim": 128, "component_dim": 8, "model_dim": 32, "heads": 4, "layers": 1,
+    "compositional": {"component_dim": 8, "model_dim": 32, "heads": 4, "layers": 1,
                       "feedforward_dim": 64, "selector_hidden_dim": 16, "dropout": 0.0},
-    "adaptive_window": {"latent_dim": 128, "window_frames": 40, "selector_hidden_dims": [32, 16], "pooled_steps": 10},
+    "adaptive_window": {"window_frames": 40, "selector_hidden_dims": [32, 16], "pooled_steps": 10},
 }
 
 
@@ -49,9 +51,9 @@ def test_loss_falls_over_a_short_run(mel_batch):
     objective = FusionObjective(codec=codec, config=config, cascade=True)
     optimizer = build_optimizer(model, config.training)
     generator = torch.Generator().manual_seed(0)
-    before = evaluate(model, [batch], objective).means()["total"]
+    before = evaluate(model, [batch], objective)["total"]
     losses = [train_step(model, batch, objective, optimizer, generator=generator, grad_clip=1.0)["total"] for _ in range(40)]
-    after = evaluate(model, [batch], objective).means()["total"]
+    after = evaluate(model, [batch], objective)["total"]
     assert after < 0.85 * before, (before, after)
     assert losses[-1] < losses[0]
 
@@ -105,7 +107,7 @@ def test_scheduler_warms_up_then_decays():
     "document, message",
     [
         ({"trainng": {}}, "unknown config section"),
-        ({"training": {"epochs": 0}}, "section 'training': epochs must be a positive integer"),
+        ({"training": {"epochs": 0}}, "section 'training': epochs must be ≥ 1"),
         ({"training": {"batchsize": 2}}, "unknown TrainingConfig key"),
         ({"losses": {"corr_weight": -1}}, "section 'losses'"),
         ({"masking": {"strategy": "zigzag"}}, "section 'masking'"),

@@ -1,4 +1,4 @@
-"""Ray Data glue for preprocessing: decode as tasks, encode in an actor pool, write shards.
+"""Ray Data glue for fusion preprocessing: decode as tasks, encode in an actor pool, write shards.
 
 The stages, each streaming into the next (nothing is collected on the driver but one
 small commit record per shard written)::

@@ -1,7 +1,7 @@
 """``jingle models summary``: parameter counts of the fusion model or the pointer network, module by module.
 
-    python -m pipelines.models summary [--agent compositional|adaptive_window|none] [--config FILE]
-    python -m pipelines.models summary --pointer [--config configs/pointer/full.json]
+    python -m pipelines.model_summary summary [--agent compositional|adaptive_window|none] [--config FILE]
+    python -m pipelines.model_summary summary --pointer [--config configs/pointer/full.json]
 
 The counts are of the real modules built from the config (defaults: the design notes'
 architecture), next to the figures the notes give, so that a change of architecture shows.
@@ -23,7 +23,7 @@ from pathlib import Path
 from torch import nn
 
 from models.cascade import AGENTS, CascadeConfig, build_fusion_model
-from models.compositional import parameter_count
+from models.blocks import parameter_count
 from pipelines.common import EntryPoint, UsageError, add_common_arguments
 
 PROG = "jingle models"

@@ -1,14 +1,19 @@
-"""Length caps and bucketing of pointer samples (datasets/pointer_batches.py)."""
+"""The pointer example and its batches (datasets/pointer_sample.py): sample checks, rows to
+samples, length caps, bucketing, and padding."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datasets.augmentation import PointerSample
-from datasets.pointer_batches import bucketed, cap_lengths, samples_from_rows
+from datasets.pointer_sample import PointerSample, bucketed, cap_lengths, pad_pointer_samples, samples_from_rows
+
+MEL_BINS = 16
 
 
 def sample_with(pointers: list[int], raw_frames: int) -> PointerSample:
@@ -71,3 +76,36 @@ def test_rows_become_samples_with_confidence_weights():
     (sample,) = samples_from_rows(rows, min_confidence=0.5)
     assert sample.raw_mel.shape == (2, 3) and sample.edit_mel.shape == (2, 2)
     assert sample.pointers.tolist() == [2, 0] and sample.weights.tolist() == [np.float32(0.9), 0.0]
+
+
+def test_pointer_sample_rejects_bad_pointers():
+    raw_mel = torch.zeros(2, 4)
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        PointerSample(raw_mel, torch.zeros(2, 1), torch.tensor([4]))
+    with pytest.raises(ValueError, match="int64"):
+        PointerSample(raw_mel, torch.zeros(2, 1), torch.tensor([1], dtype=torch.int32))
+    with pytest.raises(ValueError, match="weights"):
+        PointerSample(raw_mel, torch.zeros(2, 1), torch.tensor([1]), torch.ones(2))
+
+
+def test_pad_pointer_samples_pads_with_masks():
+    long = SimpleNamespace(
+        raw_mel=torch.ones(MEL_BINS, 10), edit_mel=torch.full((MEL_BINS, 4), 2.0), pointers=torch.tensor([0, 1, 2, 9]), weights=None
+    )
+    short = SimpleNamespace(
+        raw_mel=torch.ones(MEL_BINS, 6), edit_mel=torch.full((MEL_BINS, 7), 3.0), pointers=torch.arange(7) % 6,
+        weights=torch.linspace(0.1, 0.7, 7),
+    )
+    batch = pad_pointer_samples([long, short])
+    assert batch.raw_mel.shape == (2, MEL_BINS, 10) and batch.edit_mel.shape == (2, MEL_BINS, 7)
+    assert batch.raw_lengths.tolist() == [10, 6] and batch.edit_lengths.tolist() == [4, 7]
+    assert batch.pointers.dtype == torch.int64 and batch.weights.dtype == torch.float32
+    assert batch.pointers[0].tolist() == [0, 1, 2, 9, -1, -1, -1]
+    assert batch.weights[0].tolist() == [1, 1, 1, 1, 0, 0, 0]
+    torch.testing.assert_close(batch.weights[1], short.weights)
+    assert (batch.raw_mel[1, :, 6:] == 0).all() and (batch.edit_mel[0, :, 4:] == 0).all()
+    assert batch.ends.tolist() == [True, True]
+    assert pad_pointer_samples([long, short], ends=[True, False]).ends.tolist() == [True, False]
+    assert torch.equal(batch.to("cpu").pointers, batch.pointers)
+    with pytest.raises(ValueError, match="sample 1"):
+        pad_pointer_samples([long, SimpleNamespace(raw_mel=torch.ones(3, 5), edit_mel=short.edit_mel, pointers=short.pointers, weights=None)])

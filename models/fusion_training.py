@@ -1,5 +1,6 @@
-"""One training step of the fusion model, in plain torch (no Ray): tested on its own, and
-called unchanged by the Ray Train worker loop and by Tune trials.
+"""The fusion model's objective, training step and evaluation, in plain torch (no Ray):
+tested on their own, and called unchanged by the fusion training task
+(``pipelines/tasks/fusion.py``) whatever runs it (Ray Train, a Tune trial, a test).
 
 Shape letters: B batch, D latent channels, T frames, S samples.
 
@@ -12,7 +13,6 @@ decoder is differentiable), log-mel frames for the mel codec.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -20,9 +20,11 @@ import torch
 from torch import nn
 
 from models.cascade import FusionOutput
-from models.fusion_config import FusionTrainConfig, TrainingConfig
-from models.losses import FusionLoss, LossResult, build_discriminator, discriminator_loss, loss_domain
+from models.fusion_config import FusionTrainConfig
+from models.loss_result import LossResult
+from models.losses import FusionLoss, build_discriminator, discriminator_loss, loss_domain
 from models.masking import MaskingConfig, apply_complementary_mask
+from models.optimization import autocast, optimizer_step
 
 
 @dataclass
@@ -57,7 +59,7 @@ class FusionObjective(nn.Module):
         self.domain = loss_domain(codec)
         self.loss = FusionLoss(config.losses, domain=self.domain)
         self.masking: MaskingConfig | None = config.masking if cascade and config.masking.strategy != "none" else None
-        self.shuffle_targets = config.training.shuffle_targets
+        self.shuffle_targets = config.losses.shuffle_targets
         self.discriminator = build_discriminator() if self.loss.needs_discriminator else None
         self.register_buffer("silence", codec.silence_latent().float(), persistent=False)  # [D]
 
@@ -115,30 +117,6 @@ def _mean_results(results: list[LossResult]) -> LossResult:
     return LossResult(total=torch.stack([r.total for r in results]).mean(), terms=terms)
 
 
-def build_optimizer(model: nn.Module, training: TrainingConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=training.learning_rate, weight_decay=training.weight_decay)
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, training: TrainingConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up, then constant or cosine decay to zero at ``total_steps``."""
-    warmup = min(training.warmup_steps, max(0, total_steps - 1))
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        if training.schedule == "constant":
-            return 1.0
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
-    return model.module if hasattr(model, "module") else model
-
-
 def step_metrics(result: LossResult, output: FusionOutput) -> dict[str, float]:
     """Every loss term, the six component weights and the window selection, as floats."""
     metrics = result.scalars()
@@ -174,8 +152,7 @@ def train_step(
     """
     model.train()
     prepared = objective.prepare(batch, training=True, generator=generator)
-    device_type = prepared.input.device.type
-    with torch.autocast(device_type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+    with autocast(prepared.input.device.type, autocast_dtype):
         output = model(
             prepared.input,
             prepared.target,
@@ -184,15 +161,8 @@ def train_step(
             generator=generator,
         )
         result = objective(output)
-    optimizer.zero_grad(set_to_none=True)
-    result.loss.total.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
-    optimizer.step()
-    if scheduler is not None:
-        scheduler.step()
-    metrics = step_metrics(result.loss, output)
-    metrics["grad_norm"] = float(grad_norm)
-    metrics["learning_rate"] = optimizer.param_groups[0]["lr"]
+    step = optimizer_step(model, result.loss.total, optimizer, scheduler=scheduler, grad_clip=grad_clip)
+    metrics = {**step_metrics(result.loss, output), **step}
     if objective.discriminator is not None and discriminator_optimizer is not None and result.fake_audio is not None:
         discriminator_optimizer.zero_grad(set_to_none=True)  # the generator loss left gradients here too
         d_loss = discriminator_loss(objective.discriminator, result.real_audio, result.fake_audio)
@@ -202,20 +172,10 @@ def train_step(
     return metrics
 
 
-@dataclass
-class MetricSums:
-    """Batch-size-weighted sums of metrics, so workers can add theirs before dividing."""
-
-    sums: dict[str, float]
-    count: int
-
-    def means(self) -> dict[str, float]:
-        return {name: value / self.count for name, value in self.sums.items()} if self.count else {}
-
-
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], objective: FusionObjective) -> MetricSums:
-    """Losses on held-out batches: no masking, no shuffling, no noise (eval mode)."""
+def evaluate(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], objective: FusionObjective) -> dict[str, float]:
+    """Mean losses on held-out batches (batch-size-weighted): no masking, no shuffling, no
+    noise (eval mode). Empty when there were no batches."""
     model.eval()
     sums: dict[str, float] = {}
     count = 0
@@ -227,4 +187,4 @@ def evaluate(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], objec
         for name, value in metrics.items():
             sums[name] = sums.get(name, 0.0) + value * size
         count += size
-    return MetricSums(sums, count)
+    return {name: value / count for name, value in sums.items()} if count else {}

@@ -1,0 +1,1 @@
+"""What every package may import: it imports neither torch nor Ray."""

@@ -1,0 +1,139 @@
+"""The shards a training reads: its manifest, the train/validation split by pair id, and
+how each worker gets its rows (read once into memory, or streamed by Ray Data).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets.pairs import InputError
+from datasets.shard_rows import MemoryRows, Rows, StreamedRows
+from datasets.shards import read_manifest, shard_paths
+
+# What one read or filter task of a streamed dataset asks for: they mostly wait on storage.
+DATA_TASK_CPUS = 0.25
+
+
+def split_pair_ids(pair_ids: list[str], validation_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Deterministic split by pair id: a pair's segments are all on one side.
+
+    A pair goes to validation when a hash of (seed, id) falls under the fraction, so adding
+    pairs later never moves an existing pair to the other side. With at least two pairs
+    and a non-zero fraction, each side gets at least one.
+    """
+    def score(pair_id: str) -> float:
+        digest = hashlib.sha256(f"{seed}\0{pair_id}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+    ranked = sorted(pair_ids, key=score)
+    validation = [pair_id for pair_id in ranked if score(pair_id) < validation_fraction]
+    if validation_fraction > 0 and len(pair_ids) >= 2:
+        if not validation:
+            validation = ranked[:1]
+        if len(validation) == len(pair_ids):
+            validation = validation[:-1]
+    held_out = set(validation)
+    return sorted(p for p in pair_ids if p not in held_out), sorted(validation)
+
+
+@dataclass(frozen=True)
+class ShardData:
+    """The shard folder a training reads, described from its manifest."""
+
+    root: str
+    kind: str
+    settings: dict
+    rows_by_pair: dict[str, int]
+    files: tuple[str, ...]
+
+    @property
+    def codec(self) -> dict:
+        return self.settings["codec"]
+
+    @property
+    def segmenting(self) -> dict:
+        return self.settings["segmenting"]
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(os.path.getsize(path) for path in self.files)
+
+    @classmethod
+    def open(cls, root: str | os.PathLike, kind: str = "fusion") -> "ShardData":
+        root = str(Path(root).resolve())
+        if not Path(root).is_dir():
+            raise InputError(f"--data {root} does not exist")
+        manifest = read_manifest(root)
+        if manifest.get("kind") != kind:
+            raise InputError(f"--data {root} holds {manifest.get('kind')!r} shards; jingle train {kind} needs jingle preprocess {kind} output")
+        rows: dict[str, int] = {}
+        for entry in manifest["files"].values():
+            for pair_id, indices in entry["items"].items():
+                rows[pair_id] = rows.get(pair_id, 0) + len(indices)
+        if not rows:
+            raise InputError(f"--data {root} holds no rows: run jingle preprocess {kind} first")
+        return cls(root, kind, manifest["settings"], rows, tuple(shard_paths(root)))
+
+    def plan(self, columns: tuple[str, ...], train_ids: list[str], validation_ids: list[str], *, max_in_memory_mb: int) -> "DataPlan":
+        """What workers read: in memory when the shards are small enough, else streamed."""
+        in_memory = self.size_bytes <= max_in_memory_mb * 2**20
+        return DataPlan(self.root, self.files, tuple(columns), tuple(train_ids), tuple(validation_ids), in_memory)
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """A training's data, as the workers see it (plain values).
+
+    Attributes:
+        in_memory: every worker reads its rows once with pyarrow and keeps them (small
+            data); otherwise the driver's Ray Datasets stream them every epoch.
+    """
+
+    root: str
+    files: tuple[str, ...]
+    columns: tuple[str, ...]
+    train_ids: tuple[str, ...]
+    validation_ids: tuple[str, ...]
+    in_memory: bool
+
+    def describe(self) -> dict[str, Any]:
+        """What a checkpoint records of the data."""
+        return {"shards": self.root, "train_pairs": len(self.train_ids), "validation_pairs": len(self.validation_ids), "in_memory": self.in_memory}
+
+    def ray_datasets(self) -> dict[str, Any]:
+        """Streaming Ray Datasets of the two sides (never materialised on the driver)."""
+        import ray.data
+
+        dataset = ray.data.read_parquet(list(self.files), num_cpus=DATA_TASK_CPUS).select_columns([*self.columns, "pair_id"])
+        # Progress bars of the workers' splits would interleave with training logs, every epoch.
+        dataset.context.enable_progress_bars = False
+        sides = {"train": set(self.train_ids), "validation": set(self.validation_ids)}
+        return {
+            name: dataset.filter(_PairFilter(ids), num_cpus=DATA_TASK_CPUS).select_columns(list(self.columns))
+            for name, ids in sides.items()
+            if ids
+        }
+
+    def rows(self, context: Any, *, seed: int) -> tuple[Rows, Rows | None]:
+        """This worker's training rows and the validation rows (all of them, on every
+        worker, so that every rank reports the same validation metric)."""
+        if not self.in_memory:
+            validation = StreamedRows(context.stream("validation")) if self.validation_ids else None
+            return StreamedRows(context.stream("train")), validation
+        train = MemoryRows.read(self.files, self.columns, self.train_ids, shuffle_seed=seed, rank=context.rank, world_size=context.world_size)
+        validation = MemoryRows.read(self.files, self.columns, self.validation_ids) if self.validation_ids else None
+        return train, validation
+
+
+class _PairFilter:
+    """Row filter keeping one side's pair ids (a class so Ray pickles the set once)."""
+
+    def __init__(self, pair_ids: set[str]) -> None:
+        self.pair_ids = pair_ids
+
+    def __call__(self, row: dict) -> bool:
+        return row["pair_id"] in self.pair_ids

@@ -1,0 +1,86 @@
+"""MLflow for trainings: the run of a training (reopened on resume) and logging to it.
+
+The store is a SQLite file under the run's storage unless ``MLFLOW_TRACKING_URI`` is set;
+only rank 0 logs, so one process writes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MLFLOW_DB = "mlflow.db"
+MLFLOW_ARTIFACTS = "mlflow-artifacts"
+
+
+def tracking_uri(storage: str) -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else a SQLite store under the storage folder."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(storage).resolve() / MLFLOW_DB}"
+
+
+@dataclass(frozen=True)
+class TrackingRun:
+    """Where a training logs: the store and the run in it."""
+
+    uri: str
+    run_id: str
+
+
+def open_tracking_run(*, storage: str, experiment: str, run_name: str, params: dict[str, Any]) -> TrackingRun:
+    """The MLflow run of this training (created once; a resumed run gets the same one)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(storage)
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        artifacts = (Path(storage).resolve() / MLFLOW_ARTIFACTS).as_uri()
+        experiment_id = client.create_experiment(experiment, artifact_location=artifacts)
+    else:
+        experiment_id = found.experiment_id
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`jingle.run` = '{run_name}'", max_results=1)
+    if runs:
+        return TrackingRun(uri, runs[0].info.run_id)
+    run = client.create_run(experiment_id, run_name=run_name, tags={"jingle.run": run_name})
+    client.log_batch(run.info.run_id, params=[_param(key, value) for key, value in _flatten(params).items()])
+    return TrackingRun(uri, run.info.run_id)
+
+
+def _param(key: str, value: Any):
+    from mlflow.entities import Param
+
+    return Param(key, str(value)[:6000])
+
+
+def _flatten(values: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+class Tracker:
+    """Logging to one MLflow run (from rank 0: other ranks get none)."""
+
+    def __init__(self, run: TrackingRun) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.run_id = run.run_id
+        self.client = MlflowClient(run.uri)
+
+    def metrics(self, values: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, step) for key, value in values.items() if isinstance(value, (int, float))]
+        for start in range(0, len(batch), 900):  # MLflow caps a batch at 1000 metrics
+            self.client.log_batch(self.run_id, metrics=batch[start : start + 900])
+
+    def artifact(self, path: str | os.PathLike, folder: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path=folder)

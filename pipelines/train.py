@@ -1,0 +1,245 @@
+"""``jingle train MODEL``: any task on its shards, with Ray Train and MLflow.
+
+    python -m pipelines.train_fusion  --data SHARDS --config configs/fusion.json [--workers N] [--gpu] ...
+    python -m pipelines.train_pointer --data SHARDS --config configs/pointer/mini.json ...
+
+The driver opens the shards, lets the task check its config and plan the epoch, splits
+pairs into training and validation by a hash of the pair id, opens (or reopens) the MLflow
+run, and launches a ``TorchTrainer`` whose workers run ``pipelines.worker.train_worker``
+(DDP: gloo on CPU, nccl on GPU). Small shards are read once by every worker and kept in
+memory; large ones stream through Ray Data. Checkpoints go to ``STORAGE/NAME``; rerunning
+with the same storage and name (or ``--resume``) continues from the latest one with the
+same step counter, and a killed worker costs only the steps since the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from models.checkpoints import load_state
+from pipelines.common import EntryPoint, UsageError, add_common_arguments, init_ray, reporting
+from pipelines.loop import VALIDATION_METRIC, LoopSettings
+from pipelines.shard_data import ShardData, split_pair_ids
+from pipelines.tasks import Task, get_task
+from pipelines.tracking import open_tracking_run
+from pipelines.worker import WorkerPlan
+
+# Logical CPUs left to Ray Data's read tasks when the data streams: workers that took
+# every CPU would starve the reads that feed them (seen on 2 CPUs with 2 workers).
+DATA_CPUS = 1.0
+
+
+def add_train_arguments(parser: argparse.ArgumentParser, task: Task) -> None:
+    """The flags every ``jingle train MODEL`` takes, then the task's own."""
+    kind = task.name
+    parser.add_argument("--data", required=True, help=f"shard folder written by jingle preprocess {kind}")
+    parser.add_argument("--config", required=True, help=f"JSON training config (configs/{kind}...json)")
+    parser.add_argument("--workers", type=int, default=None, help="training workers (default: 1 per GPU with --gpu, else 2)")
+    parser.add_argument("--gpu", action="store_true", help="one GPU per worker (nccl)")
+    parser.add_argument("--storage", default="runs", help="checkpoints and MLflow store: a folder or s3:// / gs:// URI (default: ./runs)")
+    parser.add_argument("--name", default=None, help=f"run name (default: {kind}-<config file name>)")
+    parser.add_argument("--resume", action="store_true", help="require an earlier run of this name to continue")
+    parser.add_argument("--override", action="append", default=[], metavar="SECTION.KEY=JSON", help="change one config value")
+    task.add_arguments(parser)
+    add_common_arguments(parser)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``--override section.key=value`` flags -> dotted-key dict (values parsed as JSON)."""
+    overrides = {}
+    for item in items:
+        key, separator, value = item.partition("=")
+        if not separator:
+            raise UsageError(f"--override {item!r} must look like section.key=value")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value  # a bare word, e.g. masking.strategy=energy
+    return overrides
+
+
+def storage_path(storage: str) -> str:
+    if "://" in storage:
+        return storage
+    return str(Path(storage).resolve())
+
+
+def count_workers(requested: int | None, use_gpu: bool) -> int:
+    import ray
+
+    workers = requested or (int(ray.cluster_resources().get("GPU", 0)) if use_gpu else 2) or 1
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    return workers
+
+
+@dataclass(frozen=True)
+class RunPlace:
+    storage: str
+    name: str
+    run_dir: Path
+
+
+def place_run(args: argparse.Namespace, *, kind: str, codec_id: str | None) -> RunPlace:
+    """Where the run's checkpoints go; refuses ``--resume`` without an earlier run, and a
+    continued run whose checkpoints were made with another codec or features (before any
+    worker starts)."""
+    storage = storage_path(args.storage)
+    name = args.name or f"{kind}-{Path(args.config).stem}"
+    run_dir = Path(storage) / name
+    if args.resume and not run_dir.exists():
+        raise UsageError(f"--resume: no run {name!r} under {storage}")
+    earlier = sorted(run_dir.glob("checkpoint_*/state.pt"), key=lambda path: path.stat().st_mtime) if run_dir.exists() else []
+    if earlier:
+        load_state(earlier[-1], kind=kind, codec_id=codec_id)
+    return RunPlace(storage, name, run_dir)
+
+
+@dataclass
+class TrainSummary:
+    run_dir: str
+    best_checkpoint: str | None
+    latest_checkpoint: str | None
+    step: int
+    epoch: int
+    metrics: dict
+    tracking_uri: str
+    run_id: str
+    shown_metrics: tuple[str, ...] = ("total", VALIDATION_METRIC)
+    seconds: float = 0.0  # the whole fit, start-up included
+
+    @property
+    def step_share(self) -> float | None:
+        """Share of the command's time that rank 0 spent in training steps, or None."""
+        in_steps = self.metrics.get("run_step_seconds")
+        return None if in_steps is None or not self.seconds else min(1.0, in_steps / self.seconds)
+
+    def report(self) -> str:
+        metrics = ", ".join(f"{key} {self.metrics[key]:.4f}" for key in self.shown_metrics if key in self.metrics)
+        ui = f"mlflow ui --backend-store-uri {self.tracking_uri}"
+        lines = [f"trained to step {self.step} (epoch {self.epoch}): {metrics}"]
+        if self.step_share is not None:
+            lines.append(
+                f"  time               {self.seconds:.1f} s in all, {self.step_share:.0%} of it in training steps; "
+                f"last epoch {self.metrics['epoch_seconds']:.2f} s, {self.metrics['overhead_seconds']:.2f} s of it outside steps"
+            )
+        lines += [
+            f"  best checkpoint    {self.best_checkpoint}",
+            f"  latest checkpoint  {self.latest_checkpoint}",
+            f"  run folder         {self.run_dir}",
+            f"  MLflow run         {self.run_id} in {self.tracking_uri}",
+            f"  open the MLflow UI: {ui}",
+        ]
+        return "\n".join(lines)
+
+
+def worker_resources(workers: int, use_gpu: bool, *, streamed: bool) -> dict[str, float]:
+    """Resources of one training worker: a CPU each where there is room, else a share
+    (leaving room for Ray Data's reads when the data streams)."""
+    import ray
+
+    if use_gpu:
+        return {"CPU": 1, "GPU": 1}
+    cpus = float(ray.cluster_resources().get("CPU", 1))
+    spare = DATA_CPUS if streamed else 0.0
+    return {"CPU": round(max(0.1, min(1.0, (cpus - spare) / workers)), 2)}
+
+
+def run_trainer(plan: WorkerPlan, *, workers: int, use_gpu: bool, place: RunPlace, num_to_keep: int, max_failures: int):
+    """Launch a TorchTrainer over ``ray_train_loop`` and wait for it."""
+    import ray
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from pipelines.ray_contexts import ray_train_loop
+
+    shared = {name: [ray.put(value)] for name, value in plan.task_plan.shared.items()}  # in a list: Ray leaves it a reference
+    streamed = not plan.data.in_memory
+    trainer = TorchTrainer(
+        ray_train_loop,
+        train_loop_config={"plan": plan.with_shared({}), "shared": shared},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=worker_resources(workers, use_gpu, streamed=streamed)),
+        run_config=RunConfig(
+            name=place.name,
+            storage_path=place.storage,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=num_to_keep, checkpoint_score_attribute=VALIDATION_METRIC, checkpoint_score_order="min"
+            ),
+            failure_config=FailureConfig(max_failures=max_failures),
+        ),
+        datasets=plan.data.ray_datasets() if streamed else None,
+        # Only the training data is split: an equal split of a small validation set can
+        # leave a worker nothing, so every worker reads all of it (same metric on every rank).
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+    return trainer.fit()
+
+
+def run(task_name: str, args: argparse.Namespace) -> TrainSummary:
+    """A whole training run of the named task, as ``jingle train TASK`` does it."""
+    import time
+
+    started = time.perf_counter()
+    task = get_task(task_name)
+    config = task.config_class.from_file(args.config).with_overrides(parse_overrides(args.override))
+    training = config.training
+    data = ShardData.open(args.data, kind=task.name)
+    init_ray(args.num_cpus, debug=args.debug)
+    use_gpu = bool(args.gpu)
+    workers = count_workers(args.workers, use_gpu)
+    train_ids, validation_ids = split_pair_ids(sorted(data.rows_by_pair), training.validation_fraction, training.seed)
+    task_plan = task.plan(config, data, train_ids=train_ids, workers=workers, args=args)
+    place = place_run(args, kind=task.name, codec_id=task_plan.codec["id"])
+    tracking = open_tracking_run(
+        storage=place.storage, experiment=f"jingle-{task.name}", run_name=place.name,
+        params={"config": config.to_dict(), "data": data.root, "workers": workers},
+    )
+    plan = WorkerPlan(
+        task=task.name,
+        config=config.to_dict(),
+        task_plan=task_plan,
+        data=data.plan(task.columns, train_ids, validation_ids, max_in_memory_mb=training.max_in_memory_mb),
+        loop=LoopSettings(
+            epochs=training.epochs,
+            steps_per_epoch=task_plan.steps_per_epoch,
+            checkpoint_every_steps=training.checkpoint_every_steps,
+            fail_at_step=training.fail_at_step,
+            run_dir=str(place.run_dir),
+        ),
+        tracking=tracking,
+    )
+    result = run_trainer(plan, workers=workers, use_gpu=use_gpu, place=place, num_to_keep=training.num_to_keep, max_failures=training.max_failures)
+    return summarize(result, task=task, place=place, has_validation=bool(validation_ids), tracking_uri=tracking.uri,
+                     run_id=tracking.run_id, seconds=time.perf_counter() - started)
+
+
+def summarize(result: Any, *, task: Task, place: RunPlace, has_validation: bool, tracking_uri: str, run_id: str, seconds: float) -> TrainSummary:
+    """A finished ``trainer.fit()`` -> the summary printed to the user."""
+    if result.error is not None:
+        raise RuntimeError(f"training failed: {result.error}")
+    best = result.get_best_checkpoint(VALIDATION_METRIC, "min") if has_validation else result.checkpoint
+    latest = result.checkpoint
+    final = load_state(latest.path, kind=task.name) if latest else None
+    return TrainSummary(
+        run_dir=str(place.run_dir),
+        best_checkpoint=best.path if best else None,
+        latest_checkpoint=latest.path if latest else None,
+        step=final.step if final else 0,
+        epoch=final.epoch if final else 0,
+        metrics=result.metrics or {},
+        tracking_uri=tracking_uri,
+        run_id=run_id,
+        shown_metrics=task.shown_metrics,
+        seconds=seconds,
+    )
+
+
+def entry_point(task_name: str, doc: str) -> EntryPoint:
+    """The ``jingle train TASK`` command (and ``python -m pipelines.train_TASK``)."""
+    return EntryPoint(f"jingle train {task_name}", doc, partial(add_train_arguments, task=get_task(task_name)),
+                      reporting(partial(run, task_name)))
