@@ -38,12 +38,12 @@ import numpy as np
 import torch
 
 from datasets.audio import AudioError, probe, read_mono, write_wav
-from models.cascade import CascadeConfig, CascadeFusionModel, FusionOutput, build_fusion_model
+from models.cascade import CascadeConfig, CascadeFusionModel, FusionOutput
 from models.checkpoints import CheckpointError, check_codec, load_trained
 from models.codecs import Codec, build_codec
-from models.fusion_config import FusionTrainConfig
 from models.losses import ENVELOPE_PARTS, NoveltyTerms, envelope, pearson
 from pipelines.figures import fusion_figure
+from pipelines.tasks import get_task
 
 DEFAULT_SEGMENT_SECONDS = 16.0  # the preprocessing default, for checkpoints that do not say
 PAIR_MODES = ("best", "mean")
@@ -101,13 +101,8 @@ def load_fusion_checkpoint(
             stored config that no longer validates, or weights that do not fit it.
         CodecUnavailable: the EnCodec weights cannot be found.
     """
-    trained = load_trained(
-        checkpoint,
-        kind="fusion",
-        config_class=FusionTrainConfig,
-        build_model=lambda config: build_fusion_model(config.model),
-        device=device,
-    )
+    task = get_task("fusion")
+    trained = load_trained(checkpoint, kind=task.name, config_class=task.config_class, build_model=task.build_model, device=device)
     state = trained.state
     # the codec is the one the checkpoint names, rebuilt here; its id must match the stored one
     codec_name = state.codec.get("name")

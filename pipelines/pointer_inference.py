@@ -15,8 +15,7 @@ import numpy as np
 from datasets.audio import read_mono
 from datasets.features import MelFeatures
 from models.checkpoints import CheckpointError, TrainedModel, load_trained
-from models.pointer import PointerNetwork
-from pipelines.pointer_config import PointerTrainConfig
+from pipelines.tasks import get_task
 
 
 def load_pointer(checkpoint: str | os.PathLike, *, mode: str, device: str = "cpu") -> TrainedModel:
@@ -27,13 +26,8 @@ def load_pointer(checkpoint: str | os.PathLike, *, mode: str, device: str = "cpu
         CheckpointError: missing, corrupt, not a pointer checkpoint, a stored config that
             no longer validates, weights that do not fit it, or the other mode.
     """
-    trained = load_trained(
-        checkpoint,
-        kind="pointer",
-        config_class=PointerTrainConfig,
-        build_model=lambda config: PointerNetwork(config.model),
-        device=device,
-    )
+    task = get_task("pointer")
+    trained = load_trained(checkpoint, kind=task.name, config_class=task.config_class, build_model=task.build_model, device=device)
     stored_mode = trained.config.model.mode
     if stored_mode != mode:
         other = "jingle edit" if stored_mode == "edit" else "jingle conform"

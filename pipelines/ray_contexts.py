@@ -12,20 +12,40 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import ray.train
+import ray.tune
 import torch
 
 from models.checkpoints import TrainingState, load_state, save_state
 from pipelines.worker import WorkerPlan, train_worker
 
 
-def _saved(state: TrainingState, report) -> None:
-    with tempfile.TemporaryDirectory() as directory:
-        save_state(directory, state)
-        report(directory)
+class _RayReporting:
+    """Checkpoints and reports through a Ray library (``ray.train`` or ``ray.tune``: the
+    same calls, each valid only in its own kind of process)."""
+
+    library: Any
+
+    def load_latest(self, *, kind: str, codec_id: str | None) -> TrainingState | None:
+        checkpoint = self.library.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as directory:
+            return load_state(directory, kind=kind, codec_id=codec_id)
+
+    def report(self, metrics: dict[str, float], state: TrainingState | None) -> None:
+        if state is None:
+            self.library.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            save_state(directory, state)
+            self.library.report(metrics, checkpoint=self.library.Checkpoint.from_directory(directory))
 
 
-class RayTrainContext:
+class RayTrainContext(_RayReporting):
     """A worker of a ``TorchTrainer``: DDP across the group, checkpoints in the run's storage."""
+
+    library = ray.train
 
     def __init__(self) -> None:
         import ray.train.torch
@@ -34,19 +54,6 @@ class RayTrainContext:
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
         self.local_world_size = context.get_local_world_size()
         self.device = ray.train.torch.get_device()
-
-    def load_latest(self, *, kind: str, codec_id: str | None) -> TrainingState | None:
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as directory:
-            return load_state(directory, kind=kind, codec_id=codec_id)
-
-    def report(self, metrics: dict[str, float], state: TrainingState | None) -> None:
-        if state is None:
-            ray.train.report(metrics)
-        else:
-            _saved(state, lambda directory: ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory)))
 
     def should_stop(self) -> bool:
         return False
@@ -79,7 +86,7 @@ def ray_train_loop(loop_config: dict) -> None:
     train_worker(context, plan)
 
 
-class TuneTrialContext:
+class TuneTrialContext(_RayReporting):
     """A Tune trial running the loop in its own process: one worker, reports to Tune.
 
     Args:
@@ -87,6 +94,7 @@ class TuneTrialContext:
         device: where the trial trains.
     """
 
+    library = ray.tune
     rank = 0
     world_size = 1
     local_world_size = 1
@@ -94,19 +102,6 @@ class TuneTrialContext:
     def __init__(self, datasets: dict[str, Any] | None = None, device: str = "cpu") -> None:
         self.datasets = datasets or {}
         self.device = torch.device(device)
-
-    def load_latest(self, *, kind: str, codec_id: str | None) -> TrainingState | None:
-        checkpoint = ray.tune.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as directory:
-            return load_state(directory, kind=kind, codec_id=codec_id)
-
-    def report(self, metrics: dict[str, float], state: TrainingState | None) -> None:
-        if state is None:
-            ray.tune.report(metrics)
-        else:
-            _saved(state, lambda directory: ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(directory)))
 
     def should_stop(self) -> bool:
         return False  # a trial the scheduler stops is ended by Tune at its next report
