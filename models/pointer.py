@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.config import config_from_dict
+from core.config import config_from_dict, fail, require_choice, require_int, require_number
 from models.blocks import sinusoidal_positions
 
 MODES = ("conform", "edit")
@@ -94,22 +94,16 @@ class PointerConfig:
     max_frames: int = 30_000
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        positive = ("n_mels", "model_dim", "heads", "encoder_layers", "decoder_layers", "feedforward_dim", "conv_kernel", "conv_layers", "max_frames")
-        for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        require_choice("mode", self.mode, MODES)
+        for name in ("n_mels", "model_dim", "heads", "encoder_layers", "decoder_layers", "feedforward_dim", "conv_kernel", "conv_layers", "max_frames"):
+            require_int(name, getattr(self, name), minimum=1)
         if self.model_dim % self.heads:
-            raise ValueError(f"model_dim ({self.model_dim}) must be divisible by heads ({self.heads})")
+            fail("model_dim", f"({self.model_dim}) must be divisible by heads ({self.heads})")
         if self.model_dim % 2:
-            raise ValueError(f"model_dim must be even for the sinusoidal positions, got {self.model_dim}")
+            fail("model_dim", f"must be even for the sinusoidal positions, got {self.model_dim}")
         if self.conv_kernel % 2 == 0:
-            raise ValueError(f"conv_kernel must be odd so that convolutions keep T, got {self.conv_kernel}")
-        value = self.dropout
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {value!r}")
+            fail("conv_kernel", f"must be odd so that convolutions keep T, got {self.conv_kernel}")
+        require_number("dropout", self.dropout, minimum=0.0, maximum=1.0, open_maximum=True)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

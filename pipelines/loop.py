@@ -127,6 +127,7 @@ def run_epochs(
     validate: Callable[[], dict[str, float]],
     checkpoint: Callable[[int], TrainingState | None],
     log_metrics: Callable[[dict[str, float], int], None] = lambda metrics, step: None,
+    setup_seconds: float | None = None,
 ) -> None:
     """The worker's epochs, the same for every model: steps, checkpoints, validation, reports.
 
@@ -139,6 +140,8 @@ def run_epochs(
         validate: validation metrics (``val_*``; empty without validation data).
         checkpoint: epochs completed -> the state to save (rank 0), None on other ranks.
         log_metrics: (epoch metrics, step) -> None, e.g. MLflow from rank 0.
+        setup_seconds: the worker's time before the loop (model, data, restore), reported
+            with the first epoch.
 
     Every epoch's report carries the mean training metrics, the validation metrics,
     ``step``, ``epoch`` and its timing (``epoch_seconds``, ``step_seconds``,
@@ -176,6 +179,8 @@ def run_epochs(
         state.step_seconds += timing.in_steps
         epoch_metrics = {**train_means, **validation, "step": state.step, "epoch": epoch + 1, **timing.metrics(),
                          "run_step_seconds": state.step_seconds}
+        if setup_seconds is not None:
+            epoch_metrics["setup_seconds"], setup_seconds = setup_seconds, None
         log_metrics(epoch_metrics, state.step)
         if VALIDATION_METRIC not in epoch_metrics:
             epoch_metrics[VALIDATION_METRIC] = train_means.get("total", math.inf)

@@ -37,9 +37,9 @@ class PointerDataConfig:
         bucket_batches: batches gathered, sorted by length and cut again, so that a batch
             holds similar lengths (less padding); 1 turns bucketing off.
         repeats_per_epoch: passes over the training pairs per epoch (each with fresh
-            augmentation draws): a small corpus still makes a useful epoch. Passes after
-            the first replay the worker's rows from memory, so with more than one a
-            worker must hold its share of the corpus (``--workers`` more to spread it).
+            augmentation draws and, for rows held in memory, a new order): a small corpus
+            still makes a useful epoch. Rows that stream (shards over
+            ``training.max_in_memory_mb``) are read again for every pass.
         min_confidence: alignment-labelled edit frames under this confidence get no loss.
     """
 

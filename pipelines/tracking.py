@@ -6,6 +6,7 @@ only rank 0 logs, so one process writes.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ def open_tracking_run(*, storage: str, experiment: str, run_name: str, params: d
     """The MLflow run of this training (created once; a resumed run gets the same one)."""
     from mlflow.tracking import MlflowClient
 
+    # A new SQLite store announces its table migrations at INFO, on the user's terminal.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     uri = tracking_uri(storage)
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ def worker_torch_threads(local_world_size: int) -> int:
 def train_worker(context: RunContext, plan: WorkerPlan) -> LoopState:
     """Train under ``context`` until the plan's last epoch (or an early stop); returns
     where the training stands."""
+    started = time.perf_counter()
     task = get_task(plan.task)
     config = task.config_class.from_dict(plan.config)
     training = config.training
@@ -107,6 +109,7 @@ def train_worker(context: RunContext, plan: WorkerPlan) -> LoopState:
         validate=lambda: worker.validate(model, validation_rows) if validation_rows is not None else {},
         checkpoint=checkpoint,
         log_metrics=tracker.metrics if tracker else lambda metrics, step: None,
+        setup_seconds=time.perf_counter() - started,
     )
     if tracker is not None:
         with tempfile.TemporaryDirectory() as folder:

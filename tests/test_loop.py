@@ -68,6 +68,7 @@ def test_reports_every_epoch_and_every_n_steps_with_checkpoints(tmp_path):
     for report in epoch_reports:
         assert {"val_total", "val_corr_cost", "epoch_seconds", "step_seconds", "overhead_seconds"} <= set(report)
         assert 0 < report["step_seconds"] <= report["epoch_seconds"]
+    assert epoch_reports[0]["setup_seconds"] > 0 and "setup_seconds" not in epoch_reports[1]  # start-up, reported once
     assert len(list((tmp_path / "checkpoints").glob("checkpoint_*/state.pt"))) == 4
     assert (state.step, state.epoch) == (6, 2)
     assert state.best_validation == min(report["val_total"] for report in epoch_reports)

@@ -297,27 +297,3 @@ def test_module_entry_point_runs_on_the_session_cluster(ray_address, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "preprocessed 1 pairs" in result.stdout and "segments written   2" in result.stdout
     assert "[preprocess] 1/1 pairs" in result.stderr
-
-
-def test_demo_runs_end_to_end(ray_session, tmp_path, capsys):
-    """The main job: both models, from generated audio to a fused pair and a conformed edit."""
-    import json
-
-    from pipelines import demo
-
-    out = tmp_path / "demo"
-    assert demo.main(["--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "preprocessed 8 pairs" in printed and "trained to step" in printed and "where things are" in printed
-    assert len(shard_paths(out / "shards-mel")) >= 1
-    fused = out / "fused" / "held_out.wav"
-    assert fused.exists() and fused.with_suffix(".png").stat().st_size > 10_000
-    report = json.loads(fused.with_suffix(".json").read_text())
-    assert report["duration_seconds"] == pytest.approx(20.0, abs=0.05)
-    assert (out / "runs" / "mlflow.db").exists()
-    # the pointer network's half: alignment-labelled pairs, a trained conform model, two EDLs
-    assert "preprocessed 8 pairs" in printed.split("trained to step")[1]
-    for method in ("network", "align"):
-        edl = json.loads((out / "conformed" / f"{method}.json").read_text())
-        assert edl["method"] == method and edl["segments"]
-    assert "conformed (align  )" in printed and "within ±2 frames of the truth" in printed
