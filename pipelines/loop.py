@@ -93,7 +93,9 @@ class LoopState:
 
 @dataclass
 class EpochTiming:
-    """Seconds of one epoch: all of it, and the part spent in training steps."""
+    """Seconds of one epoch: all of it, and the part spent in training steps. An epoch
+    runs from the start of the previous epoch's report (its checkpoint is written and
+    handed over then) to the start of its own, so that reporting counts too."""
 
     started: float = field(default_factory=time.perf_counter)
     in_steps: float = 0.0
@@ -145,13 +147,14 @@ def run_epochs(
 
     Every epoch's report carries the mean training metrics, the validation metrics,
     ``step``, ``epoch`` and its timing (``epoch_seconds``, ``step_seconds``,
-    ``overhead_seconds``: what the epoch spent outside training steps; ``run_step_seconds``:
-    time in steps since this process began the loop).
+    ``overhead_seconds``: what the epoch spent outside training steps: data, validation,
+    and the previous epoch's report and checkpoint; ``run_step_seconds``: time in steps
+    since this process began the loop).
     """
+    timing = EpochTiming()
     for epoch in range(state.epoch, settings.epochs):
         if context.should_stop():
             return
-        timing = EpochTiming()
         epoch_end = (epoch + 1) * settings.steps_per_epoch
         sums: dict[str, float] = {}
         taken = 0
@@ -184,6 +187,7 @@ def run_epochs(
         log_metrics(epoch_metrics, state.step)
         if VALIDATION_METRIC not in epoch_metrics:
             epoch_metrics[VALIDATION_METRIC] = train_means.get("total", math.inf)
+        timing = EpochTiming()
         context.report(epoch_metrics, checkpoint(epoch + 1))
 
 
