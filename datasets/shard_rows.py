@@ -48,14 +48,23 @@ class MemoryRows:
         self.count = len(next(iter(table.values()))) if table else 0
         self.shuffle_seed, self.rank, self.world_size = shuffle_seed, rank, world_size
 
-    @classmethod
-    def read(cls, files: Sequence[str], columns: Sequence[str], pair_ids: Sequence[str], **options: Any) -> "MemoryRows":
+    @staticmethod
+    def read_table(files: Sequence[str], columns: Sequence[str]) -> pa.Table:
+        """The columns of every file, with the pair id and segment index that order them."""
         wanted = list(dict.fromkeys([*columns, "pair_id", "segment_index"]))
         tables = [pq.read_table(path, columns=wanted) for path in files]
-        table = pa.concat_tables(tables) if tables else pa.table({name: [] for name in wanted})
+        return pa.concat_tables(tables) if tables else pa.table({name: pa.array([], pa.string()) for name in wanted})
+
+    @classmethod
+    def from_table(cls, table: pa.Table, columns: Sequence[str], pair_ids: Sequence[str], **options: Any) -> "MemoryRows":
+        """The rows of ``pair_ids``, in (pair id, segment index) order."""
         table = table.filter(pc.is_in(table["pair_id"], value_set=pa.array(sorted(pair_ids), pa.string())))
         table = table.sort_by([("pair_id", "ascending"), ("segment_index", "ascending")])
         return cls({name: column_to_numpy(table[name]) for name in columns}, **options)
+
+    @classmethod
+    def read(cls, files: Sequence[str], columns: Sequence[str], pair_ids: Sequence[str], **options: Any) -> "MemoryRows":
+        return cls.from_table(cls.read_table(files, columns), columns, pair_ids, **options)
 
     def __len__(self) -> int:
         return self.count

@@ -176,7 +176,8 @@ def pointer_demo(args: argparse.Namespace, out: Path, lines: list[str], training
         accuracy = float(np.mean(np.abs(conformed.pointers - held.pointers) <= 2))
         lines.append(f"  conformed ({method:<7})  {edl}, {edl.with_suffix('.png')} ({len(conformed.edl)} segments, "
                      f"{accuracy:.0%} of edit frames within ±2 frames of the truth)")
-    lines.append("  (the demo trains the pointer network for about a minute: 120 steps; bench/pointer.py trains it longer for the README's figures)")
+    lines.append(f"  (the demo trains the pointer network for {trained.step} steps, about a minute; "
+                 f"bench/pointer.py trains it longer for the README's figures)")
 
 
 ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, command)

@@ -124,8 +124,9 @@ class DataPlan:
         if not self.in_memory:
             validation = StreamedRows(context.stream("validation")) if self.validation_ids else None
             return StreamedRows(context.stream("train")), validation
-        train = MemoryRows.read(self.files, self.columns, self.train_ids, shuffle_seed=seed, rank=context.rank, world_size=context.world_size)
-        validation = MemoryRows.read(self.files, self.columns, self.validation_ids) if self.validation_ids else None
+        table = MemoryRows.read_table(self.files, self.columns)  # once, for both sides
+        train = MemoryRows.from_table(table, self.columns, self.train_ids, shuffle_seed=seed, rank=context.rank, world_size=context.world_size)
+        validation = MemoryRows.from_table(table, self.columns, self.validation_ids) if self.validation_ids else None
         return train, validation
 
 

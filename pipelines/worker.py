@@ -95,7 +95,7 @@ def train_worker(context: RunContext, plan: WorkerPlan) -> LoopState:
             epoch=epoch,
             config=config.to_dict(),
             codec=plan.task_plan.codec,
-            data=plan.data.describe(),
+            data={**plan.data.describe(), **plan.task_plan.recorded},
             extra={"best_validation": loop.best_validation, "mlflow_run_id": plan.tracking.run_id if plan.tracking else None},
             **worker.extra_state(),
         )

@@ -51,7 +51,8 @@ def fusion_plan(tmp_path, *, epochs: int, checkpoint_every_steps: int = 0, fail_
     return WorkerPlan(
         task="fusion",
         config=config.to_dict(),
-        task_plan=TaskPlan(steps_per_epoch=3, codec=codec.describe(), payload={"codec_name": "mel"}, shared={"codec_state": None}),
+        task_plan=TaskPlan(steps_per_epoch=3, codec=codec.describe(), payload={"codec_name": "mel"}, shared={"codec_state": None},
+                           recorded={"segment_seconds": 0.5}),
         data=DataPlan(str(tmp_path), files, ("input_latent", "target_latent"), ("pair_0", "pair_1", "pair_2"), ("pair_3",), True),
         loop=LoopSettings(epochs=epochs, steps_per_epoch=3, checkpoint_every_steps=checkpoint_every_steps,
                           fail_at_step=fail_at_step, run_dir=str(tmp_path / "run")),
@@ -101,6 +102,7 @@ def test_resume_restores_model_and_optimizer(tmp_path):
     state = train_worker(resumed, longer)
     assert (state.step, state.epoch) == (6, 2)
     final = load_state(resumed._checkpoints()[-1], kind="fusion")
+    assert final.data == {"shards": str(tmp_path), "train_pairs": 3, "validation_pairs": 1, "in_memory": True, "segment_seconds": 0.5}
     assert final.optimizer["state"][0]["step"] == 6  # AdamW's own counter went on from 3, not from 0
     changed = [name for name in saved.model if not torch.equal(saved.model[name], final.model[name])]
     assert changed  # it went on training from the restored weights

@@ -14,6 +14,7 @@ from datasets.synth import CorpusSpec, write_fusion_corpus
 from models.checkpoints import CheckpointError, load_state
 from pipelines import preprocess_fusion, train_fusion
 from pipelines.shard_data import split_pair_ids
+from pipelines.train import TrainSummary
 from tests.test_fusion_training import TINY_MODEL
 
 pytestmark = pytest.mark.ray
@@ -69,6 +70,7 @@ def test_training_completes_with_checkpoints_and_the_loss_falls(clean_run):
     state = load_state(clean_run.latest_checkpoint, kind="fusion")
     assert state.epoch == 3 and state.step == clean_run.step > 0
     assert state.codec["name"] == "mel" and state.config["training"]["epochs"] == 3
+    assert state.data["segment_seconds"] == 1  # jingle fuse chunks by it
     client, run = mlflow_run(clean_run)
     history = [m.value for m in client.get_metric_history(run.info.run_id, "total")]
     assert len(history) == 3 and history[-1] < history[0]

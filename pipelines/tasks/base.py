@@ -39,12 +39,15 @@ class TaskPlan:
         payload: small task-specific values for the workers.
         shared: large values (e.g. codec weights) that a Ray run ships once through the
             object store.
+        recorded: what checkpoints record about the data beyond the shards and the split
+            (e.g. the fusion segment length, which inference chunks by).
     """
 
     steps_per_epoch: int
     codec: dict
     payload: dict = field(default_factory=dict)
     shared: dict = field(default_factory=dict)
+    recorded: dict = field(default_factory=dict)
 
 
 class TaskWorker:

@@ -66,8 +66,9 @@ class FusionTask(Task):
         return TaskPlan(
             steps_per_epoch=steps_per_epoch,
             codec=codec.describe(),
-            payload={"codec_name": codec.name, "segment_seconds": segment_seconds},
+            payload={"codec_name": codec.name},
             shared={"codec_state": dict(weights) if weights is not None else None},
+            recorded={"segment_seconds": segment_seconds},
         )
 
     def build_model(self, config: FusionTrainConfig) -> nn.Module:
