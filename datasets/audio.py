@@ -1,7 +1,7 @@
-"""Audio I/O: read any WAV that libsndfile reads, as mono at a codec's rate, and cut it
-into fixed windows.
+"""Audio I/O: read any WAV that libsndfile reads, as mono at a codec's rate, cut it
+into fixed windows, and keep what a model writes within full scale (``limit_peak``).
 
-Shape letters: S samples, N segments.
+Shape letters: S samples, C channels, N segments.
 
 WAV files are read with ``soundfile`` (libsndfile), resampled with torchaudio. Two checks
 cover what libsndfile lets through: ``probe`` compares the byte count that a WAV header
@@ -17,6 +17,7 @@ import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import soundfile
@@ -174,6 +175,55 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subt
     """Write [S] mono or [S, C] audio; the folder is created if needed."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     soundfile.write(str(path), audio, sample_rate, subtype=subtype)
+
+
+DEFAULT_PEAK_CEILING = 0.99  # just under full scale, so that a PCM conversion later cannot clip
+
+
+class PeakLimit(NamedTuple):
+    """What ``limit_peak`` did: the audio to write, the gain applied and the peak before it."""
+
+    audio: np.ndarray  # [S] or [S, C]
+    gain: float  # 1.0 when the audio was left alone
+    peak: float  # max |sample| before the gain
+
+
+def limit_peak(audio: np.ndarray, ceiling: float = DEFAULT_PEAK_CEILING) -> PeakLimit:
+    """Scale ``audio`` down so that its peak is at most ``ceiling``; never scale it up.
+
+    A model's decoded output is unbounded floats (a trained fusion model peaked at 3.8):
+    written as is, a float WAV plays clipped and a PCM one clips or wraps. One gain for the
+    whole signal (every channel alike) keeps its shape, so envelope correlations and the
+    balance between channels do not change.
+
+    Args:
+        audio: [S] mono or [S, C] float samples.
+        ceiling: the largest peak allowed, in (0, 1].
+    Returns:
+        ``PeakLimit(audio, gain, peak)``: when the peak is above ``ceiling``, the audio
+        times ``gain = ceiling / peak`` (same dtype); otherwise ``audio`` itself (no copy)
+        and gain 1.0. Silence and empty audio have peak 0 and gain 1.0.
+    Raises:
+        AudioError: a sample is NaN or infinite. No gain makes such a signal playable, and
+            zeroing those samples would hide a diverged model behind a file that plays.
+        ValueError: ``ceiling`` is not in (0, 1].
+    """
+    if isinstance(ceiling, bool) or not isinstance(ceiling, (int, float)) or not 0 < ceiling <= 1:
+        raise ValueError(f"ceiling must be in (0, 1] (1 is full scale), got {ceiling!r}")
+    finite = np.isfinite(audio)
+    if not finite.all():
+        bad = audio.size - int(np.count_nonzero(finite))
+        raise AudioError(f"{bad} of {audio.size} samples are NaN or infinite: there is no peak to limit")
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    # The ceiling in the audio's own precision (float32 0.99 is 0.99000001), so that audio
+    # limited once comes back unchanged, with gain 1.0, when it is limited again.
+    ceiling = float(np.asarray(ceiling, dtype=audio.dtype)) if np.issubdtype(audio.dtype, np.floating) else ceiling
+    if peak <= ceiling:
+        return PeakLimit(audio, 1.0, peak)
+    gain = ceiling / peak
+    # the clip only takes back float rounding (a last-bit overshoot of the ceiling)
+    limited = np.clip(audio * gain, -ceiling, ceiling).astype(audio.dtype, copy=False)
+    return PeakLimit(limited, gain, peak)
 
 
 # ------------------------------------------------------------------ segmenting

@@ -64,8 +64,6 @@ SELECTION_OUTPUTS = ("start_input", "start_target", "ratio_input", "ratio_target
 # compression", far enough from saturation that a gradient still gets through.
 EDGE_LOGIT = 6.0
 
-SELECT_MODES = ("best", "mean")
-
 
 @dataclass(frozen=True)
 class AdaptiveWindowConfig:
@@ -389,23 +387,3 @@ class AdaptiveWindowCreativeAgent(nn.Module):
             loss=pair_losses.mean(),
             selection=selection,
         )
-
-    def select(self, output: AdaptiveWindowOutput, mode: str | int = "best") -> torch.Tensor:
-        """One [B, D, W] latent for inference.
-
-        Args:
-            mode: ``"best"``: the pair with the lowest loss (batch-level, since the pair
-                losses are batch means; ties go to the first pair); ``"mean"``: the
-                average of the pair latents; an int: that pair.
-        """
-        if isinstance(mode, bool) or not isinstance(mode, (str, int)):
-            raise ValueError(f"mode must be one of {SELECT_MODES} or a pair index, got {mode!r}")
-        if mode == "mean":
-            return torch.stack(output.latents).mean(dim=0)  # [B, D, W]
-        if mode == "best":
-            return output.latents[int(torch.argmin(output.pair_losses))]
-        if isinstance(mode, int):
-            if not 0 <= mode < len(output.latents):
-                raise ValueError(f"pair index must be in [0, {len(output.latents)}), got {mode}")
-            return output.latents[mode]
-        raise ValueError(f"mode must be one of {SELECT_MODES} or a pair index, got {mode!r}")

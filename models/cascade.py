@@ -24,8 +24,13 @@ Choices where the design notes are silent:
   and target themselves, or, for the adaptive agent, the raw input and target windows
   sampled where the agent looked (same starts and ratios, before tonality reduction), so
   that the losses compare like with like.
-- Novelty (note 004) is measured between each final output and its references, and
-  averaged over pairs, as the notes average the pair losses.
+- Novelty (note 004) is measured between each final output and its references, at
+  ``compositional.novelty_threshold``, and averaged over pairs, as the notes average the
+  pair losses.
+- The adaptive agent's reference windows are cut with the selection detached (and are
+  constants of the loss): otherwise the selector could lower the loss by choosing
+  references that are easy to differ from (flat, silent) instead of windows that make a
+  better output.
 
 Parameter counts at the defaults (``jingle models summary`` prints them): two stages of
 4 layers at E=512 are 25.5M; with the compositional agent (14.6M) 40.1M, with the adaptive
@@ -236,7 +241,7 @@ class CascadeFusionModel(nn.Module):
         noisy_input = self._anti_cheating(input, generator)
         if self.config.num_stages == 1:
             output = self.stage1(torch.cat([noisy_input, target], dim=1))  # [B, D, T]
-            novelty = novelty_loss(output, input_reference, target_reference)
+            novelty = self._novelty(output, input_reference, target_reference)
             return FusionOutput([output], [input_reference], [target_reference], [novelty])
         context = self.stage1(noisy_input)  # [B, D, T]
         if isinstance(self.agent, AdaptiveWindowCreativeAgent):
@@ -247,7 +252,7 @@ class CascadeFusionModel(nn.Module):
             outputs=[output],
             input_references=[input_reference],
             target_references=[target_reference],
-            novelty=[novelty_loss(output, input_reference, target_reference)],
+            novelty=[self._novelty(output, input_reference, target_reference)],
             component_weights=composed.component_weights,
         )
 
@@ -262,16 +267,19 @@ class CascadeFusionModel(nn.Module):
         outputs, input_windows, target_windows, novelty = [], [], [], []
         for pair, (creative, context_window) in enumerate(zip(composed.latents, composed.input_windows)):
             output = self.stage2(torch.cat([creative, context_window], dim=1))  # [B, D, W]
+            # The references are sampled where the agent looked, with the selection
+            # detached: the selector learns from what its windows make the output, never
+            # from choosing flat or silent references that are easy to differ from.
             input_window = agent.compressor(
-                input_reference, selection.start_input[:, pair], selection.ratio_input[:, pair], frames=frames
+                input_reference, selection.start_input[:, pair].detach(), selection.ratio_input[:, pair].detach(), frames=frames
             )  # [B, D, W]
             target_window = agent.compressor(
-                target_reference, selection.start_target[:, pair], selection.ratio_target[:, pair], frames=frames
+                target_reference, selection.start_target[:, pair].detach(), selection.ratio_target[:, pair].detach(), frames=frames
             )  # [B, D, W]
             outputs.append(output)
-            input_windows.append(input_window)
-            target_windows.append(target_window)
-            novelty.append(novelty_loss(output, input_window, target_window))
+            input_windows.append(input_window.detach())
+            target_windows.append(target_window.detach())
+            novelty.append(self._novelty(output, input_window, target_window))
         weights = torch.stack([pair.component_weights for pair in composed.pair_outputs]).mean(dim=0)  # [B, 6]
         return FusionOutput(
             outputs=outputs,
@@ -282,6 +290,10 @@ class CascadeFusionModel(nn.Module):
             window_metadata=composed.metadata,
             window_selection=selection,
         )
+
+    def _novelty(self, output: torch.Tensor, input_reference: torch.Tensor, target_reference: torch.Tensor) -> NoveltyTerms:
+        """Novelty of one output against its references, at the configured threshold."""
+        return novelty_loss(output, input_reference, target_reference, threshold=self.config.compositional.novelty_threshold)
 
     def _anti_cheating(self, input: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if not (self.training and self.config.anti_cheating > 0):

@@ -13,8 +13,10 @@ decoder is differentiable), log-mel frames for the mel codec.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -57,7 +59,7 @@ class FusionObjective(nn.Module):
         super().__init__()
         self.codec = codec.eval().requires_grad_(False)
         self.domain = loss_domain(codec)
-        self.loss = FusionLoss(config.losses, domain=self.domain)
+        self.loss = FusionLoss(config.losses, domain=self.domain, sample_rate=codec.sample_rate)
         self.masking: MaskingConfig | None = config.masking if cascade and config.masking.strategy != "none" else None
         self.shuffle_targets = config.losses.shuffle_targets
         self.discriminator = build_discriminator() if self.loss.needs_discriminator else None
@@ -68,8 +70,7 @@ class FusionObjective(nn.Module):
         input = batch["input_latent"].to(device, torch.float32)  # [B, D, T]
         target = batch["target_latent"].to(device, torch.float32)  # [B, D, T]
         if training and self.shuffle_targets and len(target) > 1:
-            order = torch.randperm(len(target), generator=generator, device="cpu").to(device)
-            target = target[order]
+            target = target[derangement(len(target), generator).to(device)]
         if not (training and self.masking is not None):
             return PreparedBatch(input, target, input, target)
         masked = apply_complementary_mask(
@@ -108,6 +109,23 @@ class FusionObjective(nn.Module):
         if not fakes:
             return ObjectiveResult(loss)
         return ObjectiveResult(loss, torch.cat(fakes), torch.cat(reals))
+
+
+def derangement(size: int, generator: torch.Generator | None) -> torch.Tensor:
+    """A uniformly random permutation of ``range(size)`` that moves every index (size >= 2).
+
+    ``shuffle_targets`` pairs each input with another example's target: a plain random
+    permutation would leave some inputs with their own target (at batch 4, 62% of batches
+    keep at least one), so the model would still see the fixed pairing. Rejection
+    sampling draws ~e ≈ 2.7 permutations on average.
+    """
+    if size < 2:
+        raise ValueError(f"a derangement needs at least 2 elements, got {size}")
+    identity = torch.arange(size)
+    while True:
+        order = torch.randperm(size, generator=generator, device="cpu")
+        if not bool((order == identity).any()):
+            return order
 
 
 def _mean_results(results: list[LossResult]) -> LossResult:
@@ -168,7 +186,7 @@ def train_step(
         d_loss = discriminator_loss(objective.discriminator, result.real_audio, result.fake_audio)
         d_loss.backward()
         discriminator_optimizer.step()
-        metrics["discriminator"] = float(d_loss)
+        metrics["discriminator"] = d_loss.item()
     return metrics
 
 
@@ -188,3 +206,107 @@ def evaluate(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], objec
             sums[name] = sums.get(name, 0.0) + value * size
         count += size
     return {name: value / count for name, value in sums.items()} if count else {}
+
+
+# --------------------------------------------------------------------------- the arrangement score
+
+
+@dataclass
+class _HeldOutSegment:
+    sources: Any  # models.arrangement.SourceFeatures of the decoded input and target
+    shortcut_scores: dict[str, float]
+
+
+@dataclass
+class ArrangementValidator:
+    """``val_score``: the fixed arrangement score (``models/arrangement.py``) of the model's
+    outputs on held-out segments, decoded through the codec as a user would hear them.
+
+    The loss cannot rank checkpoints or trials: its weights are what a search changes, and
+    it can be met by shortcuts (a copy, a mix, decorrelated bursts). The score is the same
+    whatever the weights. The first ``segments`` held-out segments (a fixed order) are
+    scored; their decoded sources, their features and the scores of the four shortcuts
+    on them are computed once per worker and reported beside the model's
+    (``val_score_plain_mix``...), so every validation shows where the model stands.
+
+    Each output is scored against the latents it was made from: the whole segment, or for
+    the adaptive agent each pair's reference windows (then nothing is cached, as the
+    windows move), averaged over pairs.
+    """
+
+    codec: nn.Module
+    segments: int
+    _held_out: dict[int, _HeldOutSegment] = field(default_factory=dict)
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
+        """Mean score, mean figures (``val_<figure>``) and the shortcuts' mean scores; empty
+        when there is nothing to score."""
+        from models.arrangement import SHORTCUTS
+
+        if self.segments < 1:
+            return {}
+        model.eval()
+        scores: list[float] = []
+        figures: dict[str, list[float]] = {}
+        shortcuts: dict[str, list[float]] = {name: [] for name in SHORTCUTS}
+        index = 0
+        for batch in batches:
+            input = batch["input_latent"].float()  # [B, D, T]
+            target = batch["target_latent"].float()  # [B, D, T]
+            take = min(len(input), self.segments - index)
+            if take <= 0:
+                break
+            input, target = input[:take], target[:take]
+            output = model(input, target)
+            whole_segment = output.input_references[0] is input  # else windows of it (adaptive agent)
+            pair_scores: list[list[Any]] = []
+            for pair, latent in enumerate(output.outputs):
+                fused = self._decode(latent)  # [B, S]
+                held = [
+                    self._segment(index + row, output.input_references[pair][row], output.target_references[pair][row], cache=whole_segment)
+                    for row in range(take)
+                ]
+                pair_scores.append([self._score(segment.sources, fused[row]) for row, segment in enumerate(held)])
+                for segment in held:
+                    for name in SHORTCUTS:
+                        shortcuts[name].append(segment.shortcut_scores[name])
+            for row in range(take):
+                per_pair = [scored[row] for scored in pair_scores]
+                scores.append(float(np.mean([s.score for s in per_pair])))
+                for name in per_pair[0].figures:
+                    values = [s.figures[name] for s in per_pair if s.figures[name] is not None]
+                    if values:
+                        figures.setdefault(name, []).append(float(np.mean(values)))
+            index += take
+        if not scores:
+            return {}
+        metrics = {"score": float(np.mean(scores))}
+        metrics.update({name: float(np.mean(values)) for name, values in figures.items()})
+        metrics.update({f"score_{name}": float(np.mean(values)) for name, values in shortcuts.items() if values})
+        return metrics
+
+    def _decode(self, latent: torch.Tensor) -> np.ndarray:
+        return self.codec.decode(latent.float())[:, 0].float().cpu().numpy()  # [B, S]
+
+    def _segment(self, index: int, input: torch.Tensor, target: torch.Tensor, *, cache: bool) -> _HeldOutSegment:
+        from models.arrangement import analyse_sources, shortcut_outputs
+
+        if cache and index in self._held_out:
+            return self._held_out[index]
+        input_audio, target_audio = self._decode(torch.stack([input, target]))  # [S] each
+        rate = self.codec.sample_rate
+        sources = analyse_sources(input_audio, target_audio, rate)
+        shortcut_scores = {
+            name: self._score(sources, audio).score
+            for name, audio in shortcut_outputs(input_audio, target_audio, rate, seed=index).items()
+        }
+        segment = _HeldOutSegment(sources, shortcut_scores)
+        if cache:
+            self._held_out[index] = segment
+        return segment
+
+    def _score(self, sources: Any, audio: np.ndarray) -> Any:
+        from models.arrangement import score_output
+
+        return score_output(sources, audio, self.codec.sample_rate)

@@ -2,11 +2,15 @@
 
 ``FusionLoss`` is the one place that combines them, from a ``LossWeights`` config:
 
-    total = loss_weight_spectral * (loss_weight_input * spectral(out, in)
+    total = reconstruction_weight * reconstruction   (note 003's first term; see below)
+          + loss_weight_spectral * (loss_weight_input * spectral(out, in)
                                     + loss_weight_target * spectral(out, tgt))
           + mask_reg_weight * novelty          (design note 004)
           + corr_weight * corr_cost            (design note 003)
           + gan_weight * gan                   (EnCodec's MS-STFT discriminator, optional)
+
+``loss_weight_input`` and ``loss_weight_target`` balance the two spectral comparisons
+against each other (note 000); ``loss_weight_spectral`` scales their sum.
 
 Each codec says which domain its losses live in (``loss_domain``): EnCodec decodes
 differentiably, so the losses are taken on decoded audio as the notes do; the mel codec's
@@ -34,6 +38,7 @@ from models.loss_result import LossResult
 NOVELTY_THRESHOLD = 0.7
 ENVELOPE_PARTS = 250  # note 003: 384,000 samples / 250 = 1,536 samples ≈ 64 ms at 24 kHz
 CORRELATION_CLAMP = 0.999  # note 003: caps the cost at -ln(0.001) ≈ 6.91
+RECONSTRUCTION_POOL_FRAMES = 32  # ~0.43 s at 75 frames/s: a beat at 140 bpm
 DOMAINS = ("audio", "mel")
 
 
@@ -57,20 +62,33 @@ def novelty_loss(
 ) -> NoveltyTerms:
     """Penalise an output whose latents are too close to either source.
 
-    Each latent is flattened per example ([B, D*T]) before the cosine similarity, so the
-    measure is of the whole clip, not frame by frame.
+    Each latent is centred per channel over its frames (its long-term mean, the overall
+    level and average spectrum, is removed) and then flattened per example ([B, D*T])
+    before the cosine similarity, so the measure is of the whole clip's time-frequency
+    pattern. Uncentred, the cosine of two log-mel clips is dominated by their shared
+    level and spectral tilt (any two pieces of music score ~0.9), so it measured
+    loudness, not novelty; centred, a copy scores 1, an unrelated clip ~0 and a
+    stationary output exactly 0 (nothing moves).
 
     Args:
         output, input, target: [B, D, T] latents of the same shape.
-        threshold: similarity allowed for free (0.7 in the notes).
+        threshold: similarity allowed for free (0.7 in the notes;
+            ``model.compositional.novelty_threshold``).
     """
     if not (output.shape == input.shape == target.shape):
         raise ValueError(f"novelty_loss needs equal shapes, got {tuple(output.shape)}, {tuple(input.shape)}, {tuple(target.shape)}")
-    flat_output = output.flatten(1)  # [B, D*T]
-    to_input = F.cosine_similarity(flat_output, input.flatten(1), dim=1)  # [B]
-    to_target = F.cosine_similarity(flat_output, target.flatten(1), dim=1)  # [B]
+    if output.dim() != 3:
+        raise ValueError(f"novelty_loss expects [B, D, T] latents, got {tuple(output.shape)}")
+    flat_output = _centred(output).flatten(1)  # [B, D*T]
+    to_input = F.cosine_similarity(flat_output, _centred(input).flatten(1), dim=1)  # [B]
+    to_target = F.cosine_similarity(flat_output, _centred(target).flatten(1), dim=1)  # [B]
     loss = (F.relu(to_input - threshold) + F.relu(to_target - threshold)).mean()
     return NoveltyTerms(loss, to_input.mean(), to_target.mean())
+
+
+def _centred(latent: torch.Tensor) -> torch.Tensor:
+    """[B, D, T] minus each channel's mean over frames."""
+    return latent - latent.mean(dim=2, keepdim=True)
 
 
 # --------------------------------------------------------------------------- anti-modulation correlation (note 003)
@@ -262,6 +280,93 @@ def rms_difference(output: torch.Tensor, reference: torch.Tensor) -> torch.Tenso
     return torch.sqrt(F.mse_loss(output, reference))
 
 
+# --------------------------------------------------------------------------- reconstruction (the arrangement's parts)
+
+
+@dataclass
+class ReconstructionTerms:
+    """The reconstruction term: what of each source an arrangement keeps.
+
+    Attributes:
+        loss: scalar, ``harmony + rhythm``.
+        harmony: scalar, L1 between the output's and the target's frame spectral shapes
+            (log-mel minus the frame's log energy), average-pooled over ``pool_frames``.
+        rhythm: scalar, ``1 - pearson`` of the output's and the input's frame log
+            energies (0 when the loudness follows the input's, 2 when inverted).
+    """
+
+    loss: torch.Tensor
+    harmony: torch.Tensor
+    rhythm: torch.Tensor
+
+
+def arrangement_reconstruction(
+    output: torch.Tensor, input: torch.Tensor, target: torch.Tensor, *, pool_frames: int = RECONSTRUCTION_POOL_FRAMES
+) -> ReconstructionTerms:
+    """Note 003's combined loss begins with a reconstruction term; a fusion has no
+    ground-truth output, so this reconstructs the parts an arrangement takes from each
+    source (note 004: the input's rhythm, the target's harmony and timbre), each from
+    the one source it belongs to:
+
+    - harmony and timbre: the frame's spectral *shape* (which bins carry the energy,
+      level removed) follows the target's, pooled over ``pool_frames`` (~0.4 s at
+      75 frames/s) so that the notes' placement inside a beat is free;
+    - rhythm: the frame *loudness* rises and falls with the input's (a correlation, so
+      the input's level and timbre are not asked for).
+
+    A copy of either source meets only half of it; a plain mix blurs both halves; a
+    stationary output has no loudness contour at all (rhythm = 1). Its exact minimum
+    (the target's sound modulated by the input's loudness) is what note 004 calls smart
+    mixing, so the novelty term, not this one, has to push the output beyond it.
+
+    Args:
+        output, input, target: [B, M, T] natural-log mel frames.
+        pool_frames: frames averaged per harmony comparison.
+    """
+    if not (output.shape == input.shape == target.shape) or output.dim() != 3:
+        raise ValueError(
+            f"arrangement_reconstruction needs three [B, M, T] tensors of one shape, got "
+            f"{tuple(output.shape)}, {tuple(input.shape)}, {tuple(target.shape)}"
+        )
+    if pool_frames < 1:
+        raise ValueError(f"pool_frames must be at least 1, got {pool_frames}")
+    output_level = torch.logsumexp(output, dim=1, keepdim=True)  # [B, 1, T]
+    target_level = torch.logsumexp(target, dim=1, keepdim=True)  # [B, 1, T]
+    input_level = torch.logsumexp(input, dim=1, keepdim=True)  # [B, 1, T]
+    # ceil_mode keeps the last, partial window (averaged over the frames it has)
+    output_shape = F.avg_pool1d(output - output_level, pool_frames, ceil_mode=True)  # [B, M, T/pool]
+    target_shape = F.avg_pool1d(target - target_level, pool_frames, ceil_mode=True)  # [B, M, T/pool]
+    harmony = F.l1_loss(output_shape, target_shape)
+    if output.shape[-1] >= 2:
+        rhythm = (1.0 - pearson(output_level[:, 0], input_level[:, 0])).mean()
+    else:  # one frame has no contour to follow
+        rhythm = output.new_zeros(())
+    return ReconstructionTerms(harmony + rhythm, harmony, rhythm)
+
+
+class LogMelFrames(nn.Module):
+    """Decoded audio as natural-log mel frames at ~75 frames/s, where the reconstruction
+    term is taken in the audio domain (the mel codec's latents already are such frames).
+
+    Args (forward):
+        audio: [B, 1, S] waveform.
+    Returns:
+        [B, M, T] with M = ``mels``.
+    """
+
+    def __init__(self, sample_rate: int, *, mels: int = 64, frame_rate: int = 75) -> None:
+        super().__init__()
+        import torchaudio  # only the audio domain needs it
+
+        hop = max(1, sample_rate // frame_rate)
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate, n_fft=4 * hop, hop_length=hop, n_mels=mels, power=1.0
+        )
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return torch.log(self.mel(audio[:, 0]).clamp_min(1e-5))  # [B, M, T]
+
+
 # --------------------------------------------------------------------------- GAN (EnCodec's MS-STFT discriminator)
 
 
@@ -337,9 +442,15 @@ class LossWeights:
             an independent one (≈ 0.12) does, without dominating the other terms.
         gan_weight: 0.0, off: the GAN is optional (note 004); 0.01 when on, so it refines
             quality without dominating.
-        shuffle_targets: pair each input with a random target of its batch in training
-            (the notes), so the model cannot learn one fixed pairing.
+        shuffle_targets: pair each input with another example's target in training (the
+            notes): a derangement of the batch, so no input keeps its own target and the
+            model cannot learn one fixed pairing.
         discriminator_learning_rate: the GAN discriminator's AdamW rate (with gan_weight > 0).
+        reconstruction_weight: 1.0: ``arrangement_reconstruction``, the output keeps the
+            target's spectral shape and the input's loudness contour. Note 003's combined
+            loss starts with an unweighted reconstruction term; without one nothing asks
+            the output for either source's part (a previous model met the other terms
+            with decorrelated bursts of near-silence).
     """
 
     loss_weight_spectral: float = 0.01
@@ -350,9 +461,10 @@ class LossWeights:
     gan_weight: float = 0.0
     shuffle_targets: bool = True
     discriminator_learning_rate: float = 1e-4
+    reconstruction_weight: float = 1.0
 
     WEIGHTS: ClassVar[tuple[str, ...]] = (
-        "loss_weight_spectral", "loss_weight_input", "loss_weight_target", "mask_reg_weight", "corr_weight", "gan_weight",
+        "reconstruction_weight", "loss_weight_spectral", "loss_weight_input", "loss_weight_target", "mask_reg_weight", "corr_weight", "gan_weight",
     )
 
     def __post_init__(self) -> None:
@@ -390,9 +502,12 @@ class FusionLoss(nn.Module):
         domain: ``"audio"`` (output, input, target are [B, 1, S] decoded audio) or
             ``"mel"`` ([B, D, T] log-mel frames); ``loss_domain(codec)`` picks it.
         parts: envelope segments of the correlation cost (250 in note 003).
+        sample_rate: of the audio domain's waveforms (for its log-mel frames).
     """
 
-    def __init__(self, weights: LossWeights = LossWeights(), *, domain: str, parts: int = ENVELOPE_PARTS) -> None:
+    def __init__(
+        self, weights: LossWeights = LossWeights(), *, domain: str, parts: int = ENVELOPE_PARTS, sample_rate: int = 24_000
+    ) -> None:
         super().__init__()
         if domain not in DOMAINS:
             raise ValueError(f"loss domain must be one of {DOMAINS}, got {domain!r}")
@@ -401,6 +516,7 @@ class FusionLoss(nn.Module):
         self.parts = parts
         spectral_builder, self._envelope = _DOMAIN_PARTS[domain]
         self.spectral = spectral_builder()
+        self.log_mel: nn.Module = nn.Identity() if domain == "mel" else LogMelFrames(sample_rate)
 
     @property
     def needs_discriminator(self) -> bool:
@@ -417,7 +533,8 @@ class FusionLoss(nn.Module):
     ) -> LossResult:
         """Every term, and their weighted total.
 
-        The terms: ``spectral``, ``spectral_input``, ``spectral_target``, ``rms_in``,
+        The terms: ``reconstruction``, ``reconstruction_harmony``,
+        ``reconstruction_rhythm``, ``spectral``, ``spectral_input``, ``spectral_target``, ``rms_in``,
         ``rms_tgt``, ``corr_cost``, ``corr_input``, ``corr_target``; ``novelty``,
         ``similarity_to_input``, ``similarity_to_target`` when novelty is known; ``gan``
         when a discriminator was passed.
@@ -435,6 +552,11 @@ class FusionLoss(nn.Module):
         self._check_inputs(output, input, target, discriminator)
         weights = self.weights
         terms: dict[str, torch.Tensor] = {}
+
+        reconstruction = arrangement_reconstruction(self.log_mel(output), self.log_mel(input), self.log_mel(target))
+        terms["reconstruction"] = reconstruction.loss
+        terms["reconstruction_harmony"] = reconstruction.harmony
+        terms["reconstruction_rhythm"] = reconstruction.rhythm
 
         spectral_input = self.spectral(output, input)
         spectral_target = self.spectral(output, target)
@@ -469,6 +591,7 @@ class FusionLoss(nn.Module):
             terms["gan"] = hinge_generator_loss(fake_logits)
 
         weighted = [
+            (weights.reconstruction_weight, "reconstruction"),
             (weights.loss_weight_spectral, "spectral"),
             (weights.mask_reg_weight, "novelty"),
             (weights.corr_weight, "corr_cost"),

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import sys
 
-from pipelines import conform, demo, edit, fuse, masks, model_summary, preprocess_fusion, preprocess_pointer, train_fusion, train_pointer
+from pipelines import (
+    conform,
+    demo,
+    edit,
+    evaluate_fusion,
+    fuse,
+    masks,
+    model_summary,
+    preprocess_fusion,
+    preprocess_pointer,
+    train_fusion,
+    train_pointer,
+)
 from pipelines.common import OneLineParser, run_main
 
 
@@ -21,6 +33,9 @@ def build_parser() -> OneLineParser:
     train_fusion.ENTRY_POINT.add_to(train_targets, "fusion", help="the fusion model on preprocessed shards")
     train_pointer.ENTRY_POINT.add_to(train_targets, "pointer", help="the pointer network on preprocessed shards")
     fuse.ENTRY_POINT.add_to(commands, "fuse", help="fuse an input and a target with a checkpoint")
+    evaluate = commands.add_parser("evaluate", help="score a model's outputs against the shortcuts")
+    evaluate_targets = evaluate.add_subparsers(dest="target", required=True, metavar="MODEL")
+    evaluate_fusion.ENTRY_POINT.add_to(evaluate_targets, "fusion", help="fused audio as an arrangement, against copy, mix and drone")
     conform.ENTRY_POINT.add_to(commands, "conform", help="recover the edit decision list of an edit")
     edit.ENTRY_POINT.add_to(commands, "edit", help="make an edit of a raw recording with a checkpoint")
     masks.ENTRY_POINT.add_to(commands, "masks", help="one PNG per masking strategy")

@@ -3,9 +3,10 @@
     python -m pipelines.fuse --checkpoint CKPT INPUT.wav TARGET.wav -o OUT.wav [--pair best|mean|N]
     python -m pipelines.fuse --checkpoint CKPT --batch PAIRS_DIR --out DIR
 
-Writes OUT.wav (mono float at the codec's rate), OUT.png (envelopes and spectrograms of
-input, target and output) and OUT.json (envelope correlations, novelty, component
-weights, the adaptive agent's windows). ``--batch`` fuses every pair of a folder or
+Writes OUT.wav (mono float at the codec's rate, scaled down to a 0.99 peak when the model
+writes louder), OUT.png (envelopes and spectrograms of input, target and output) and
+OUT.json (envelope correlations, novelty, component weights, the gain applied, the adaptive
+agent's windows and each chunk's per-pair novelty). ``--batch`` fuses every pair of a folder or
 manifest through Ray Data into ``DIR/<pair_id>.wav/.png/.json``.
 
 This module is the command line and the Ray Data glue; how a pair is cut into chunks,
@@ -25,8 +26,10 @@ if __package__ in (None, ""):  # run as a file (ray submit): make the project im
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import argparse
+import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -110,7 +113,8 @@ def command(args: argparse.Namespace) -> int:
     )
     wav_path, png_path, json_path = output_paths(args.output)
     correlation = report["envelope_correlation"]
-    print(f"wrote {wav_path} ({report['duration_seconds']:.2f} s at {report['sample_rate']} Hz, {report['chunks']} chunk(s))")
+    scaled = "" if report["output_gain"] == 1.0 else f", scaled by {report['output_gain']:.3g}: the model's peak was {report['output_peak']:.3g}"
+    print(f"wrote {wav_path} ({report['duration_seconds']:.2f} s at {report['sample_rate']} Hz, {report['chunks']} chunk(s){scaled})")
     print(f"wrote {png_path}")
     print(f"wrote {json_path} (envelope correlation with input {_format(correlation['input'])}, target {_format(correlation['target'])})")
     return 0
@@ -147,7 +151,8 @@ class Fuser:
 
     Each row is written to ``out_dir/<name>.wav/.png/.json`` by the actor itself; what
     comes back is one small row per pair (``pair_id``, ``status``: ``"ok"`` or the
-    reason it failed), never audio.
+    reason it failed, and with ``evaluation_dir`` the pair's evaluation as JSON), never
+    audio.
 
     Args:
         checkpoint: the fusion checkpoint, at a path every node reads (shared storage).
@@ -156,9 +161,23 @@ class Fuser:
         out_dir: where the fused files go (shared storage).
         pair_mode: ``--pair``.
         threads: torch intra-op threads (CPU actors).
+        evaluation_dir: also score each fusion (``jingle evaluate fusion``) and draw its
+            picture under this folder; None: fuse only.
+        compare: name -> folder of other outputs scored beside the fusion (``<name>.wav``).
     """
 
-    def __init__(self, *, checkpoint: str, codec_id: str, codec_state: list | None, out_dir: str, pair_mode: PairMode, threads: int) -> None:
+    def __init__(
+        self,
+        *,
+        checkpoint: str,
+        codec_id: str,
+        codec_state: list | None,
+        out_dir: str,
+        pair_mode: PairMode,
+        threads: int,
+        evaluation_dir: str | None = None,
+        compare: dict[str, str] | None = None,
+    ) -> None:
         import ray
 
         torch.set_num_threads(max(1, threads))
@@ -169,26 +188,47 @@ class Fuser:
             raise RuntimeError(f"worker built codec {self.loaded.codec.id}, driver expected {codec_id}")
         self.out_dir = Path(out_dir)
         self.pair_mode = pair_mode
+        self.evaluation_dir = evaluation_dir
+        self.compare = compare or {}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        statuses = []
+        statuses, evaluations = [], []
         for pair_id, input_path, target_path, name in zip(batch["pair_id"], batch["input_path"], batch["target_path"], batch["name"]):
+            evaluation = ""
             try:
-                fuse_pair(
+                fused = self.out_dir / f"{name}.wav"
+                report = fuse_pair(
                     self.loaded.model,
                     self.loaded.codec,
                     str(input_path),
                     str(target_path),
-                    self.out_dir / f"{name}.wav",
+                    fused,
                     self.pair_mode,
                     self.loaded.segment_seconds,
                     self.device,
                     provenance={**self.loaded.provenance, "pair_id": str(pair_id)},
                 )
+                if self.evaluation_dir is not None:
+                    evaluation = self._evaluate(str(pair_id), str(input_path), str(target_path), str(name), fused, report)
                 statuses.append("ok")
             except AudioError as error:  # a bad or short file fails its pair, not the run
                 statuses.append(str(error))
-        return {"pair_id": np.asarray(batch["pair_id"], dtype=object), "status": np.array(statuses, dtype=object)}
+            evaluations.append(evaluation)
+        return {
+            "pair_id": np.asarray(batch["pair_id"], dtype=object),
+            "status": np.array(statuses, dtype=object),
+            "evaluation": np.array(evaluations, dtype=object),
+        }
+
+    def _evaluate(self, pair_id: str, input_path: str, target_path: str, name: str, fused: Path, report: dict) -> str:
+        from pipelines.fusion_evaluation import evaluate_files, picture_path
+
+        outputs = {"model": fused, **{label: Path(folder) / f"{name}.wav" for label, folder in self.compare.items()}}
+        details = {"model": {key: report[key] for key in ("output_gain", "output_peak", "checkpoint", "step") if key in report}}
+        evaluation = evaluate_files(
+            input_path, target_path, outputs, pair_id=pair_id, picture=picture_path(self.evaluation_dir, name), details=details
+        )
+        return json.dumps(evaluation.to_dict())
 
 
 def output_name(pair_id: str) -> str:
@@ -197,25 +237,26 @@ def output_name(pair_id: str) -> str:
     return "/".join(parts) or "pair"
 
 
-def run_batch(args: argparse.Namespace) -> int:
-    import ray
+@dataclass
+class BatchPlan:
+    """The pairs of a folder or manifest that a batch will fuse, and those it cannot."""
 
-    from pipelines.common import init_ray
+    items: list[dict[str, str]]  # pair_id, input_path, target_path (absolute), name
+    failed: dict[str, str]  # pair id -> why
+    rejects: list  # files without a partner (datasets.pairs.Reject)
 
+
+def plan_batch(source: str, out_dir: Path, *, flag: str) -> BatchPlan:
+    """Discover the pairs of ``source`` and name each one's output in ``out_dir``.
+
+    Raises:
+        InputError: no folder or manifest there, or not one pair in it.
+    """
     try:
-        found = discover_fusion_pairs(args.batch)  # before Ray: a wrong folder costs nothing
+        found = discover_fusion_pairs(source)  # before Ray: a wrong folder costs nothing
     except InputError as error:
-        # discovery's messages name preprocessing's --pairs; here the folder is --batch
-        raise InputError(str(error).replace("--pairs ", "--batch ", 1)) from None
-    for reject in found.rejects:
-        print(f"[fuse] skipped {reject.path}: {reject.reason}", file=sys.stderr)
-    # the driver checks the checkpoint, codec and --pair once, before any worker starts
-    loaded = load_fusion_checkpoint(args.checkpoint, codec_checkpoint=args.codec_checkpoint, device="cpu")
-    try:
-        check_pair_mode(args.pair, loaded.model.config)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    out_dir = Path(args.out).resolve()
+        # discovery's messages name preprocessing's --pairs; say the flag this command took
+        raise InputError(str(error).replace("--pairs ", f"{flag} ", 1)) from None
     items, failed, names = [], {}, {}
     for pair in found.pairs:
         name = output_name(pair.pair_id)
@@ -229,8 +270,33 @@ def run_batch(args: argparse.Namespace) -> int:
             names[name] = pair.pair_id
             items.append({"pair_id": pair.pair_id, "input_path": sources[0], "target_path": sources[1], "name": name})
     if not items:
-        raise InputError(f"--batch {args.batch}: no pairs to fuse ({len(found.rejects)} file(s) without a partner)")
+        raise InputError(f"{flag} {source}: no pairs to fuse ({len(found.rejects)} file(s) without a partner)")
+    return BatchPlan(items, failed, found.rejects)
 
+
+def fuse_batch(
+    plan: BatchPlan,
+    args: argparse.Namespace,
+    out_dir: Path,
+    *,
+    evaluation_dir: Path | None = None,
+    compare: dict[str, Path] | None = None,
+    prefix: str = "[fuse]",
+) -> list[dict[str, str]]:
+    """Fuse (and with ``evaluation_dir``, score) every planned pair on a Ray Data actor
+    pool; returns one row per pair that was tried (``pair_id``, ``status``,
+    ``evaluation``). ``args`` gives --checkpoint, --codec-checkpoint, --pair, --device,
+    --actors and --num-cpus."""
+    import ray
+
+    from pipelines.common import init_ray
+
+    # the driver checks the checkpoint, codec and --pair once, before any worker starts
+    loaded = load_fusion_checkpoint(args.checkpoint, codec_checkpoint=args.codec_checkpoint, device="cpu")
+    try:
+        check_pair_mode(args.pair, loaded.model.config)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     init_ray(args.num_cpus)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if args.device == "cuda" and not gpus:
@@ -247,6 +313,7 @@ def run_batch(args: argparse.Namespace) -> int:
         remote_args = {"num_cpus": 1}
     weights = loaded.codec.worker_state()
     codec_state = [ray.put(dict(weights))] if weights is not None else None
+    items = plan.items
     dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         Fuser,
         batch_size=1,
@@ -258,26 +325,65 @@ def run_batch(args: argparse.Namespace) -> int:
             "out_dir": str(out_dir),
             "pair_mode": args.pair,
             "threads": threads,
+            "evaluation_dir": str(evaluation_dir) if evaluation_dir is not None else None,
+            "compare": {name: str(folder) for name, folder in (compare or {}).items()},
         },
         **remote_args,
     )
     del loaded  # the driver's copy of the model is not needed while the workers run
-    fused = []
+    rows = []
     for row in dataset.iter_rows():
         pair_id, status = str(row["pair_id"]), str(row["status"])
-        if status == "ok":
-            fused.append(pair_id)
+        rows.append({"pair_id": pair_id, "status": status, "evaluation": str(row["evaluation"])})
+        print(f"{prefix} {pair_id}: {'ok' if status == 'ok' else 'failed: ' + status}", file=sys.stderr, flush=True)
+    return rows
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    out_dir = Path(args.out).resolve()
+    plan = plan_batch(args.batch, out_dir, flag="--batch")
+    for reject in plan.rejects:
+        print(f"[fuse] skipped {reject.path}: {reject.reason}", file=sys.stderr)
+    failed = dict(plan.failed)
+    fused = []
+    for row in fuse_batch(plan, args, out_dir):
+        if row["status"] == "ok":
+            fused.append(row["pair_id"])
         else:
-            failed[pair_id] = status
-        print(f"[fuse] {pair_id}: {'ok' if status == 'ok' else 'failed: ' + status}", file=sys.stderr, flush=True)
+            failed[row["pair_id"]] = row["status"]
     print(f"fused {len(fused)} pair(s) into {out_dir}, failed {len(failed)}")
     for pair_id in sorted(failed):
         print(f"  {pair_id}: {failed[pair_id]}")
-    if found.rejects:
-        print(f"  skipped {len(found.rejects)} file(s) without a partner")
+    if plan.rejects:
+        print(f"  skipped {len(plan.rejects)} file(s) without a partner")
     if not fused:
-        raise InputError(f"--batch {args.batch}: none of the {len(items)} pair(s) could be fused")
+        raise InputError(f"--batch {args.batch}: none of the {len(plan.items)} pair(s) could be fused")
     return 0
+
+
+def evaluate_checkpoint(args: argparse.Namespace, *, compare: dict[str, Path]) -> list:
+    """``jingle evaluate fusion --checkpoint CKPT --pairs DIR --out OUT``: fuse every pair
+    into ``OUT/fused/`` and score it (with the ``compare`` outputs and the shortcuts);
+    returns the pairs' evaluations (``PairEvaluation``), in pair order."""
+    from pipelines.fusion_evaluation import PairEvaluation
+
+    out = Path(args.out).resolve()
+    plan = plan_batch(args.pairs, out / "fused", flag="--pairs")
+    for reject in plan.rejects:
+        print(f"[evaluate] skipped {reject.path}: {reject.reason}", file=sys.stderr)
+    failed = dict(plan.failed)
+    evaluations = []
+    for row in fuse_batch(plan, args, out / "fused", evaluation_dir=out, compare=compare, prefix="[evaluate]"):
+        if row["status"] == "ok":
+            values = json.loads(row["evaluation"])
+            evaluations.append(PairEvaluation(values["input"], values["target"], values["outputs"], pair_id=values["pair_id"]))
+        else:
+            failed[row["pair_id"]] = row["status"]
+    for pair_id in sorted(failed):
+        print(f"[evaluate] {pair_id} not scored: {failed[pair_id]}", file=sys.stderr)
+    if not evaluations:
+        raise InputError(f"--pairs {args.pairs}: none of the {len(plan.items)} pair(s) could be fused and scored")
+    return sorted(evaluations, key=lambda evaluation: evaluation.pair_id)
 
 
 ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, command)

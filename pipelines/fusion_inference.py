@@ -14,12 +14,17 @@ How a pair is run:
   own length; the outputs are joined and trimmed back to the common length.
 - Adaptive window agent: each chunk must hold ``min_source_frames`` (its longest window);
   each gives one window of ``window_frames``, chosen by the pair mode: ``best`` (the pair
-  with the lowest novelty loss, per chunk), ``mean`` (the average of the pair latents) or
-  a pair index. The output is those windows joined, so it is shorter than the sources. A
-  tail after the last whole chunk that still holds a window's source becomes one more
-  chunk, the file's last segment; a shorter tail is not used.
+  with the lowest novelty loss, per chunk; OUT.json lists every pair's as
+  ``pair_novelty``), ``mean`` (the average of the pair latents) or a pair index. The
+  output is those windows joined, so it is shorter than the sources. A tail after the
+  last whole chunk that still holds a window's source becomes one more chunk, the file's
+  last segment; a shorter tail is not used.
 - The joined latent is decoded in one call, so the decoder sees no seams of its own
   (Griffin-Lim keeps one phase estimate across chunk boundaries).
+- A decoded latent is not bounded by full scale: before OUT.wav is written, the output is
+  scaled down by one gain when its peak passes 0.99 (``datasets.audio.limit_peak``), and
+  OUT.json records ``output_peak`` (as decoded) and ``output_gain``. The envelope
+  correlations are measured before the gain, so they do not depend on it.
 
 Shape letters: B batch, D latent channels, T frames, S samples.
 """
@@ -37,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from datasets.audio import AudioError, probe, read_mono, write_wav
+from datasets.audio import AudioError, limit_peak, probe, read_mono, write_wav
 from models.cascade import CascadeConfig, CascadeFusionModel, FusionOutput
 from models.checkpoints import CheckpointError, check_codec, load_trained
 from models.codecs import Codec, build_codec
@@ -208,7 +213,13 @@ def run_chunks(
         latent, novelty, index = select_output(result, pair_mode)
         metadata = None
         if result.window_metadata is not None:
-            metadata = {"start_seconds": start / codec.sample_rate, "pair_used": index, **result.window_metadata}
+            metadata = {
+                "start_seconds": start / codec.sample_rate,
+                "pair_used": index,
+                # what "best" chose by, so that a reader can see why a pair was kept
+                "pair_novelty": [float(terms.loss) for terms in result.novelty],
+                **result.window_metadata,
+            }
         results.append(
             ChunkResult(
                 latent=latent,
@@ -251,7 +262,8 @@ def fuse_pair(
     Returns:
         The report written to OUT.json.
     Raises:
-        AudioError: a file cannot be read, or the pair is too short for the model.
+        AudioError: a file cannot be read, the pair is too short for the model, or the
+            model's output holds NaN/Inf samples (nothing is written then).
         ValueError: ``pair_mode`` does not fit the model.
     """
     check_pair_mode(pair_mode, model.config)
@@ -263,9 +275,14 @@ def fuse_pair(
     with torch.inference_mode():
         chunks = run_chunks(model, codec, input_audio, target_audio, chunking, pair_mode, device)
         latent = torch.cat([chunk.latent for chunk in chunks], dim=-1)  # [1, D, T]
-        output_audio = codec.decode(latent)[0, 0].float().cpu().numpy()  # [S]
+        decoded = codec.decode(latent)[0, 0].float().cpu().numpy()  # [S]
     if model.config.output_frames_from_input:
-        output_audio = output_audio[:num_samples]  # the zero-padded tail of the last chunk
+        decoded = decoded[:num_samples]  # the zero-padded tail of the last chunk
+    try:
+        limited = limit_peak(decoded)  # a decoded latent is not bounded by full scale
+    except AudioError as error:
+        raise AudioError(f"fused output of {input_path} and {target_path}: {error} (has the checkpoint diverged?)") from None
+    output_audio = limited.audio  # [S], what OUT.wav holds
 
     write_wav(wav_path, output_audio, codec.sample_rate, subtype="FLOAT")
     fusion_figure(
@@ -288,9 +305,13 @@ def fuse_pair(
         "pair": pair_mode if agent == "adaptive_window" else None,
         "source_seconds": num_samples / codec.sample_rate,
         "duration_seconds": len(output_audio) / codec.sample_rate,
+        "output_peak": limited.peak,  # max |sample| as decoded
+        "output_gain": limited.gain,  # applied before writing OUT.wav, 1.0 unless the peak passed 0.99
         "segment_seconds": segment_seconds,
         "chunks": len(chunks),
-        "envelope_correlation": envelope_correlations(output_audio, input_audio, target_audio),
+        # of the audio as decoded: pearson's 1e-8 makes a correlation with a near-flat envelope
+        # depend a little on scale, and the report describes the model, not the limiter
+        "envelope_correlation": envelope_correlations(decoded, input_audio, target_audio),
         "novelty": {
             name: _finite(np.mean([float(getattr(chunk.novelty, name)) for chunk in chunks]))
             for name in ("similarity_to_input", "similarity_to_target", "loss")

@@ -26,7 +26,31 @@ import torch
 
 from models.checkpoints import TrainingState, load_state, save_state
 
-VALIDATION_METRIC = "val_total"
+VALIDATION_METRIC = "val_total"  # reported by every task; not necessarily what picks checkpoints
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The held-out metric that picks the best checkpoint (and that a search ranks by).
+
+    Each task names its own: the fusion model's fixed arrangement score (``val_score``,
+    higher is better), not its loss, whose weights a search changes; the pointer
+    network's ``val_accuracy_within_2``.
+    """
+
+    metric: str = VALIDATION_METRIC
+    mode: str = "min"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("min", "max"):
+            raise ValueError(f"selection mode must be 'min' or 'max', got {self.mode!r}")
+
+    @property
+    def worst(self) -> float:
+        return math.inf if self.mode == "min" else -math.inf
+
+    def best(self, a: float, b: float) -> float:
+        return min(a, b) if self.mode == "min" else max(a, b)
 
 
 @dataclass(frozen=True)
@@ -40,6 +64,7 @@ class LoopSettings:
         checkpoint_every_steps: also checkpoint every N steps (0: once per epoch only).
         fail_at_step: fault injection: the last worker fails once at this step.
         run_dir: the run's folder (the fault-injection marker lives there).
+        selection: the held-out metric that ranks checkpoints (the task's).
     """
 
     epochs: int
@@ -47,6 +72,7 @@ class LoopSettings:
     checkpoint_every_steps: int = 0
     fail_at_step: int | None = None
     run_dir: str = ""
+    selection: Selection = Selection()
 
 
 class RunContext(Protocol):
@@ -87,7 +113,7 @@ class LoopState:
 
     step: int = 0
     epoch: int = 0  # epochs completed
-    best_validation: float = math.inf
+    best_validation: float | None = None  # of the selection metric; None before any
     step_seconds: float = 0.0  # in training steps, since this process started the loop
 
 
@@ -152,6 +178,9 @@ def run_epochs(
     since this process began the loop).
     """
     timing = EpochTiming()
+    selection = settings.selection
+    if state.best_validation is None:
+        state.best_validation = selection.worst
     for epoch in range(state.epoch, settings.epochs):
         if context.should_stop():
             return
@@ -171,13 +200,13 @@ def run_epochs(
                 sums[key] = sums.get(key, 0.0) + value
             every = settings.checkpoint_every_steps
             if every and state.step % every == 0 and state.step < epoch_end:
-                context.report({"step": state.step, "epoch": epoch, VALIDATION_METRIC: state.best_validation}, checkpoint(epoch))
+                context.report({"step": state.step, "epoch": epoch, selection.metric: state.best_validation}, checkpoint(epoch))
         if state.step < epoch_end:
             raise RuntimeError(f"worker {context.rank} ran out of training batches at step {state.step} of {epoch_end}")
         train_means = {key: value / max(1, taken) for key, value in sums.items()}
         validation = validate()
-        if VALIDATION_METRIC in validation:
-            state.best_validation = min(state.best_validation, validation[VALIDATION_METRIC])
+        if selection.metric in validation:
+            state.best_validation = selection.best(state.best_validation, validation[selection.metric])
         state.epoch = epoch + 1
         state.step_seconds += timing.in_steps
         epoch_metrics = {**train_means, **validation, "step": state.step, "epoch": epoch + 1, **timing.metrics(),
@@ -185,8 +214,11 @@ def run_epochs(
         if setup_seconds is not None:
             epoch_metrics["setup_seconds"], setup_seconds = setup_seconds, None
         log_metrics(epoch_metrics, state.step)
-        if VALIDATION_METRIC not in epoch_metrics:
-            epoch_metrics[VALIDATION_METRIC] = train_means.get("total", math.inf)
+        if selection.metric not in epoch_metrics:
+            # no held-out data: a loss-ranked run ranks by the training loss, a
+            # score-ranked one cannot rank (the driver then keeps the latest checkpoint)
+            fallback = train_means.get("total", math.inf) if selection.metric == VALIDATION_METRIC else selection.worst
+            epoch_metrics[selection.metric] = fallback
         timing = EpochTiming()
         context.report(epoch_metrics, checkpoint(epoch + 1))
 

@@ -151,7 +151,8 @@ def worker_resources(workers: int, use_gpu: bool, *, streamed: bool) -> dict[str
 
 
 def run_trainer(plan: WorkerPlan, *, workers: int, use_gpu: bool, place: RunPlace, num_to_keep: int, max_failures: int):
-    """Launch a TorchTrainer over ``ray_train_loop`` and wait for it."""
+    """Launch a TorchTrainer over ``ray_train_loop`` and wait for it; Ray keeps the
+    ``num_to_keep`` best checkpoints by the plan's selection metric."""
     import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -168,7 +169,9 @@ def run_trainer(plan: WorkerPlan, *, workers: int, use_gpu: bool, place: RunPlac
             name=place.name,
             storage_path=place.storage,
             checkpoint_config=CheckpointConfig(
-                num_to_keep=num_to_keep, checkpoint_score_attribute=VALIDATION_METRIC, checkpoint_score_order="min"
+                num_to_keep=num_to_keep,
+                checkpoint_score_attribute=plan.loop.selection.metric,
+                checkpoint_score_order=plan.loop.selection.mode,
             ),
             failure_config=FailureConfig(max_failures=max_failures),
         ),
@@ -210,6 +213,7 @@ def run(task_name: str, args: argparse.Namespace) -> TrainSummary:
             checkpoint_every_steps=training.checkpoint_every_steps,
             fail_at_step=training.fail_at_step,
             run_dir=str(place.run_dir),
+            selection=task.selection,
         ),
         tracking=tracking,
     )
@@ -222,7 +226,7 @@ def summarize(result: Any, *, task: Task, place: RunPlace, has_validation: bool,
     """A finished ``trainer.fit()`` -> the summary printed to the user."""
     if result.error is not None:
         raise RuntimeError(f"training failed: {result.error}")
-    best = result.get_best_checkpoint(VALIDATION_METRIC, "min") if has_validation else result.checkpoint
+    best = result.get_best_checkpoint(task.selection.metric, task.selection.mode) if has_validation else result.checkpoint
     latest = result.checkpoint
     final = load_state(latest.path, kind=task.name) if latest else None
     return TrainSummary(

@@ -19,7 +19,7 @@ import torch
 
 from models.checkpoints import TrainingState
 from models.optimization import build_optimizer, build_scheduler, unwrap
-from pipelines.loop import LoopSettings, LoopState, RunContext, run_epochs
+from pipelines.loop import VALIDATION_METRIC, LoopSettings, LoopState, RunContext, run_epochs
 from pipelines.shard_data import DataPlan
 from pipelines.tasks import TaskPlan, get_task
 from pipelines.tracking import Tracker, TrackingRun
@@ -78,7 +78,9 @@ def train_worker(context: RunContext, plan: WorkerPlan) -> LoopState:
         optimizer.load_state_dict(state.optimizer)
         scheduler.load_state_dict(state.scheduler)
         worker.load_extra_state(state)
-        loop = LoopState(state.step, state.epoch, state.extra.get("best_validation", float("inf")))
+        # the best so far counts only if it was of the metric this run selects by
+        same_metric = state.extra.get("selection_metric", VALIDATION_METRIC) == plan.loop.selection.metric
+        loop = LoopState(state.step, state.epoch, state.extra.get("best_validation") if same_metric else None)
     model = context.prepare_model(worker.model)
     train_rows, validation_rows = plan.data.rows(context, seed=training.seed)
     tracker = Tracker(plan.tracking) if plan.tracking is not None and context.rank == 0 else None
@@ -96,7 +98,7 @@ def train_worker(context: RunContext, plan: WorkerPlan) -> LoopState:
             config=config.to_dict(),
             codec=plan.task_plan.codec,
             data={**plan.data.describe(), **plan.task_plan.recorded},
-            extra={"best_validation": loop.best_validation, "mlflow_run_id": plan.tracking.run_id if plan.tracking else None},
+            extra={"best_validation": loop.best_validation, "selection_metric": plan.loop.selection.metric, "mlflow_run_id": plan.tracking.run_id if plan.tracking else None},
             **worker.extra_state(),
         )
 

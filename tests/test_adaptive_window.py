@@ -179,21 +179,6 @@ def test_compressor_ratio_compresses_a_ramp_and_passes_gradients():
     torch.testing.assert_close(ratio.grad, torch.full((BATCH,), 3.0 * steps.sum().item()), atol=1e-2, rtol=0)
 
 
-def test_select_modes():
-    torch.manual_seed(0)
-    agent = AdaptiveWindowCreativeAgent(ALWAYS_NOVEL)
-    with torch.no_grad():
-        output = agent(*latents(7))
-
-    best = int(torch.argmin(output.pair_losses))
-    assert agent.select(output, "best") is output.latents[best]
-    torch.testing.assert_close(agent.select(output, "mean"), torch.stack(output.latents).mean(dim=0))
-    assert agent.select(output, 2) is output.latents[2]
-    for bad in (3, -1, "median", True):
-        with pytest.raises(ValueError):
-            agent.select(output, bad)
-
-
 def test_config_round_trips_through_json_and_rejects_bad_values():
     restored = AdaptiveWindowConfig.from_dict(json.loads(json.dumps(TINY.to_dict())))
     assert restored == TINY and isinstance(restored.compositional, CompositionalConfig)

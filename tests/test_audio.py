@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from datasets.audio import AudioError, Segmenting, cut, probe, read_mono, resample
+from datasets.audio import AudioError, Segmenting, cut, limit_peak, probe, read_mono, resample
 from tests.conftest import tone, write
 
 SUBTYPES = ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"]
@@ -104,6 +104,56 @@ def test_resample_identity_and_length():
     audio = tone(1.0, 44_100)
     assert resample(audio, 44_100, 44_100) is audio
     assert len(resample(audio, 44_100, 24_000)) == 24_000
+
+
+class TestLimitPeak:
+    def test_a_loud_signal_is_scaled_to_the_ceiling_by_one_gain(self):
+        loud = 3.8 * tone(1.0, 24_000)
+        loud[1000] = -3.8  # the peak is the largest |sample|, here a negative one
+        original = loud.copy()
+        limited, gain, peak = limit_peak(loud)
+        assert peak == pytest.approx(3.8) and gain == pytest.approx(0.99 / 3.8)
+        assert limited.dtype == np.float32 and np.abs(limited).max() == pytest.approx(0.99) and np.abs(limited).max() <= 0.99
+        np.testing.assert_allclose(limited, original * gain, rtol=1e-6)  # scaled, not clipped
+        assert np.array_equal(loud, original)  # the caller's array is left alone
+        again = limit_peak(limited)  # limiting twice changes nothing the second time
+        assert again.gain == 1.0 and again.audio is limited
+
+    def test_negative_peaks_count(self):
+        audio = np.array([0.5, -2.0, 0.25], dtype=np.float32)
+        limited, gain, peak = limit_peak(audio, ceiling=0.5)
+        assert peak == 2.0 and gain == 0.25
+        np.testing.assert_allclose(limited, [0.125, -0.5, 0.0625])
+
+    def test_one_gain_for_every_channel(self):
+        stereo = np.stack([2.0 * tone(0.1, 24_000), 0.5 * tone(0.1, 24_000)], axis=1)  # [S, 2]
+        limited, gain, _ = limit_peak(stereo)
+        assert gain == pytest.approx(0.99 / 1.0)  # tone() peaks at 0.5, so channel 0 at 1.0
+        np.testing.assert_allclose(limited, stereo * gain, rtol=1e-6)  # the quiet channel is scaled too
+
+    @pytest.mark.parametrize("peak", [0.0, 0.5, 0.99])
+    def test_audio_at_or_under_the_ceiling_and_silence_are_left_alone(self, peak):
+        audio = np.zeros(100, dtype=np.float32)
+        audio[10] = peak
+        limited, gain, measured = limit_peak(audio)
+        assert limited is audio and gain == 1.0 and measured == pytest.approx(peak)
+        assert limit_peak(np.zeros(0, dtype=np.float32)).gain == 1.0
+
+    def test_full_scale_ceiling_is_never_passed_by_rounding(self):
+        audio = np.random.default_rng(0).uniform(-7.3, 7.3, 10_000).astype(np.float32)
+        assert np.abs(limit_peak(audio, ceiling=1.0).audio).max() <= 1.0
+
+    @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+    def test_non_finite_samples_are_an_error(self, value):
+        audio = tone(0.01, 24_000)  # 240 samples
+        audio[[3, 7]] = value
+        with pytest.raises(AudioError, match="2 of 240 samples are NaN or infinite"):
+            limit_peak(audio)
+
+    @pytest.mark.parametrize("ceiling", [0, -0.5, 1.5, True, "0.9"])
+    def test_a_ceiling_outside_full_scale_is_refused(self, ceiling):
+        with pytest.raises(ValueError, match="ceiling must be in"):
+            limit_peak(tone(0.01, 24_000), ceiling=ceiling)
 
 
 class TestSegmenting:

@@ -15,9 +15,9 @@ TINY_WINDOW = {"window_frames": 20, "selector_hidden_dims": [32, 16], "pooled_st
 
 
 def tiny(agent: str = "compositional", **overrides) -> CascadeConfig:
+    settings = {"compositional": TINY_COMPOSITIONAL, "adaptive_window": TINY_WINDOW, **overrides}
     return CascadeConfig(latent_dim=16, model_dim=32, heads=4, layers_per_stage=1, feedforward_dim=64, dropout=0.0,
-                         agent=agent, num_stages=1 if agent == "none" else 2,
-                         compositional=TINY_COMPOSITIONAL, adaptive_window=TINY_WINDOW, **overrides)
+                         agent=agent, num_stages=1 if agent == "none" else 2, **settings)
 
 
 def stage_parameters(in_channels: int, out_channels: int, width: int, feedforward: int, layers: int) -> int:
@@ -72,6 +72,40 @@ def test_adaptive_cascade_gives_one_output_per_pair_with_its_references():
     assert correlation(out.input_references[2], input[:, :, 20:40]) > 0.9
     sum(o.mean() for o in out.outputs).backward()
     assert model.agent.window_selector.head.weight.grad.abs().sum() > 0
+
+
+def test_window_selection_gets_no_gradient_through_its_reference_windows():
+    """The selector learns from what its windows make the output, not from picking
+    references that are easy to differ from: a loss on the references alone (the output
+    held fixed) gives it no gradient, while a loss on the outputs does."""
+    model = build_fusion_model(tiny("adaptive_window"))
+    input, target = torch.randn(2, 16, 40), torch.randn(2, 16, 40)
+    out = model(input, target)
+    assert all(not reference.requires_grad for reference in out.input_references + out.target_references)
+    held = [output.detach() for output in out.outputs]
+    references_only = sum(
+        (h - i).pow(2).mean() + (h - t).pow(2).mean() for h, i, t in zip(held, out.input_references, out.target_references)
+    )
+    assert not references_only.requires_grad
+    sum(output.pow(2).mean() for output in out.outputs).backward()
+    assert model.agent.window_selector.head.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("agent", ["compositional", "adaptive_window", "none"])
+def test_the_configured_novelty_threshold_is_the_one_applied(agent):
+    input, target = torch.randn(2, 16, 40), torch.randn(2, 16, 40)
+    losses = {}
+    for threshold in (-1.0, 0.7):
+        compositional = {**TINY_COMPOSITIONAL, "novelty_threshold": threshold}
+        torch.manual_seed(0)
+        model = build_fusion_model(tiny(agent, compositional=compositional)).eval()
+        out = model(input, target)
+        similarity = out.novelty_mean.similarity_to_input + out.novelty_mean.similarity_to_target
+        losses[threshold] = (out.novelty_mean.loss.item(), similarity.item())
+    # at -1 everything is paid for: loss = sum of similarities + 2; at 0.7 an unrelated output is free
+    loss, similarity = losses[-1.0]
+    assert loss == pytest.approx(similarity + 2.0, abs=1e-4)
+    assert losses[0.7][0] == 0.0
 
 
 def test_single_stage_reads_input_and_target():

@@ -12,16 +12,16 @@ import soundfile
 import torch
 
 from models.checkpoints import state_path
-from models.codecs import build_codec
+from models.codecs import MelCodec, build_codec
 from models.compositional import COMPONENT_NAMES
 from pipelines import fuse
 from pipelines.figures import fusion_figure
 from tests.conftest import tone, write
-from tests.test_fusion_inference import HOP, SAMPLE_RATE, checkpoints, pair  # noqa: F401 (fixtures)
+from tests.test_fusion_inference import HOP, SAMPLE_RATE, checkpoints, fake_decode, pair  # noqa: F401 (fixtures)
 
 KEYS = {"input", "target", "output", "checkpoint", "step", "codec_id", "sample_rate", "agent", "pair", "source_seconds",
-        "duration_seconds", "segment_seconds", "chunks", "envelope_correlation", "novelty", "component_weights",
-        "window_metadata"}
+        "duration_seconds", "output_peak", "output_gain", "segment_seconds", "chunks", "envelope_correlation", "novelty",
+        "component_weights", "window_metadata"}
 
 
 def run(capsys, *args) -> tuple[int, str, str]:
@@ -60,6 +60,19 @@ def test_compositional_fuse_writes_wav_png_and_json(checkpoints, pair, tmp_path,
     assert set(report["novelty"]) == {"similarity_to_input", "similarity_to_target", "loss"}
     assert all(np.isfinite(v) for v in report["novelty"].values())
     assert set(report["component_weights"]) == set(COMPONENT_NAMES)
+    # the file holds the decoded output times the recorded gain, never above 0.99
+    peak, gain = report["output_peak"], report["output_gain"]
+    assert gain == pytest.approx(min(1.0, 0.99 / peak)) and np.abs(audio).max() == pytest.approx(peak * gain, rel=1e-6)
+
+
+def test_a_loud_output_is_written_under_full_scale_and_the_gain_printed(checkpoints, pair, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(MelCodec, "decode", lambda codec, latents: fake_decode(codec, 3.8, kept_samples=round(2.5 * SAMPLE_RATE))(latents))
+    out = tmp_path / "loud.wav"
+    code, printed, errors = run(capsys, "--checkpoint", checkpoints["compositional"], *pair, "-o", out)
+    assert code == 0, errors
+    assert "scaled by 0.261: the model's peak was 3.8)" in printed.splitlines()[0]
+    assert np.abs(soundfile.read(out)[0]).max() == pytest.approx(0.99, abs=1e-6)
+    assert json.loads(out.with_suffix(".json").read_text())["output_gain"] == pytest.approx(0.99 / 3.8)
 
 
 def test_single_stage_model_has_no_component_weights(checkpoints, pair, tmp_path, capsys):
@@ -71,25 +84,36 @@ def test_single_stage_model_has_no_component_weights(checkpoints, pair, tmp_path
 
 
 
-def test_adaptive_fuse_picks_one_window_per_chunk(checkpoints, pair, tmp_path, capsys):
+def test_adaptive_fuse_picks_one_window_per_chunk_by_the_pair_mode(checkpoints, pair, tmp_path, capsys):
+    reports = {}
     for mode in ("best", "mean", "1"):
         out = tmp_path / f"adaptive-{mode}.wav"
         code, _, errors = run(capsys, "--checkpoint", checkpoints["adaptive_window"], *pair, "-o", out, "--pair", mode)
         assert code == 0, errors
-        report = json.loads(out.with_suffix(".json").read_text())
+        report = reports[mode] = json.loads(out.with_suffix(".json").read_text())
         # 2.5 s holds two whole 1 s chunks; the 0.5 s tail is shorter than a window's 0.8 s source
         assert report["chunks"] == 2
         assert report["pair"] == (int(mode) if mode.isdigit() else mode)
         assert len(soundfile.read(out)[0]) == 2 * 40 * HOP
         chunks = report["window_metadata"]["chunks"]
-        assert [c["start_seconds"] for c in chunks] == [0.0, 1.0] and all(len(c["pairs"]) == 3 for c in chunks)
-        if mode == "1":
-            assert {c["pair_used"] for c in chunks} == {1}
-        if mode == "best":
-            assert all(c["pair_used"] in (0, 1, 2) for c in chunks)
+        assert [c["start_seconds"] for c in chunks] == [0.0, 1.0] and all(len(c["pairs"]) == len(c["pair_novelty"]) == 3 for c in chunks)
         assert set(report["component_weights"]) == set(COMPONENT_NAMES)
-        for value in report["envelope_correlation"].values():
-            assert -1.0 <= value <= 1.0
+
+    # the pairs a chunk offers do not depend on the mode; only the choice does
+    novelty = [c["pair_novelty"] for c in reports["best"]["window_metadata"]["chunks"]]
+    for mode in ("mean", "1"):
+        np.testing.assert_allclose([c["pair_novelty"] for c in reports[mode]["window_metadata"]["chunks"]], novelty, atol=1e-6)
+    expected = {
+        "best": ([int(np.argmin(losses)) for losses in novelty], np.mean([min(losses) for losses in novelty])),
+        "1": ([1, 1], np.mean([losses[1] for losses in novelty])),
+        "mean": (["mean", "mean"], np.mean(novelty)),
+    }
+    # the fixture must tell "best" from "first pair" and from "pair 1"
+    assert expected["best"][0] == [2, 1], novelty
+    for mode, (used, loss) in expected.items():
+        assert [c["pair_used"] for c in reports[mode]["window_metadata"]["chunks"]] == used, mode
+        # the reported novelty is the kept pair's (the mean of the pairs' for "mean")
+        assert reports[mode]["novelty"]["loss"] == pytest.approx(loss, abs=1e-6), mode
 
 
 @pytest.mark.parametrize(

@@ -8,19 +8,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 
-from datasets.audio import read_mono
-from models.cascade import CascadeConfig, build_fusion_model
+from datasets.audio import AudioError, read_mono
+from models.cascade import CascadeConfig, FusionOutput, build_fusion_model
 from models.checkpoints import CheckpointError, TrainingState, save_state, state_path
 from models.codecs import build_codec
 from models.fusion_config import FusionTrainConfig
+from models.losses import NoveltyTerms
 from pipelines import fusion_inference
 from tests.conftest import tone, write
 
-# latent_dim must be the mel codec's 128 channels; everything else is as small as it goes
+# latent_dim must be the mel codec's 128 channels; everything else is as small as it goes.
+# At the default novelty threshold (0.7) a fresh model's novelty loss is exactly 0 for every
+# pair, so "best" could not be told from "first"; at -1 every pair has its own loss.
 TINY_COMPOSITIONAL = {"component_dim": 8, "model_dim": 32, "heads": 4, "layers": 1,
-                      "feedforward_dim": 64, "selector_hidden_dim": 16, "dropout": 0.0}
+                      "feedforward_dim": 64, "selector_hidden_dim": 16, "dropout": 0.0, "novelty_threshold": -1.0}
 # 40-frame windows compressed up to 1.5x need 60 frames (0.8 s at 75 frames/s); a 1 s segment has 75
 TINY_WINDOW = {"window_frames": 40, "max_ratio": 1.5, "selector_hidden_dims": [32, 16], "pooled_steps": 10}
 SAMPLE_RATE = 24_000
@@ -115,18 +119,104 @@ def test_a_checkpoint_that_does_not_rebuild_is_one_checkpoint_error_line(checkpo
     assert message in str(raised.value) and len(str(raised.value).splitlines()) == 1, raised.value
 
 
-def test_select_output_takes_best_mean_or_an_index(checkpoints):
+def novelty_terms(loss: float, to_input: float, to_target: float) -> NoveltyTerms:
+    return NoveltyTerms(loss=torch.tensor(loss), similarity_to_input=torch.tensor(to_input), similarity_to_target=torch.tensor(to_target))
+
+
+def test_select_output_takes_the_lowest_novelty_loss_an_index_or_the_mean():
+    ramp = torch.arange(10.0).reshape(1, 2, 5)  # [B, D, T]
+    # pair 1 has the lowest loss, but neither the lowest latents nor the lowest similarities;
+    # the mean latent (ramp + 4) is not the median one (ramp + 3)
+    result = FusionOutput(
+        outputs=[ramp + 1.0, ramp + 8.0, ramp + 3.0],
+        input_references=[ramp] * 3,
+        target_references=[ramp] * 3,
+        novelty=[novelty_terms(0.5, 0.1, 0.7), novelty_terms(0.2, 0.9, 0.2), novelty_terms(0.8, 0.2, 0.0)],
+    )
+
+    latent, novelty, used = fusion_inference.select_output(result, "best")
+    assert used == 1 and latent is result.outputs[1] and novelty is result.novelty[1]
+    for index in (0, 2):
+        latent, novelty, used = fusion_inference.select_output(result, index)
+        assert used == index and latent is result.outputs[index] and novelty is result.novelty[index]
+
+    latent, novelty, used = fusion_inference.select_output(result, "mean")
+    assert used == "mean"
+    torch.testing.assert_close(latent, ramp + 4.0)
+    assert float(novelty.loss) == pytest.approx(0.5)
+    assert float(novelty.similarity_to_input) == pytest.approx(0.4)
+    assert float(novelty.similarity_to_target) == pytest.approx(0.3)
+
+
+def test_each_chunk_keeps_the_pair_its_mode_names_and_records_every_pairs_novelty(checkpoints, pair):
     loaded = fusion_inference.load_fusion_checkpoint(checkpoints["adaptive_window"])
-    latents = torch.randn(2, 128, 75, generator=torch.Generator().manual_seed(0))  # [2, D, T]
+    codec = loaded.codec
+    audio = [read_mono(path, SAMPLE_RATE)[: round(2.5 * SAMPLE_RATE)] for path in pair]
+    chunking = fusion_inference.plan_chunks(loaded.model.config, codec, len(audio[0]), loaded.segment_seconds)
+    assert chunking.starts == [0, SAMPLE_RATE] and chunking.samples == SAMPLE_RATE
     with torch.inference_mode():
-        result = loaded.model(latents[:1], latents[1:])
-    losses = [float(terms.loss) for terms in result.novelty]
-    latent, _, index = fusion_inference.select_output(result, "best")
-    assert index == int(np.argmin(losses)) and latent is result.outputs[index]
-    assert fusion_inference.select_output(result, 2)[2] == 2
-    mean, _, label = fusion_inference.select_output(result, "mean")
-    assert label == "mean"
-    torch.testing.assert_close(mean, torch.stack(result.outputs).mean(dim=0))
+        direct = []  # the model's own outputs for each chunk, all pairs
+        for start in chunking.starts:
+            sources = np.stack([a[start : start + chunking.samples] for a in audio])  # [2, S]
+            latents = codec.encode(torch.from_numpy(sources)[:, None])  # [2, D, T]
+            direct.append(loaded.model(latents[:1], latents[1:]))
+        by_mode = {mode: fusion_inference.run_chunks(loaded.model, codec, *audio, chunking, mode, "cpu") for mode in ("best", "mean", 1)}
+
+    best_pairs = []
+    for index, result in enumerate(direct):
+        losses = [float(terms.loss) for terms in result.novelty]
+        best = int(np.argmin(losses))
+        best_pairs.append(best)
+        for mode, used, expected in (("best", best, result.outputs[best]), (1, 1, result.outputs[1]),
+                                     ("mean", "mean", torch.stack(result.outputs).mean(dim=0))):
+            chunk = by_mode[mode][index]
+            assert chunk.window_metadata["pair_used"] == used, (mode, index)
+            assert chunk.window_metadata["pair_novelty"] == pytest.approx(losses, abs=1e-6), (mode, index)
+            torch.testing.assert_close(chunk.latent, expected, msg=f"{mode}, chunk {index}")
+        assert float(by_mode["mean"][index].novelty.loss) == pytest.approx(np.mean(losses), abs=1e-6)
+        assert float(by_mode["best"][index].novelty.loss) == pytest.approx(min(losses), abs=1e-6)
+    # the fixture must tell "best" from "first pair" and from "one pair for all chunks"
+    assert best_pairs == [2, 1], best_pairs
+
+
+def fake_decode(codec, peak: float, kept_samples: int):
+    """A deterministic stand-in for Griffin-Lim: a 220 Hz tone under the latent's loudness,
+    peaking at ``peak`` within the first ``kept_samples`` (what fuse_pair keeps of the
+    zero-padded last chunk). [B, D, T] -> [B, 1, T * hop]"""
+    def decode(latents: torch.Tensor) -> torch.Tensor:
+        loudness = latents.float().mean(dim=1).exp().repeat_interleave(codec.hop_length, dim=-1)  # [B, S]
+        time = torch.arange(loudness.shape[-1]) / codec.sample_rate  # [S]
+        wave = loudness * torch.sin(2 * torch.pi * 220.0 * time)  # [B, S]
+        return (peak * wave / wave[:, :kept_samples].abs().amax(dim=-1, keepdim=True))[:, None]  # [B, 1, S]
+    return decode
+
+
+def test_a_loud_output_is_scaled_under_full_scale_and_the_gain_recorded(checkpoints, pair, tmp_path, monkeypatch):
+    loaded = fusion_inference.load_fusion_checkpoint(checkpoints["compositional"])
+    written = {}
+    for name, peak in (("quiet", 0.5), ("loud", 3.8)):
+        monkeypatch.setattr(loaded.codec, "decode", fake_decode(loaded.codec, peak, kept_samples=round(2.5 * SAMPLE_RATE)))
+        report = fusion_inference.fuse_pair(loaded.model, loaded.codec, *pair, tmp_path / f"{name}.wav", "best", 1.0, "cpu")
+        audio, _ = soundfile.read(tmp_path / f"{name}.wav", dtype="float32")
+        written[name] = (report, audio)
+
+    quiet_report, quiet = written["quiet"]
+    assert quiet_report["output_gain"] == 1.0 and quiet_report["output_peak"] == pytest.approx(0.5)
+    assert np.abs(quiet).max() == pytest.approx(0.5)
+    loud_report, loud = written["loud"]
+    gain = 0.99 / 3.8
+    assert loud_report["output_peak"] == pytest.approx(3.8) and loud_report["output_gain"] == pytest.approx(gain)
+    assert np.abs(loud).max() == pytest.approx(0.99) and np.abs(loud).max() <= 0.99
+    # scaled, not clipped: the loud file is the quiet one times one gain, sample for sample
+    np.testing.assert_allclose(loud, quiet * (3.8 / 0.5) * gain, atol=1e-6)
+    # the correlations are the decoded output's, as if no gain had been applied
+    sources = [read_mono(path, SAMPLE_RATE)[: len(loud)] for path in pair]
+    assert loud_report["envelope_correlation"] == pytest.approx(fusion_inference.envelope_correlations(loud / gain, *sources), abs=1e-6)
+
+    monkeypatch.setattr(loaded.codec, "decode", lambda latents: torch.full((1, 1, latents.shape[-1] * HOP), float("nan")))
+    with pytest.raises(AudioError, match=r"fused output of .*: 60000 of 60000 samples are NaN or infinite"):
+        fusion_inference.fuse_pair(loaded.model, loaded.codec, *pair, tmp_path / "nan.wav", "best", 1.0, "cpu")
+    assert not (tmp_path / "nan.wav").exists()
 
 
 def test_envelope_correlations_need_a_whole_envelope():

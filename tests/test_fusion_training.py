@@ -4,6 +4,7 @@ only in training, evaluation is deterministic, and the configs validate."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 import torch
@@ -13,7 +14,8 @@ from models.cascade import build_fusion_model
 from models.codecs import build_codec
 from core.config import ConfigError
 from models.fusion_config import FusionTrainConfig
-from models.fusion_training import FusionObjective, evaluate, train_step
+from models.fusion_training import FusionObjective, derangement, evaluate, train_step
+from models.masking import apply_complementary_mask
 from models.optimization import build_optimizer, build_scheduler
 
 TINY_MODEL = {
@@ -78,17 +80,92 @@ def test_adaptive_window_step_reports_the_window_selection(mel_batch):
     assert {"pair0_start_input_mean", "pair2_ratio_target_mean", "pair1_tonality_strength_mean"} <= set(metrics)
 
 
-def test_masking_and_shuffling_only_in_training(mel_batch):
+def test_evaluation_sees_whole_latents_and_single_stage_models_are_not_masked(mel_batch):
     codec, batch = mel_batch
     objective = FusionObjective(codec=codec, config=tiny_config(), cascade=True)
     clean = objective.prepare(batch, training=False, generator=None)
     assert torch.equal(clean.input, batch["input_latent"].float()) and torch.equal(clean.target, batch["target_latent"].float())
+    assert FusionObjective(codec=codec, config=tiny_config(), cascade=False).masking is None
+
+
+def test_masked_frames_hold_the_codec_silence_and_kept_frames_the_latent(mel_batch):
+    codec, batch = mel_batch
+    objective = FusionObjective(codec=codec, config=tiny_config(), cascade=True)
     masked = objective.prepare(batch, training=True, generator=torch.Generator().manual_seed(1))
-    assert not torch.equal(masked.input, masked.input_reference)
-    # masked-out frames hold the codec's silence, not zero (zero is loud in log-mel)
-    assert masked.input.min() >= codec.silence_latent().min() - 1e-2  # float16 shards
-    single_stage = FusionObjective(codec=codec, config=tiny_config(), cascade=False)
-    assert single_stage.masking is None
+    # The temporal mask does not depend on the data or the seed: rebuild the one prepare used.
+    masks = apply_complementary_mask(masked.input_reference, masked.target_reference, objective.masking)
+    # Zero is a loud bin in log-mel: masked frames must read the codec's silence (-11.5), not 0.
+    silence = codec.silence_latent().float()[None, :, None].expand_as(masked.input)  # [B, D, T]
+    for side, mask, reference in (("input", masks.input_mask, masked.input_reference),
+                                  ("target", masks.target_mask, masked.target_reference)):
+        prepared = getattr(masked, side)
+        removed, kept = mask == 0, mask == 1  # fully masked / untouched frames, fades excluded
+        assert removed.any() and kept.any(), side
+        # float16 shards: the silence may come back rounded to float16
+        torch.testing.assert_close(prepared[removed], silence[removed], atol=1e-2, rtol=1e-3, msg=side)
+        assert torch.equal(prepared[kept], reference[kept]), side
+
+
+def latent_batch(size: int, seed: int) -> dict[str, torch.Tensor]:
+    """Random [B, 128, 30] latents: every row differs from every other."""
+    generator = torch.Generator().manual_seed(seed)
+    return {name: torch.randn(size, 128, 30, generator=generator) for name in ("input_latent", "target_latent")}
+
+
+def source_rows(shuffled: torch.Tensor, original: torch.Tensor) -> list[int]:
+    """For each row of ``shuffled``, the one row of ``original`` it equals."""
+    rows = []
+    for row in shuffled:
+        matches = [index for index, candidate in enumerate(original) if torch.equal(row, candidate)]
+        assert len(matches) == 1, matches
+        rows.append(matches[0])
+    return rows
+
+
+@pytest.mark.parametrize("size", [2, 3, 4, 5])
+def test_training_gives_every_input_another_examples_target(mel_batch, size):
+    codec, _ = mel_batch
+    config = tiny_config()
+    assert config.losses.shuffle_targets  # the default
+    objective = FusionObjective(codec=codec, config=config, cascade=True)
+    for seed in range(25):
+        batch = latent_batch(size, seed)
+        prepared = objective.prepare(batch, training=True, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(prepared.input_reference, batch["input_latent"])  # inputs stay in place
+        sources = source_rows(prepared.target_reference, batch["target_latent"])
+        assert sorted(sources) == list(range(size)), sources  # a permutation: every target used once
+        assert all(source != row for row, source in enumerate(sources)), f"seed {seed}: an input kept its own target: {sources}"
+
+
+def test_targets_stay_in_place_without_shuffling_and_in_evaluation(mel_batch):
+    codec, _ = mel_batch
+    unshuffled = FusionTrainConfig.from_dict({**tiny_config().to_dict(), "losses": {"shuffle_targets": False}})
+    batch = latent_batch(4, seed=0)
+    for config, training in ((unshuffled, True), (tiny_config(), False)):
+        objective = FusionObjective(codec=codec, config=config, cascade=True)
+        for seed in range(5):
+            prepared = objective.prepare(batch, training=training, generator=torch.Generator().manual_seed(seed))
+            assert torch.equal(prepared.target_reference, batch["target_latent"]), (config.losses.shuffle_targets, training)
+            assert torch.equal(prepared.input_reference, batch["input_latent"])
+
+
+def test_derangement_moves_every_index_and_reaches_every_derangement():
+    for size in (2, 3, 4, 5, 8):
+        generator = torch.Generator().manual_seed(size)
+        for _ in range(50):
+            order = derangement(size, generator)
+            assert sorted(order.tolist()) == list(range(size))
+            assert not bool((order == torch.arange(size)).any()), order
+    generator = torch.Generator().manual_seed(0)
+    assert {tuple(derangement(3, generator).tolist()) for _ in range(40)} == {(1, 2, 0), (2, 0, 1)}
+    # 4 elements have 9 derangements; 900 draws give each ~100 (sd ~9.4) if they are uniform
+    counts = Counter(tuple(derangement(4, generator).tolist()) for _ in range(900))
+    assert len(counts) == 9 and all(60 < count < 140 for count in counts.values()), counts
+    # the same seed draws the same order
+    assert torch.equal(derangement(5, torch.Generator().manual_seed(3)), derangement(5, torch.Generator().manual_seed(3)))
+    for size in (0, 1):
+        with pytest.raises(ValueError, match=f"at least 2 elements, got {size}"):
+            derangement(size, generator)
 
 
 def test_scheduler_warms_up_then_decays():

@@ -4,6 +4,8 @@ mid-epoch with the same step counter; and the Tune-trial context end to end (Ray
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,7 +17,7 @@ from models.codecs import build_codec
 from models.fusion_config import FusionTrainConfig
 from pipelines.loop import InjectedFault, LocalContext, LoopSettings, LoopState, run_epochs
 from pipelines.shard_data import DataPlan
-from pipelines.tasks import TaskPlan
+from pipelines.tasks import TaskPlan, get_task
 from pipelines.worker import WorkerPlan, train_worker
 
 FRAMES = 40
@@ -55,7 +57,7 @@ def fusion_plan(tmp_path, *, epochs: int, checkpoint_every_steps: int = 0, fail_
                            recorded={"segment_seconds": 0.5}),
         data=DataPlan(str(tmp_path), files, ("input_latent", "target_latent"), ("pair_0", "pair_1", "pair_2"), ("pair_3",), True),
         loop=LoopSettings(epochs=epochs, steps_per_epoch=3, checkpoint_every_steps=checkpoint_every_steps,
-                          fail_at_step=fail_at_step, run_dir=str(tmp_path / "run")),
+                          fail_at_step=fail_at_step, run_dir=str(tmp_path / "run"), selection=get_task("fusion").selection),
     )
 
 
@@ -67,12 +69,16 @@ def test_reports_every_epoch_and_every_n_steps_with_checkpoints(tmp_path):
     epoch_reports = [report for report in context.reports if "total" in report]
     assert [report["epoch"] for report in epoch_reports] == [1, 2]
     for report in epoch_reports:
-        assert {"val_total", "val_corr_cost", "epoch_seconds", "step_seconds", "overhead_seconds"} <= set(report)
+        assert {"val_total", "val_corr_cost", "val_score", "val_score_plain_mix", "val_newness", "epoch_seconds", "step_seconds",
+                "overhead_seconds"} <= set(report)
         assert 0 < report["step_seconds"] <= report["epoch_seconds"]
     assert epoch_reports[0]["setup_seconds"] > 0 and "setup_seconds" not in epoch_reports[1]  # start-up, reported once
     assert len(list((tmp_path / "checkpoints").glob("checkpoint_*/state.pt"))) == 4
     assert (state.step, state.epoch) == (6, 2)
-    assert state.best_validation == min(report["val_total"] for report in epoch_reports)
+    # checkpoints are ranked by the arrangement score, higher is better, not by the loss
+    assert state.best_validation == max(report["val_score"] for report in epoch_reports)
+    mid_epoch = [report for report in context.reports if "total" not in report]
+    assert [report["val_score"] for report in mid_epoch] == [-math.inf, epoch_reports[0]["val_score"]]
 
 
 def test_fault_at_a_step_then_resume_mid_epoch_ends_on_the_clean_step_counter(tmp_path):

@@ -10,6 +10,8 @@ import torch
 
 from models.losses import (
     FusionLoss,
+    LogMelFrames,
+    arrangement_reconstruction,
     LossWeights,
     build_discriminator,
     correlation_cost,
@@ -26,7 +28,8 @@ from models.losses import (
 )
 
 PARTS = 250
-BASE_TERMS = {"spectral", "spectral_input", "spectral_target", "rms_in", "rms_tgt", "corr_cost", "corr_input", "corr_target"}
+RECONSTRUCTION_TERMS = {"reconstruction", "reconstruction_harmony", "reconstruction_rhythm"}
+BASE_TERMS = RECONSTRUCTION_TERMS | {"spectral", "spectral_input", "spectral_target", "rms_in", "rms_tgt", "corr_cost", "corr_input", "corr_target"}
 NOVELTY_TERMS = {"novelty", "similarity_to_input", "similarity_to_target"}
 
 
@@ -37,6 +40,90 @@ def orthonormal_rows(count: int, length: int, seed: int) -> torch.Tensor:
     basis = basis - basis.mean(dim=0, keepdim=True)
     q, _ = torch.linalg.qr(basis)  # columns orthonormal and, as combinations of zero-mean columns, zero-mean
     return q.T
+
+
+# --------------------------------------------------------------------------- novelty (note 004)
+
+
+def reference_novelty(output, input, target, *, threshold):
+    """The novelty loss written out example by example in float64: centre every channel
+    over its frames, flatten, cosine; relu(similarity - threshold) summed over sources."""
+    losses = []
+    for o, i, t in zip(output.double(), input.double(), target.double()):
+        vectors = [(x - x.mean(dim=1, keepdim=True)).flatten() for x in (o, i, t)]
+        similarities = [float(vectors[0] @ v / (vectors[0].norm() * v.norm())) for v in vectors[1:]]
+        losses.append(sum(max(0.0, s - threshold) for s in similarities))
+    return torch.tensor(sum(losses) / len(losses), dtype=output.dtype)
+
+
+def test_novelty_matches_its_definition_and_its_threshold_counts():
+    generator = torch.Generator().manual_seed(3)
+    source = torch.randn(2, 16, 30, generator=generator)
+    output = source + 0.6 * torch.randn(2, 16, 30, generator=generator)  # similar to the input, ~0.85
+    other = torch.randn(2, 16, 30, generator=generator)
+    for threshold in (0.3, 0.7, 0.95):
+        terms = novelty_loss(output, source, other, threshold=threshold)
+        torch.testing.assert_close(terms.loss, reference_novelty(output, source, other, threshold=threshold))
+    losses = [novelty_loss(output, source, other, threshold=t).loss.item() for t in (0.3, 0.7, 0.95)]
+    assert losses[0] > losses[1] > losses[2] == 0.0
+
+
+def test_novelty_ignores_level_and_average_spectrum():
+    """Log-mel clips share a level and a spectral tilt: uncentred, any two score ~0.9.
+    Centred, a copy scores 1 whatever its level, and unrelated clips or a stationary
+    output score ~0."""
+    generator = torch.Generator().manual_seed(4)
+    tilt = torch.linspace(0.0, -8.0, 64)[None, :, None]  # [1, M, 1] shared spectral tilt
+    input, target = (tilt - 6.0 + torch.randn(2, 1, 64, 200, generator=generator))  # [1, M, T] each
+    stationary = (tilt - 6.0).expand_as(input) + 0.0
+    assert torch.nn.functional.cosine_similarity(input.flatten(1), target.flatten(1)).item() > 0.9  # the old measure
+    louder_copy = novelty_loss(target + 3.0, input, target)
+    assert louder_copy.similarity_to_target.item() == pytest.approx(1.0, abs=1e-5)
+    assert abs(louder_copy.similarity_to_input.item()) < 0.1
+    flat = novelty_loss(stationary, input, target)
+    assert abs(flat.similarity_to_input.item()) < 1e-6 and abs(flat.similarity_to_target.item()) < 1e-6
+    assert flat.loss.item() == 0.0
+
+
+# --------------------------------------------------------------------------- reconstruction
+
+
+def frames_from(shape: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    """Log-mel frames [1, M, T] with a given spectral shape [M, T] (log-softmax'd) and frame log energy [T]."""
+    return (torch.log_softmax(shape, dim=0) + level[None])[None]
+
+
+def test_reconstruction_is_zero_for_the_target_shape_on_the_input_contour():
+    generator = torch.Generator().manual_seed(5)
+    input = frames_from(torch.randn(32, 96, generator=generator), torch.randn(96, generator=generator))
+    target = frames_from(torch.randn(32, 96, generator=generator), torch.randn(96, generator=generator))
+    target_shape = target[0] - torch.logsumexp(target[0], dim=0, keepdim=True)
+    arrangement = frames_from(target_shape, 2.0 * torch.logsumexp(input[0], dim=0) + 1.0)
+    terms = arrangement_reconstruction(arrangement, input, target, pool_frames=8)
+    assert terms.harmony.item() == pytest.approx(0.0, abs=1e-5) and terms.rhythm.item() == pytest.approx(0.0, abs=1e-5)
+    # each copy keeps one part only; a stationary output keeps no contour at all
+    copy_target = arrangement_reconstruction(target, input, target, pool_frames=8)
+    copy_input = arrangement_reconstruction(input, input, target, pool_frames=8)
+    stationary = arrangement_reconstruction(frames_from(target_shape.mean(1, keepdim=True).expand(32, 96), torch.zeros(96)), input, target, pool_frames=8)
+    assert copy_target.harmony.item() == pytest.approx(0.0, abs=1e-5) and copy_target.rhythm.item() > 0.5
+    assert copy_input.rhythm.item() == pytest.approx(0.0, abs=1e-5) and copy_input.harmony.item() > 0.3
+    assert stationary.rhythm.item() == pytest.approx(1.0, abs=1e-5)
+    for terms in (copy_target, copy_input, stationary):
+        assert terms.loss.item() > 0.3
+
+
+def test_reconstruction_pools_the_harmony_over_frames():
+    """Within a pooling window the harmony term does not care where the notes sit."""
+    generator = torch.Generator().manual_seed(6)
+    target = frames_from(torch.randn(16, 64, generator=generator), torch.zeros(64))
+    moved = torch.cat([target[..., 1:8].flip(-1), target[..., :1], target[..., 8:]], dim=-1)  # reorder inside window 0
+    assert arrangement_reconstruction(moved, target, target, pool_frames=8).harmony.item() == pytest.approx(0.0, abs=1e-5)
+    assert arrangement_reconstruction(moved, target, target, pool_frames=1).harmony.item() > 0.1
+
+
+def test_audio_domain_log_mel_frames_follow_the_frame_rate():
+    frames = LogMelFrames(24_000)(torch.randn(2, 1, 24_000))
+    assert frames.shape[0] == 2 and frames.shape[1] == 64 and abs(frames.shape[2] - 75) <= 1
 
 
 # --------------------------------------------------------------------------- correlation cost
@@ -149,6 +236,7 @@ def recomputed_total(weights: LossWeights, terms: dict[str, torch.Tensor]) -> to
     spectral = weights.loss_weight_input * terms["spectral_input"] + weights.loss_weight_target * terms["spectral_target"]
     torch.testing.assert_close(terms["spectral"], spectral)
     total = weights.loss_weight_spectral * spectral + weights.corr_weight * terms["corr_cost"]
+    total = total + weights.reconstruction_weight * terms["reconstruction"]
     total = total + weights.mask_reg_weight * terms.get("novelty", torch.tensor(0.0))
     return total + weights.gan_weight * terms.get("gan", torch.tensor(0.0))
 
@@ -188,7 +276,9 @@ def test_fusion_loss_in_the_mel_domain_computes_novelty_from_the_frames():
         assert set(result.terms) == BASE_TERMS | NOVELTY_TERMS
         assert all(torch.isfinite(value) for value in result.terms.values())
         torch.testing.assert_close(result.total, recomputed_total(weights, result.terms))
-        torch.testing.assert_close(result.terms["novelty"], novelty_loss(output, input_frames, target_frames).loss)
+        # the mel frames are the latents: novelty at the notes' default threshold, on them
+        expected = reference_novelty(output.detach(), input_frames, target_frames, threshold=0.7)
+        torch.testing.assert_close(result.terms["novelty"], expected)
         result.total.backward()
         assert output.grad.abs().sum() > 0 and torch.isfinite(output.grad).all()
 
@@ -237,6 +327,7 @@ def test_loss_weights_round_trip_and_validation():
         "gan_weight": 0.0,
         "shuffle_targets": True,
         "discriminator_learning_rate": 1e-4,
+        "reconstruction_weight": 1.0,
     }
     for bad in (-0.1, float("nan"), float("inf"), True, "0.5"):
         with pytest.raises(ValueError, match="corr_weight") as error:

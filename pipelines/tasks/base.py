@@ -26,6 +26,7 @@ from torch import nn
 from core.config import SectionedConfig
 from datasets.shard_rows import Rows
 from models.checkpoints import TrainingState
+from pipelines.loop import Selection
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ class Task:
     columns: ClassVar[tuple[str, ...]]
     # metrics the command's summary prints
     shown_metrics: ClassVar[tuple[str, ...]] = ("total", "val_total")
+    # the held-out metric that picks the best checkpoint and ranks search trials
+    selection: ClassVar[Selection] = Selection()
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Flags of this task's ``jingle train`` beyond the shared ones."""

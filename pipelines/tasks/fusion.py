@@ -23,20 +23,24 @@ from models.cascade import build_fusion_model
 from models.checkpoints import TrainingState
 from models.codecs import build_codec
 from models.fusion_config import FusionTrainConfig
-from models.fusion_training import FusionObjective, evaluate, train_step
+from models.fusion_training import ArrangementValidator, FusionObjective, evaluate, train_step
 from models.optimization import unwrap
 from pipelines.common import UsageError
+from pipelines.loop import Selection
 from pipelines.tasks.base import Task, TaskPlan, TaskWorker
 
 LATENT_COLUMNS = ("input_latent", "target_latent")
 # Validation terms reported (present for every model and codec).
-VALIDATION_TERMS = ("total", "spectral", "spectral_input", "spectral_target", "rms_in", "rms_tgt", "novelty", "corr_cost")
+VALIDATION_TERMS = ("total", "reconstruction", "spectral", "spectral_input", "spectral_target", "rms_in", "rms_tgt", "novelty", "corr_cost")
 
 
 class FusionTask(Task):
     name = "fusion"
     config_class = FusionTrainConfig
     columns = LATENT_COLUMNS
+    shown_metrics = ("total", "val_total", "val_score", "val_score_plain_mix", "val_score_stationary")
+    # the fixed arrangement score, not the loss a search reweights (models/arrangement.py)
+    selection = Selection("val_score", "max")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--codec-checkpoint", default=None, help="EnCodec weights when the shards used EnCodec")
@@ -83,6 +87,7 @@ class FusionWorker(TaskWorker):
         self.config, self.device, self.model = config, device, model
         self.codec = build_codec(plan.payload["codec_name"], state=plan.shared.get("codec_state")).to(device)
         self.objective = FusionObjective(codec=self.codec, config=config, cascade=config.model.num_stages == 2).to(device)
+        self.validator = ArrangementValidator(self.codec, config.validation.score_segments)
         discriminator = self.objective.discriminator
         self.discriminator_optimizer = (
             torch.optim.AdamW(discriminator.parameters(), lr=config.losses.discriminator_learning_rate) if discriminator is not None else None
@@ -110,8 +115,11 @@ class FusionWorker(TaskWorker):
 
     def validate(self, model: nn.Module, rows: Rows) -> dict[str, float]:
         self.example.clear()
-        means = evaluate(unwrap(model), self._keep_first(self._tensors(rows, self.config.training.batch_size, epoch=0, drop_last=False)), self.objective)
-        return {f"val_{term}": means[term] for term in VALIDATION_TERMS if term in means}
+        batch_size = self.config.training.batch_size
+        means = evaluate(unwrap(model), self._keep_first(self._tensors(rows, batch_size, epoch=0, drop_last=False)), self.objective)
+        metrics = {f"val_{term}": means[term] for term in VALIDATION_TERMS if term in means}
+        scored = self.validator(unwrap(model), self._tensors(rows, batch_size, epoch=0, drop_last=False))
+        return {**metrics, **{f"val_{name}": value for name, value in scored.items()}}
 
     def _keep_first(self, batches: Iterator[dict[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
         for batch in batches:

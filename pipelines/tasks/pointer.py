@@ -26,6 +26,7 @@ from models.pointer import PointerNetwork
 from models.pointer_loss import build_pointer_loss
 from models.pointer_training import evaluate_pointer, pointer_train_step
 from pipelines.common import UsageError
+from pipelines.loop import Selection
 from pipelines.pointer_config import PointerTrainConfig
 from pipelines.tasks.base import Task, TaskPlan, TaskWorker
 
@@ -42,6 +43,7 @@ class PointerTask(Task):
     config_class = PointerTrainConfig
     columns = tuple(TRAINING_COLUMNS)
     shown_metrics = ("total", "val_total", "val_accuracy_within_2", "val_jump_accuracy_within_2")
+    selection = Selection("val_accuracy_within_2", "max")
 
     def plan(self, config: PointerTrainConfig, data: Any, *, train_ids: list[str], workers: int, args: argparse.Namespace) -> TaskPlan:
         if data.settings["features"] != config.features.to_dict():

@@ -1,0 +1,170 @@
+"""Fusion quality: what a trained model writes, scored against the shortcuts and a real arrangement.
+
+    python bench/fusion_quality.py [--epochs 12] [--train-pairs 16] [--held-out 4]
+        [--seconds 12] [--segment-seconds 4] [--override losses.KEY=VALUE ...]
+        [--work DIR] [--smoke] [--ray-address ADDR]
+
+What a user does, end to end, on generated pairs (drums as input, chords as target):
+
+1. ``--train-pairs`` pairs and ``--held-out`` pairs no training step sees (other seeds),
+   with each held-out pair's rendered arrangement (``datasets/synth.py``: the target's
+   chords articulated on the input's drum hits, in the target's instrument);
+2. ``jingle preprocess fusion`` (mel codec, ``--segment-seconds`` segments);
+3. ``jingle train fusion`` of the demo-size model (``configs/demo.json``'s model and
+   masking) with ``configs/fusion.json``'s loss weights, ``--override`` applied, for
+   ``--epochs`` epochs; the best checkpoint is chosen by ``val_score`` on the run's own
+   validation pairs;
+4. ``jingle evaluate fusion --checkpoint BEST --pairs HELD_OUT --compare
+   arrangement=HELD_OUT/arrangement``: the model, the four shortcuts and the rendered
+   arrangement, scored on every held-out pair.
+
+It prints the mean score of each (and its ratio to the best shortcut's, the baseline of
+the same run), the mean of every part figure, and the time of each step, and writes
+``WORK/results.json``. ``--smoke`` (tiny corpus, one epoch) only checks that it runs.
+"""
+
+from __future__ import annotations
+
+if __package__ in (None, ""):  # run as a file: make the project importable
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.machine import add_ray_address_argument, describe_machine, start_ray
+from datasets.synth import CorpusSpec, write_fusion_corpus
+from models.arrangement import SCORE_FIGURES, SHORTCUTS
+from pipelines import evaluate_fusion, preprocess_fusion, train_fusion
+
+ROOT = Path(__file__).resolve().parent.parent
+HELD_OUT_FIRST_INDEX = 10_000  # seeds the corpus never uses
+
+
+def build_config(work: Path, *, epochs: int) -> Path:
+    """configs/demo.json's model, masking and training with configs/fusion.json's losses."""
+    demo = json.loads((ROOT / "configs" / "demo.json").read_text())
+    full = json.loads((ROOT / "configs" / "fusion.json").read_text())
+    config = {**demo, "losses": full["losses"], "training": {**demo["training"], "epochs": epochs}}
+    path = work / "config.json"
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    return path
+
+
+def make_corpus(work: Path, args: argparse.Namespace) -> tuple[Path, Path]:
+    corpus, held_out = work / "corpus", work / "held-out"
+    for folder in (corpus, held_out):
+        shutil.rmtree(folder, ignore_errors=True)
+    spec = CorpusSpec(pairs=args.train_pairs, min_seconds=args.seconds, max_seconds=args.seconds, seed=args.seed)
+    write_fusion_corpus(corpus, spec)
+    held = CorpusSpec(pairs=args.held_out, min_seconds=args.seconds, max_seconds=args.seconds, seed=args.seed)
+    write_fusion_corpus(held_out, held, first_index=HELD_OUT_FIRST_INDEX, arrangements=True)
+    return corpus, held_out
+
+
+def summarize(report: dict) -> dict[str, dict[str, float]]:
+    """Output name -> mean score and mean part figures over the held-out pairs."""
+    rows: dict[str, dict[str, list[float]]] = {}
+    for pair in report["pairs"]:
+        for entry in pair["outputs"]:
+            row = rows.setdefault(entry["name"], {})
+            row.setdefault("score", []).append(entry["score"])
+            for name in (*SCORE_FIGURES, "envelope_cost"):
+                value = entry["figures"].get(name)
+                if value is not None:
+                    row.setdefault(name, []).append(value)
+    return {name: {key: float(np.mean(values)) for key, values in row.items()} for name, row in rows.items()}
+
+
+def print_table(means: dict[str, dict[str, float]]) -> None:
+    best_shortcut = max(means[name]["score"] for name in SHORTCUTS)
+    columns = ("score", *SCORE_FIGURES, "envelope_cost")
+    print(f"{'output':<14}" + "".join(f"{column:>10}" for column in columns) + f"{'/ best shortcut':>17}")
+    for name in ("model", "arrangement", *SHORTCUTS):
+        row = means.get(name)
+        if row is None:
+            continue
+        cells = "".join(f"{row[column]:>10.3f}" if column in row else f"{'n/a':>10}" for column in columns)
+        print(f"{name:<14}{cells}{row['score'] / best_shortcut:>17.2f}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--train-pairs", type=int, default=16)
+    parser.add_argument("--held-out", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=12.0, help="length of every generated clip")
+    parser.add_argument("--segment-seconds", type=float, default=4.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="training config override (repeatable)")
+    parser.add_argument("--work", default="out/bench-fusion-quality")
+    parser.add_argument("--smoke", action="store_true", help="tiny corpus, one epoch: checks that it runs")
+    add_ray_address_argument(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.smoke:
+        args.epochs, args.train_pairs, args.held_out, args.seconds, args.segment_seconds = 1, 4, 1, 3.0, 1.5
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    print(describe_machine())
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    corpus, held_out = make_corpus(work, args)
+    timings["generate"] = time.perf_counter() - started
+
+    start_ray(args.ray_address)
+    shards = work / "shards"
+    shutil.rmtree(shards, ignore_errors=True)
+    started = time.perf_counter()
+    preprocess_fusion.run(preprocess_fusion.build_parser().parse_args(
+        ["--pairs", str(corpus), "--out", str(shards), "--codec", "mel", "--segment-seconds", repr(args.segment_seconds), "--quiet"]
+    ))
+    timings["preprocess"] = time.perf_counter() - started
+
+    config = build_config(work, epochs=args.epochs)
+    storage = work / "runs"
+    shutil.rmtree(storage, ignore_errors=True)
+    arguments = ["--data", str(shards), "--config", str(config), "--storage", str(storage), "--name", "quality", "--workers", "1"]
+    for override in args.override:
+        arguments += ["--override", override]
+    started = time.perf_counter()
+    trained = train_fusion.run(train_fusion.build_parser().parse_args(arguments))
+    timings["train"] = time.perf_counter() - started
+    print(trained.report())
+
+    evaluation = work / "evaluation"
+    shutil.rmtree(evaluation, ignore_errors=True)
+    started = time.perf_counter()
+    code = evaluate_fusion.main([
+        "--checkpoint", trained.best_checkpoint, "--pairs", str(held_out), "--out", str(evaluation),
+        "--compare", f"arrangement={held_out / 'arrangement'}", "--device", "cpu",
+    ])
+    timings["evaluate"] = time.perf_counter() - started
+    if code:
+        return code
+    report = json.loads((evaluation / "report.json").read_text())
+    means = summarize(report)
+    print(f"\nheld-out pairs: {len(report['pairs'])}; trained {trained.step} steps ({args.epochs} epochs) "
+          f"with overrides {args.override or 'none'}; best checkpoint by val_score")
+    print_table(means)
+    print("time: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings.items())
+          + f"; all {sum(timings.values()):.0f} s")
+    results = {"overrides": args.override, "epochs": args.epochs, "steps": trained.step, "means": means, "timings": timings,
+               "best_checkpoint": trained.best_checkpoint, "report": str(evaluation / "report.md")}
+    (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""``jingle evaluate fusion``: score fused audio as an arrangement, against the shortcuts.
+
+    python -m pipelines.evaluate_fusion INPUT.wav TARGET.wav OUTPUT.wav [OUTPUT2.wav ...] --out DIR
+    python -m pipelines.evaluate_fusion --checkpoint CKPT --pairs DIR_OR_MANIFEST --out DIR
+        [--compare NAME=FOLDER ...] [--pair best|mean|N] [--actors N] [--codec-checkpoint PATH]
+
+The first form scores any outputs (a model's, another system's, a hand-made one) against
+their input and target. The second fuses every pair of a folder or manifest with a
+checkpoint, through the same code and Ray Data actor pool as ``jingle fuse --batch`` (the
+fused files go to ``DIR/fused/``), and scores each fusion as ``model``; ``--compare
+NAME=FOLDER`` scores ``FOLDER/<pair_id>.wav`` beside it as ``NAME`` (another system, a
+rendered arrangement).
+
+Both also score, in the same run, the four shortcuts a loss can settle on (copy_input,
+copy_target, plain_mix, stationary), and write ``DIR/report.json``, ``DIR/report.md``
+and one picture per pair in ``DIR/pictures/``. What the score and its figures measure:
+``models/arrangement.py``. A bad or missing file stops the first form with one line (exit
+2); in the second, it fails its pair only, and the run stops (exit 2) if no pair is left.
+"""
+
+from __future__ import annotations
+
+if __package__ in (None, ""):  # run as a file (ray submit): make the project importable
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipelines.common import EntryPoint, UsageError, add_common_arguments
+
+PROG = "jingle evaluate fusion"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="*", metavar="INPUT.wav TARGET.wav OUTPUT.wav", help="a pair and one or more outputs to score")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for report.json, report.md and pictures/")
+    parser.add_argument("--checkpoint", default=None, metavar="CKPT", help="fuse --pairs with this fusion checkpoint and score the fusions")
+    parser.add_argument("--pairs", default=None, metavar="DIR_OR_MANIFEST", help="with --checkpoint: a folder (input/, target/) or CSV/JSONL manifest")
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="NAME=FOLDER",
+        help="with --checkpoint: also score FOLDER/<pair_id>.wav as NAME (repeatable)",
+    )
+    parser.add_argument("--codec-checkpoint", default=None, metavar="PATH", help="EnCodec weights file, for an EnCodec checkpoint")
+    parser.add_argument("--pair", type=pair_mode, default="best", metavar="best|mean|N", help="adaptive window agent: which pair to keep per chunk (as jingle fuse)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="where the model runs (default: cuda if available)")
+    parser.add_argument("--actors", type=int, default=None, metavar="N", help="with --checkpoint: fusion actors at most")
+    add_common_arguments(parser)
+
+
+def pair_mode(text: str):
+    from pipelines.fuse import parse_pair_mode
+
+    return parse_pair_mode(text)
+
+
+def command(args: argparse.Namespace) -> int:
+    if args.checkpoint is not None or args.pairs is not None:
+        from pipelines.fuse import evaluate_checkpoint  # Ray and the model only for this form
+
+        if args.files:
+            raise UsageError("give either INPUT.wav TARGET.wav OUTPUT.wav... or --checkpoint CKPT --pairs DIR, not both")
+        if args.checkpoint is None or args.pairs is None:
+            raise UsageError("--checkpoint and --pairs go together: --checkpoint CKPT --pairs DIR_OR_MANIFEST --out DIR")
+        pairs = evaluate_checkpoint(args, compare=parse_compare(args.compare))
+    else:
+        if args.compare or args.actors is not None:
+            raise UsageError("--compare and --actors go with --checkpoint CKPT --pairs DIR")
+        pairs = [evaluate_given_files(args)]
+    from pipelines.fusion_evaluation import summary_table, write_report
+
+    json_path, markdown_path = write_report(args.out, pairs)
+    for pair in pairs:
+        best = max(pair.outputs, key=lambda entry: entry["score"])
+        print(f"{pair.label}: " + ", ".join(f"{entry['name']} {entry['score']:.3f}" for entry in pair.outputs) + f" (best: {best['name']})")
+    if len(pairs) > 1:
+        print("\n".join(summary_table(pairs)[2:]))
+    print(f"wrote {json_path}, {markdown_path} and {len(pairs)} picture(s) in {Path(args.out) / 'pictures'}")
+    return 0
+
+
+def evaluate_given_files(args: argparse.Namespace):
+    from pipelines.fusion_evaluation import evaluate_files, output_names, picture_path
+
+    if len(args.files) < 3:
+        raise UsageError("give INPUT.wav TARGET.wav and at least one OUTPUT.wav (or --checkpoint CKPT --pairs DIR)")
+    input_path, target_path, *output_paths = args.files
+    try:
+        names = output_names(output_paths)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    stems = Path(input_path).stem, Path(target_path).stem
+    label = stems[0] if stems[0] == stems[1] else "+".join(stems)  # pair_0001, or drums+piano
+    return evaluate_files(input_path, target_path, dict(zip(names, output_paths)), pair_id=label, picture=picture_path(args.out, label))
+
+
+def parse_compare(values: list[str]) -> dict[str, Path]:
+    """``NAME=FOLDER`` flags -> {name: folder}; names distinct and not the model's or a shortcut's."""
+    from models.arrangement import SHORTCUTS
+
+    compare: dict[str, Path] = {}
+    for value in values:
+        name, separator, folder = value.partition("=")
+        if not separator or not name or not folder:
+            raise UsageError(f"--compare takes NAME=FOLDER, got {value!r}")
+        if name in compare or name == "model" or name in SHORTCUTS:
+            raise UsageError(f"--compare name {name!r} is taken (model, the shortcuts and earlier --compare names are)")
+        if not Path(folder).is_dir():
+            raise UsageError(f"--compare {value}: {folder} is not a folder")
+        compare[name] = Path(folder).resolve()
+    return compare
+
+
+ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, command)
+build_parser, main = ENTRY_POINT.build_parser, ENTRY_POINT.main
+
+
+if __name__ == "__main__":
+    sys.exit(main())
