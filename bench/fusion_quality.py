@@ -1,6 +1,6 @@
 """Fusion quality: what a trained model writes, scored against the shortcuts and a real arrangement.
 
-    python bench/fusion_quality.py [--epochs 12] [--train-pairs 16] [--held-out 4]
+    python bench/fusion_quality.py [--epochs 60] [--train-pairs 16] [--held-out 4]
         [--seconds 12] [--segment-seconds 4] [--override losses.KEY=VALUE ...]
         [--work DIR] [--smoke] [--ray-address ADDR]
 
@@ -87,18 +87,18 @@ def summarize(report: dict) -> dict[str, dict[str, float]]:
 def print_table(means: dict[str, dict[str, float]]) -> None:
     best_shortcut = max(means[name]["score"] for name in SHORTCUTS)
     columns = ("score", *SCORE_FIGURES, "envelope_cost")
-    print(f"{'output':<14}" + "".join(f"{column:>10}" for column in columns) + f"{'/ best shortcut':>17}")
+    print(f"{'output':<14}" + "".join(f"{column:>14}" for column in columns) + f"{'/ best shortcut':>17}")
     for name in ("model", "arrangement", *SHORTCUTS):
         row = means.get(name)
         if row is None:
             continue
-        cells = "".join(f"{row[column]:>10.3f}" if column in row else f"{'n/a':>10}" for column in columns)
+        cells = "".join(f"{row[column]:>14.3f}" if column in row else f"{'n/a':>14}" for column in columns)
         print(f"{name:<14}{cells}{row['score'] / best_shortcut:>17.2f}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--train-pairs", type=int, default=16)
     parser.add_argument("--held-out", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=12.0, help="length of every generated clip")

@@ -30,7 +30,23 @@ Figures (``ArrangementScore.figures``, keys ``FIGURE_NAMES``; None where undefin
   over frames with weights ``rms_output * rms_source`` (a frame where either is quiet
   holds no harmony to compare). Centring the vectors makes a flat chroma (noise, clicks)
   correlate ~0, where its raw cosine with any chord would be high.
-- ``harmony`` = clip(chroma_corr_target, 0, 1).
+- ``harmony_motion_corr``: whether the output's harmony moves with the target's: each
+  clip's chroma (per frame as above, weighted by the frame's RMS) is averaged over
+  ``HARMONY_POOL_FRAMES`` (~0.5 s, so that the notes' placement inside a beat is free),
+  its own long-term mean is removed, and the two are correlated over all bins and
+  windows. The long-term mean is the key: noise with the target's spectrum holds it and
+  correlates ~0.3 frame by frame, but ~0 here; a copy of the target scores 1, the
+  rendered arrangement ~0.4-0.7.
+- ``harmony_motion_target``: the share of the target's pooled chroma energy that moves
+  (its chord changes); below ``STATIC_HARMONY_LIMIT`` the target holds one chord, there is
+  no progression to follow, and harmony falls back to the frame-by-frame correlation.
+- ``harmony`` = min(clip(harmony_motion_corr, 0, 1), clip(chroma_corr_target, 0, 1)): the
+  output must play the target's pitch classes (frame by frame) *and* change them when the
+  target's chords change; the weaker of the two counts. Either alone is met by a
+  shortcut: noise in the target's key correlates ~0.3-0.6 frame by frame without moving,
+  and a model trained on the corpus moved its spectrum at the chord changes (motion 0.48)
+  while matching the target's pitch classes less than key-shaped noise does (0.41). For
+  a target that holds one chord, harmony is clip(chroma_corr_target, 0, 1).
 - ``timbre_distance_input`` / ``timbre_distance_target``: Euclidean distance between the
   output's spectral envelope and the source's. The envelope is the orthonormal DCT of the
   log long-term mel power spectrum (floored ``TIMBRE_FLOOR_DB`` below its loudest band),
@@ -77,7 +93,7 @@ import scipy.ndimage
 import scipy.sparse
 
 HIGHER_IS_BETTER = True
-SHORTCUTS = ("copy_input", "copy_target", "plain_mix", "stationary")
+SHORTCUTS = ("copy_input", "copy_target", "plain_mix", "stationary", "modulated_target", "rhythmic_noise")
 
 ANALYSIS_SAMPLE_RATE = 22_050
 N_FFT = 2048  # 93 ms
@@ -90,6 +106,8 @@ TIMBRE_FLOOR_DB = -60.0  # below the loudest band: codec noise and 8-bit hiss va
 MOVEMENT_SMOOTHING_FRAMES = 5  # 116 ms: a note's rise and fall counts, noise's jitter does not
 ENVELOPE_PARTS = 250  # note 003
 ENVELOPE_CLAMP = 0.999  # note 003
+HARMONY_POOL_FRAMES = 22  # ~0.5 s at 43 frames/s: a beat at 120 bpm
+STATIC_HARMONY_LIMIT = 0.02  # the target's moving share of chroma energy below which it holds one chord
 FIGURE_FLOOR = 0.01  # the least a figure contributes to the score
 # Below this RMS (-140 dBFS, under 24-bit resolution) an output counts as silent.
 SILENCE_RMS = 1e-7
@@ -100,7 +118,7 @@ SCORE_FIGURES = ("rhythm", "harmony", "timbre", "newness", "movement")
 FIGURE_NAMES = (
     "compared_seconds", "output_rms_dbfs",
     "onset_corr_input", "onset_corr_target", "rhythm",
-    "chroma_corr_target", "chroma_corr_input", "harmony",
+    "chroma_corr_target", "chroma_corr_input", "harmony_motion_corr", "harmony_motion_target", "harmony",
     "timbre_distance_input", "timbre_distance_target", "timbre",
     "newness",
     "rms_variation_output", "rms_variation_input", "rms_variation_target", "movement",
@@ -217,6 +235,22 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float | None:
     x, y = x - x.mean(), y - y.mean()
     denominator = math.sqrt(float(x @ x) * float(y @ y))
     return float(x @ y) / denominator if denominator > 0 else None
+
+
+def _harmony_motion(clip: ClipFeatures, frames: int) -> tuple[np.ndarray, float]:
+    """The clip's RMS-weighted chroma pooled over ``HARMONY_POOL_FRAMES``, less its
+    long-term mean [C, T], and the share of the pooled energy that moves."""
+    pooled = scipy.ndimage.uniform_filter1d(
+        clip.chroma[:, :frames] * clip.frame_rms[:frames], HARMONY_POOL_FRAMES, axis=1, mode="nearest"
+    )  # [C, T]
+    moving = pooled - pooled.mean(axis=1, keepdims=True)  # [C, T]
+    total = float(np.square(pooled).sum())
+    return moving, float(np.square(moving).sum()) / total if total > 0 else 0.0
+
+
+def _flat_corr(x: np.ndarray, y: np.ndarray) -> float | None:
+    denominator = math.sqrt(float(np.square(x).sum()) * float(np.square(y).sum()))
+    return float((x * y).sum()) / denominator if denominator > 0 else None
 
 
 def _weighted_chroma_corr(output: ClipFeatures, source: ClipFeatures, frames: int) -> float | None:
@@ -382,8 +416,16 @@ def score_output(sources: SourceFeatures, output: np.ndarray, sample_rate: int) 
     chroma_target = _weighted_chroma_corr(out, tgt, frames)
     figures["chroma_corr_target"] = chroma_target
     figures["chroma_corr_input"] = _weighted_chroma_corr(out, inp, frames)
+    output_motion, _ = _harmony_motion(out, frames)
+    target_motion, target_moves = _harmony_motion(tgt, frames)
+    motion_corr = _flat_corr(output_motion, target_motion)
+    figures["harmony_motion_corr"], figures["harmony_motion_target"] = motion_corr, target_moves
     if chroma_target is not None:
-        figures["harmony"] = float(np.clip(chroma_target, 0.0, 1.0))
+        pitch_classes = float(np.clip(chroma_target, 0.0, 1.0))
+        if target_moves < STATIC_HARMONY_LIMIT:
+            figures["harmony"] = pitch_classes
+        else:
+            figures["harmony"] = min(float(np.clip(motion_corr or 0.0, 0.0, 1.0)), pitch_classes)
 
     envelope = _spectral_envelope(out.mel_power[:, :frames])
     distance_input = float(np.linalg.norm(envelope - _spectral_envelope(inp.mel_power[:, :frames])))
@@ -418,12 +460,18 @@ def score_outputs(
 def shortcut_outputs(
     input: np.ndarray, target: np.ndarray, sample_rate: int, *, seed: int = 0
 ) -> dict[str, np.ndarray]:
-    """The four shortcuts a loss can settle on, [S] float32 each at ``sample_rate``.
+    """The shortcuts a loss can settle on, [S] float32 each at ``sample_rate``.
 
     - ``copy_input``, ``copy_target``: the sources themselves;
     - ``plain_mix``: input + target, each scaled to the mean of the two RMS levels;
     - ``stationary``: Gaussian noise shaped to the mix's average power spectrum (Welch,
-      N_FFT-sample Hann frames at ``sample_rate``), same length and RMS as the mix.
+      N_FFT-sample Hann frames at ``sample_rate``), same length and RMS as the mix;
+    - ``modulated_target``: the target under the input's loudness (its frame RMS, ~10 ms,
+      peak 1): "the input's loudness x the target's music", the smart mixing note 004
+      rejects, and the exact minimum of the reconstruction loss (models/losses.py);
+    - ``rhythmic_noise``: noise with the target's average spectrum under the input's
+      loudness: the input's rhythm and the target's timbre with no harmony at all. A
+      model trained with the notes' losses wrote nearly this (bench/fusion_quality.py).
 
     All are cut to the length the sources share.
     """
@@ -440,12 +488,26 @@ def shortcut_outputs(
     input_gain = level / rms_input if rms_input > 0 else 0.0
     target_gain = level / rms_target if rms_target > 0 else 0.0
     mix = input * input_gain + target * target_gain  # [S]
+    loudness = _loudness(input, sample_rate)  # [S]
+    rng = np.random.default_rng(seed)
     return {
         "copy_input": input.copy(),
         "copy_target": target.copy(),
         "plain_mix": mix.astype(np.float32),
-        "stationary": _stationary_like(mix, np.random.default_rng(seed)),
+        "stationary": _stationary_like(mix, rng),
+        "modulated_target": (target * loudness).astype(np.float32),
+        "rhythmic_noise": (_stationary_like(target, rng) * loudness).astype(np.float32),
     }
+
+
+def _loudness(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """``audio``'s frame RMS over ~10 ms frames, linearly interpolated to every sample and
+    scaled to peak 1 (zeros for silence). [S]"""
+    hop = max(1, sample_rate // 100)
+    frames = librosa.feature.rms(y=audio.astype(np.float32), frame_length=2 * hop, hop_length=hop, center=True)[0]  # [T]
+    envelope = np.interp(np.arange(len(audio)), np.arange(len(frames)) * hop, frames)  # [S]
+    peak = float(envelope.max()) if envelope.size else 0.0
+    return envelope / peak if peak > 0 else np.zeros_like(envelope)
 
 
 def _stationary_like(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:

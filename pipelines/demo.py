@@ -80,7 +80,8 @@ def fusion_demo(args: argparse.Namespace, out: Path, lines: list[str], trainings
     if not (corpus / "input").is_dir():
         ids = write_fusion_corpus(corpus, CorpusSpec(pairs=args.pairs, min_seconds=20, max_seconds=40, seed=args.seed))
         # generated from the same seed but an index the corpus never uses: a pair no worker saw
-        write_fusion_corpus(held_out, CorpusSpec(pairs=1, min_seconds=20, max_seconds=20, seed=args.seed), first_index=10_000)
+        write_fusion_corpus(held_out, CorpusSpec(pairs=1, min_seconds=20, max_seconds=20, seed=args.seed), first_index=10_000,
+                            arrangements=True)
         print(f"[demo] generated {len(ids)} pairs of drums (input) and chords (target) in {corpus}", file=sys.stderr)
     else:
         print(f"[demo] reusing the corpus in {corpus}", file=sys.stderr)
@@ -88,7 +89,7 @@ def fusion_demo(args: argparse.Namespace, out: Path, lines: list[str], trainings
     cpu_flags = ["--num-cpus", str(args.num_cpus)] if args.num_cpus else []
 
     shards = out / f"shards-{args.codec}"
-    print("[demo] fusion 1/3: preprocessing", file=sys.stderr)
+    print("[demo] fusion 1/4: preprocessing", file=sys.stderr)
     summary = preprocess_fusion.run(
         preprocess_fusion.build_parser().parse_args(
             ["--pairs", str(corpus), "--out", str(shards), "--codec", args.codec, "--rows-per-shard", "8"] + codec_flags + cpu_flags
@@ -96,7 +97,7 @@ def fusion_demo(args: argparse.Namespace, out: Path, lines: list[str], trainings
     )
     print(summary.report())
 
-    print(f"[demo] fusion 2/3: training with {args.workers} workers", file=sys.stderr)
+    print(f"[demo] fusion 2/4: training with {args.workers} workers", file=sys.stderr)
     trained = train_fusion.run(
         train_fusion.build_parser().parse_args(
             ["--data", str(shards), "--config", args.config, "--workers", str(args.workers), "--storage", str(out / "runs"),
@@ -106,7 +107,7 @@ def fusion_demo(args: argparse.Namespace, out: Path, lines: list[str], trainings
     print(trained.report())
     trainings.append(trained)
 
-    print("[demo] fusion 3/3: fusing the held-out pair", file=sys.stderr)
+    print("[demo] fusion 3/4: fusing the held-out pair", file=sys.stderr)
     fused = out / "fused" / "held_out.wav"
     code = fuse.main(
         ["--checkpoint", trained.best_checkpoint, str(held_out / "input" / "pair_10000.wav"),
@@ -114,12 +115,26 @@ def fusion_demo(args: argparse.Namespace, out: Path, lines: list[str], trainings
     )
     if code:
         return code
+
+    print("[demo] fusion 4/4: scoring the fusion against the shortcuts and the rendered arrangement", file=sys.stderr)
+    from pipelines.fusion_evaluation import evaluate_files, picture_path, write_report
+
+    evaluation_dir = out / "evaluation"
+    sources = held_out / "input" / "pair_10000.wav", held_out / "target" / "pair_10000.wav"
+    evaluation = evaluate_files(*map(str, sources), {"model": fused, "arrangement": held_out / "arrangement" / "pair_10000.wav"},
+                                pair_id="held_out", picture=picture_path(evaluation_dir, "held_out"))
+    report_json, report_markdown = write_report(evaluation_dir, [evaluation])
+    scores = {entry["name"]: entry["score"] for entry in evaluation.outputs}
+    best_shortcut = max((entry for entry in evaluation.outputs if entry.get("shortcut")), key=lambda entry: entry["score"])
+    print(f"arrangement score of the held-out fusion (higher is better): model {scores['model']:.3f}, rendered arrangement "
+          f"{scores['arrangement']:.3f}, best shortcut {best_shortcut['name']} {best_shortcut['score']:.3f} ({report_markdown})")
     lines += [
         f"  fusion corpus        {corpus}/input, {corpus}/target (held-out pair in {held_out})",
         f"  fusion shards        {shards}/shards/*.parquet, {shards}/manifest.json, {shards}/rejects.parquet",
         f"  fusion checkpoints   {trained.run_dir} (best: {trained.best_checkpoint})",
         f"  MLflow               {trained.tracking_uri} (run {trained.run_id}); open it with: mlflow ui --backend-store-uri {trained.tracking_uri}",
         f"  fused audio          {fused}, {fused.with_suffix('.png')}, {fused.with_suffix('.json')}",
+        f"  arrangement scores   {report_markdown}, {report_json}, {evaluation_dir / 'pictures'}",
     ]
     return 0
 

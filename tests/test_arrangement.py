@@ -151,7 +151,7 @@ def test_each_figure_means_what_it_says(domain, raw_scores, codec_scores):
         assert copy_target["harmony"] > 0.85 and copy_target["timbre"] > 0.85, context
         # a copy of the input has the input's rhythm but none of the target's harmony or timbre
         assert copy_input["onset_corr_input"] > 0.98, context
-        assert copy_input["harmony"] < 0.1 and copy_input["timbre"] < 0.15, context
+        assert copy_input["harmony"] < 0.2 and copy_input["timbre"] < 0.15, context
         # the arrangement follows the input's onsets, the target's chroma and spectral envelope
         assert arrangement["onset_corr_input"] > 0.85, context
         assert arrangement["harmony"] > arrangement["chroma_corr_input"] + 0.2, context
@@ -161,6 +161,13 @@ def test_each_figure_means_what_it_says(domain, raw_scores, codec_scores):
         assert arrangement["movement"] == 1.0, context
         # note 003's cost prefers the drone to the arrangement: why the score leaves it out
         assert stationary["envelope_cost"] < 0.5 < arrangement["envelope_cost"], context
+        # the target under the input's loudness is explained by the target: no newness
+        modulated, noise = figures["modulated_target"], figures["rhythmic_noise"]
+        assert modulated["newness"] < copy_newness + 0.03 and modulated["harmony"] > 0.6, context
+        # noise in the target's spectrum under the input's loudness: rhythm and timbre, but
+        # its chroma does not move with the target's chords
+        assert noise["harmony"] < 0.25 and noise["onset_corr_input"] > noise["onset_corr_target"], context
+        assert noise["timbre"] > 0.7 and noise["newness"] > 0.3, context
 
 
 def test_the_arrangement_is_not_a_copy(raw_scores):

@@ -85,3 +85,9 @@ def test_overrides_set_dotted_keys_and_refuse_unknown_sections():
     assert config.losses.corr_weight == 0.3 and config.model.compositional.layers == 2
     with pytest.raises(ConfigError, match="override 'optimizer.lr'"):
         apply_overrides(FusionTrainConfig().to_dict(), {"optimizer.lr": 1})
+
+
+def test_the_full_fusion_config_spells_out_every_default():
+    """configs/fusion.json is the reference users copy: every key, at its default."""
+    with open("configs/fusion.json") as file:
+        assert json.load(file) == FusionTrainConfig().to_dict()

@@ -24,6 +24,12 @@ def test_demo_runs_end_to_end(ray_session, tmp_path, capsys):
     report = json.loads(fused.with_suffix(".json").read_text())
     assert report["duration_seconds"] == pytest.approx(20.0, abs=0.05)
     assert (out / "runs" / "mlflow.db").exists()
+    # the fusion is scored against the shortcuts and the rendered arrangement, which wins
+    scored = json.loads((out / "evaluation" / "report.json").read_text())["pairs"][0]["outputs"]
+    scores = {entry["name"]: entry["score"] for entry in scored}
+    assert {"model", "arrangement", "plain_mix", "rhythmic_noise"} <= set(scores)
+    assert scores["arrangement"] == max(scores.values())
+    assert "arrangement score of the held-out fusion" in printed
     # the pointer network's half: alignment-labelled pairs, a trained conform model, two EDLs
     assert "preprocessed 8 pairs" in printed.split("trained to step")[1]
     for method in ("network", "align"):

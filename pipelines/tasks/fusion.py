@@ -141,7 +141,7 @@ class FusionWorker(TaskWorker):
         """A mask picture and a fused held-out segment (WAV and PNG)."""
         if not self.example:
             return []
-        from datasets.audio import write_wav
+        from datasets.audio import limit_peak, write_wav
         from models.masking import apply_complementary_mask
         from pipelines.figures import fusion_figure
         from pipelines.masks import plot_masks
@@ -160,7 +160,7 @@ class FusionWorker(TaskWorker):
                 "target": codec.decode(target_latent)[0, 0].float().cpu().numpy(),
                 "output": codec.decode(output.outputs[0])[0, 0].float().cpu().numpy(),
             }
-        write_wav(folder / "fused_example.wav", np.clip(audio["output"], -1, 1), codec.sample_rate, subtype="FLOAT")
+        write_wav(folder / "fused_example.wav", limit_peak(np.nan_to_num(audio["output"])).audio, codec.sample_rate, subtype="FLOAT")
         fusion_figure(folder / "fused_example.png", input_audio=audio["input"], target_audio=audio["target"],
                       output_audio=audio["output"], sample_rate=codec.sample_rate, title="held-out segment after training")
         return [mask_picture, folder / "fused_example.wav", folder / "fused_example.png"]
