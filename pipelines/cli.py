@@ -16,6 +16,8 @@ from pipelines import (
     preprocess_pointer,
     train_fusion,
     train_pointer,
+    tune_fusion,
+    tune_pointer,
 )
 from pipelines.common import OneLineParser, run_main
 
@@ -32,6 +34,10 @@ def build_parser() -> OneLineParser:
     train_targets = train.add_subparsers(dest="target", required=True, metavar="MODEL")
     train_fusion.ENTRY_POINT.add_to(train_targets, "fusion", help="the fusion model on preprocessed shards")
     train_pointer.ENTRY_POINT.add_to(train_targets, "pointer", help="the pointer network on preprocessed shards")
+    tune = commands.add_parser("tune", help="search a training config with Ray Tune and ASHA")
+    tune_targets = tune.add_subparsers(dest="target", required=True, metavar="MODEL")
+    tune_fusion.ENTRY_POINT.add_to(tune_targets, "fusion", help="the fusion model's loss weights and masking (ranked by val_score)")
+    tune_pointer.ENTRY_POINT.add_to(tune_targets, "pointer", help="the pointer network's settings (ranked by val_accuracy_within_2)")
     fuse.ENTRY_POINT.add_to(commands, "fuse", help="fuse an input and a target with a checkpoint")
     evaluate = commands.add_parser("evaluate", help="score a model's outputs against the shortcuts")
     evaluate_targets = evaluate.add_subparsers(dest="target", required=True, metavar="MODEL")

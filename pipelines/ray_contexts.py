@@ -5,6 +5,7 @@ in its own process. Both run ``pipelines.worker.train_worker`` unchanged.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import tempfile
@@ -92,16 +93,30 @@ class TuneTrialContext(_RayReporting):
     Args:
         datasets: Ray Datasets by name, for a plan whose data is streamed.
         device: where the trial trains.
+        trials_per_node: trials that share this node's cores (torch threads are divided).
+        selection: with ``diverged``, the metric Tune ranks trials by: a NaN or infinite
+            value is reported as the worst finite ``diverged`` instead, since ASHA never
+            stops a NaN trial.
     """
 
     library = ray.tune
     rank = 0
     world_size = 1
-    local_world_size = 1
 
-    def __init__(self, datasets: dict[str, Any] | None = None, device: str = "cpu") -> None:
+    def __init__(self, datasets: dict[str, Any] | None = None, device: str = "cpu", *, trials_per_node: int = 1,
+                 selection: Any = None, diverged: float | None = None) -> None:
         self.datasets = datasets or {}
         self.device = torch.device(device)
+        self.local_world_size = max(1, trials_per_node)
+        self.selection, self.diverged = selection, diverged
+
+    def report(self, metrics: dict[str, float], state: TrainingState | None) -> None:
+        if self.selection is not None and self.diverged is not None:
+            value = metrics.get(self.selection.metric)
+            if value is not None and not math.isfinite(value):
+                worst = -self.diverged if self.selection.mode == "max" else self.diverged
+                metrics = {**metrics, self.selection.metric: worst, "diverged": 1.0}
+        super().report(metrics, state)
 
     def should_stop(self) -> bool:
         return False  # a trial the scheduler stops is ended by Tune at its next report
@@ -116,6 +131,8 @@ class TuneTrialContext(_RayReporting):
         return self.datasets[name].iterator()
 
 
-def tune_trial(plan: WorkerPlan, datasets: dict[str, Any] | None = None) -> None:
+def tune_trial(plan: WorkerPlan, datasets: dict[str, Any] | None = None, *, trials_per_node: int = 1,
+               diverged: float | None = None) -> None:
     """Run a training plan as the body of a Tune function trial (in the trial's process)."""
-    train_worker(TuneTrialContext(datasets), plan)
+    context = TuneTrialContext(datasets, trials_per_node=trials_per_node, selection=plan.loop.selection, diverged=diverged)
+    train_worker(context, plan)

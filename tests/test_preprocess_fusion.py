@@ -269,7 +269,7 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         (["preprocess", "fusion", "--pairs", "/no/such/dir", "--out", "x"], "--pairs /no/such/dir does not exist"),
         (["preprocess", "fusion", "--pairs", ".", "--out", "x", "--segment-seconds", "-1"], "segment_seconds must be positive"),
         (["preprocess", "fusion", "--pairs", ".", "--out", "x", "--codec", "mp3"], "invalid choice: 'mp3'"),
-        (["tune", "fusion"], "invalid choice: 'tune'"),
+        (["tune", "fusion", "--space", "s.yaml"], "the following arguments are required: --data"),
     ],
 )
 def test_bad_usage_exits_2_with_one_line(args, message):

@@ -1,0 +1,461 @@
+"""``jingle tune MODEL``: search a training config with Ray Tune, stopping poor trials with ASHA.
+
+    python -m pipelines.tune_fusion  --data SHARDS --space tune_spaces/fusion_loss_weights.yaml [--samples 8] ...
+    python -m pipelines.tune_pointer --data SHARDS --space tune_spaces/pointer.yaml ...
+
+A search space (``pipelines/tune_space.py``) is an overlay on the base training config
+(``--config``) by its own dotted keys. Every trial runs the task and loop of ``jingle
+train`` (``pipelines/worker.py: train_worker`` in the Tune-trial context of
+``pipelines/ray_contexts.py``), in the trial's own process with one CPU: no Ray Train
+controller and no Ray Data read per epoch, and trials never wait on each other's CPUs
+(``max_concurrent_trials`` is the cluster's CPUs). Trials are ranked by the task's
+selection metric: the fusion model's fixed arrangement score ``val_score`` (never the
+trial's own loss, whose weights the search changes), the pointer network's
+``val_accuracy_within_2``; ``epoch`` is ASHA's time attribute.
+
+Search: random (Optuna's seeded ``RandomSampler``) or ``--search optuna`` (TPE), both
+through Ray's ``OptunaSearch`` with the space written define-by-run, so conditional
+parameters (a masking strategy's own settings) are drawn only when they apply.
+
+MLflow: one parent run for the search and one child run per trial (tag
+``mlflow.parentRunId``), all written by the Tune driver (a callback), so one process writes
+the SQLite store whatever the number of concurrent trials.
+
+Under ``STORAGE/NAME/``: Tune's own files and the trials' checkpoints, ``best_config.json``
+(a complete config for ``jingle train --config``), ``trials.csv`` and ``trials.png``.
+``--resume`` continues an interrupted search with ``Tuner.restore``: finished trials are
+not rerun, unfinished ones continue from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from pipelines.common import EntryPoint, UsageError, add_common_arguments, init_ray
+from pipelines.loop import LoopSettings, Selection
+from pipelines.shard_data import ShardData, split_pair_ids
+from pipelines.tasks import Task, get_task
+from pipelines.worker import WorkerPlan
+
+DEFAULT_CONFIGS = {"fusion": "configs/fusion.json", "pointer": "configs/pointer/mini.json"}
+SEARCHES = ("random", "optuna")
+# What a diverged trial reports for its selection metric: ASHA never stops a NaN trial.
+DIVERGED = 1e9
+
+
+def add_tune_arguments(parser: argparse.ArgumentParser, task: Task) -> None:
+    kind = task.name
+    parser.add_argument("--data", required=True, help=f"shard folder written by jingle preprocess {kind}")
+    parser.add_argument("--space", required=True, help="search space: a YAML overlay on the config (tune_spaces/)")
+    parser.add_argument("--config", default=DEFAULT_CONFIGS[kind], help=f"base training config (default: {DEFAULT_CONFIGS[kind]})")
+    parser.add_argument("--samples", type=int, default=8, help="trials to sample (default: 8)")
+    parser.add_argument("--max-epochs", type=int, default=10, help="epochs of a trial that is never stopped: ASHA's max_t (default: 10)")
+    parser.add_argument("--search", choices=SEARCHES, default="random", help="random (seeded) or optuna (TPE) (default: random)")
+    parser.add_argument("--grace-period", type=int, default=1, help="epochs every trial runs before ASHA may stop it (default: 1)")
+    parser.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA keeps 1/R of the trials at each rung (default: 3)")
+    parser.add_argument("--workers-per-trial", type=int, default=1, help="training workers per trial (default: 1, in the trial's process)")
+    parser.add_argument("--storage", default="runs", help="trials, checkpoints and the MLflow store (default: ./runs)")
+    parser.add_argument("--name", default=None, help=f"search name (default: tune-{kind}-<space file name>)")
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted search of this name")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the search's sampler (default: 0)")
+    task.add_arguments(parser)
+    add_common_arguments(parser)
+
+
+# ------------------------------------------------------------------ the trial
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial needs, sent once to the trials (``tune.with_parameters``)."""
+
+    task: str
+    base_config: dict
+    data: ShardData
+    train_ids: list[str]
+    validation_ids: list[str]
+    max_epochs: int
+    trials_per_node: int
+    task_args: dict = field(default_factory=dict)  # the task's own flags (e.g. --codec-checkpoint)
+
+
+def trial_config(setup: TrialSetup, params: dict[str, Any]):
+    """The complete training config of a trial: the base with the sampled overlay, run for
+    the search's ``--max-epochs`` (ASHA may stop it before)."""
+    task = get_task(setup.task)
+    base = task.config_class.from_dict(setup.base_config)
+    return base.with_overrides({**params, "training.epochs": setup.max_epochs})
+
+
+def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
+    """One trial (a Tune function trainable): plan the task for its config and run the
+    training loop in this process, reporting every epoch to Tune."""
+    import ray.tune
+
+    from pipelines.ray_contexts import tune_trial
+
+    task = get_task(setup.task)
+    config = trial_config(setup, params)
+    task_plan = task.plan(config, setup.data, train_ids=setup.train_ids, workers=1, args=argparse.Namespace(**setup.task_args))
+    trial_dir = ray.tune.get_context().get_trial_dir()
+    plan = WorkerPlan(
+        task=task.name,
+        config=config.to_dict(),
+        task_plan=task_plan,
+        data=setup.data.plan(task.columns, setup.train_ids, setup.validation_ids, max_in_memory_mb=config.training.max_in_memory_mb),
+        loop=LoopSettings(epochs=setup.max_epochs, steps_per_epoch=task_plan.steps_per_epoch, run_dir=str(trial_dir),
+                          selection=task.selection),
+        tracking=None,  # the driver logs every trial (one SQLite writer)
+    )
+    tune_trial(plan, trials_per_node=setup.trials_per_node, diverged=DIVERGED)
+
+
+# ------------------------------------------------------------------ MLflow from the driver
+
+
+def tracking_callback(uri: str, experiment_id: str, parent_run_id: str, metric: str):
+    """The Tune callback that logs every trial as a child run of ``parent_run_id``."""
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+    from ray.tune import Callback
+
+    class TrialRuns(Callback):
+        def __init__(self) -> None:
+            self.client = MlflowClient(uri)
+            self.runs: dict[str, str] = {}
+
+        def _run(self, trial) -> str:
+            if trial.trial_id in self.runs:
+                return self.runs[trial.trial_id]
+            found = self.client.search_runs(
+                [experiment_id], filter_string=f"tags.`jingle.trial` = '{trial.trial_id}' and tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                max_results=1,
+            )
+            if found:  # a resumed search: the trial's run goes on
+                run_id = found[0].info.run_id
+            else:
+                run = self.client.create_run(
+                    experiment_id, run_name=f"trial-{trial.trial_id}",
+                    tags={"mlflow.parentRunId": parent_run_id, "jingle.trial": trial.trial_id},
+                )
+                run_id = run.info.run_id
+                params = [Param(key, str(value)[:6000]) for key, value in sorted(trial.config.items())]
+                if params:
+                    self.client.log_batch(run_id, params=params)
+            self.runs[trial.trial_id] = run_id
+            return run_id
+
+        def on_trial_start(self, iteration, trials, trial, **info) -> None:
+            self._run(trial)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            step = int(result.get("step", result.get("training_iteration", 0)))
+            timestamp = int(result.get("timestamp", 0) * 1000)
+            metrics = [
+                Metric(key, float(value), timestamp, step)
+                for key, value in result.items()
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                and key not in ("timestamp", "time_this_iter_s", "time_total_s", "pid", "training_iteration", "done")
+            ]
+            if metrics:
+                self.client.log_batch(self._run(trial), metrics=metrics)
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            self.client.set_terminated(self._run(trial), "FINISHED")
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            self.client.set_terminated(self._run(trial), "FAILED")
+
+    return TrialRuns()
+
+
+def open_search_run(storage: str, *, task: str, name: str, params: dict[str, Any]) -> tuple[str, str, str]:
+    """(tracking uri, experiment id, parent run id) of this search (reopened on resume)."""
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.tracking import open_tracking_run
+
+    parent = open_tracking_run(storage=storage, experiment=f"jingle-tune-{task}", run_name=name, params=params)
+    client = MlflowClient(parent.uri)
+    experiment_id = client.get_run(parent.run_id).info.experiment_id
+    return parent.uri, experiment_id, parent.run_id
+
+
+# ------------------------------------------------------------------ the search
+
+
+@dataclass
+class TuneSummary:
+    search_dir: str
+    metric: str
+    mode: str
+    trials: int
+    stopped_early: int
+    errored: int
+    trial_epochs: int
+    best_value: float | None
+    best_params: dict[str, Any]
+    best_config: str | None
+    best_checkpoint: str | None
+    trials_csv: str
+    trials_png: str
+    tracking_uri: str
+    parent_run_id: str
+    seconds: float = 0.0
+
+    def report(self) -> str:
+        best = "n/a" if self.best_value is None else f"{self.best_value:.4f}"
+        lines = [
+            f"searched {self.trials} trial(s) in {self.seconds:.0f} s: {self.trial_epochs} trial-epochs, "
+            f"{self.stopped_early} stopped early by ASHA, {self.errored} failed",
+            f"  best {self.metric} ({self.mode})  {best} with {json.dumps(self.best_params)}",
+            f"  best config        {self.best_config}",
+            f"  best checkpoint    {self.best_checkpoint}",
+            f"  trials             {self.trials_csv}, {self.trials_png}",
+            f"  search folder      {self.search_dir}",
+            f"  MLflow parent run  {self.parent_run_id} in {self.tracking_uri}",
+            f"  open the MLflow UI: mlflow ui --backend-store-uri {self.tracking_uri}",
+        ]
+        return "\n".join(lines)
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    if args.samples < 1:
+        raise UsageError(f"--samples must be at least 1, got {args.samples}")
+    if args.grace_period < 1:
+        raise UsageError(f"--grace-period must be at least 1 epoch, got {args.grace_period}")
+    if args.max_epochs < args.grace_period:
+        raise UsageError(f"--max-epochs ({args.max_epochs}) is below --grace-period ({args.grace_period}): no trial could be stopped or finished")
+    if not args.reduction_factor > 1:
+        raise UsageError(f"--reduction-factor must be above 1, got {args.reduction_factor}")
+    if args.workers_per_trial != 1:
+        raise UsageError("--workers-per-trial: only 1 (the trial's own process) is available in this version")
+
+
+def run(task_name: str, args: argparse.Namespace) -> TuneSummary:
+    """A whole search of the named task, as ``jingle tune TASK`` does it."""
+    import time
+
+    from pipelines.train import storage_path
+    from pipelines.tune_space import SearchSpace
+
+    started = time.perf_counter()
+    task = get_task(task_name)
+    check_arguments(args)
+    base = task.config_class.from_file(args.config)
+    space = SearchSpace.from_file(args.space, task.config_class, base)
+    if "training.epochs" in space.keys:
+        raise UsageError(f"--space {args.space} searches training.epochs: a trial's epochs are --max-epochs (ASHA stops it earlier)")
+    data = ShardData.open(args.data, kind=task.name)
+    train_ids, validation_ids = split_pair_ids(sorted(data.rows_by_pair), base.training.validation_fraction, base.training.seed)
+    if not validation_ids:
+        raise UsageError(f"--data {data.root}: no held-out pairs to rank trials by (training.validation_fraction {base.training.validation_fraction})")
+    storage = storage_path(args.storage)
+    name = args.name or f"tune-{task.name}-{Path(args.space).stem}"
+    search_dir = Path(storage) / name
+    task_args = {key: getattr(args, key) for key in vars(task_arguments(task)) if hasattr(args, key)}
+    # the task checks the base config against the data before anything starts (codec, sizes)
+    task.plan(base, data, train_ids=train_ids, workers=1, args=argparse.Namespace(**task_args))
+
+    init_ray(args.num_cpus, debug=args.debug)
+    import ray
+
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    trials_per_node = max(1, max(int(node["Resources"].get("CPU", 1)) for node in ray.nodes() if node["Alive"]))
+    setup = TrialSetup(task=task.name, base_config=base.to_dict(), data=data, train_ids=train_ids, validation_ids=validation_ids,
+                       max_epochs=args.max_epochs, trials_per_node=trials_per_node, task_args=task_args)
+    uri, experiment_id, parent_run_id = open_search_run(
+        storage, task=task.name, name=name,
+        params={"space": str(args.space), "base_config": base.to_dict(), "samples": args.samples, "max_epochs": args.max_epochs,
+                "search": args.search, "grace_period": args.grace_period, "reduction_factor": args.reduction_factor, "seed": args.seed},
+    )
+    tuner = build_tuner(task, space, setup, args, storage=storage, name=name, max_concurrent=cpus,
+                        callback=tracking_callback(uri, experiment_id, parent_run_id, task.selection.metric))
+    results = tuner.fit()
+    summary = summarize(results, task=task, space=space, setup=setup, search_dir=search_dir, base=base)
+    summary.tracking_uri, summary.parent_run_id = uri, parent_run_id
+    summary.seconds = time.perf_counter() - started
+    close_search_run(summary)
+    return summary
+
+
+def close_search_run(summary: TuneSummary) -> None:
+    """The parent run gets the search's outcome, its files, and ends."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(summary.tracking_uri)
+    metrics = {"trials": summary.trials, "trial_epochs": summary.trial_epochs, "stopped_early": summary.stopped_early,
+               "errored": summary.errored, "search_seconds": summary.seconds}
+    if summary.best_value is not None:
+        metrics[f"best_{summary.metric}"] = summary.best_value
+    for key, value in metrics.items():
+        client.log_metric(summary.parent_run_id, key, float(value))
+    for path in (summary.best_config, summary.trials_csv, summary.trials_png):
+        if path and Path(path).exists():
+            client.log_artifact(summary.parent_run_id, path)
+    client.set_terminated(summary.parent_run_id, "FINISHED")
+
+
+def task_arguments(task: Task) -> argparse.Namespace:
+    """The defaults of the task's own flags (their names: which of ``args`` to pass on)."""
+    parser = argparse.ArgumentParser()
+    task.add_arguments(parser)
+    return parser.parse_args([])
+
+
+def build_tuner(task: Task, space, setup: TrialSetup, args: argparse.Namespace, *, storage: str, name: str, max_concurrent: int, callback):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from pipelines.tune_space import make_searcher
+
+    selection: Selection = task.selection
+    trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"cpu": 1})
+    search_dir = Path(storage) / name
+    if args.resume:
+        if not tune.Tuner.can_restore(str(search_dir)):
+            raise UsageError(f"--resume: no search {name!r} under {storage} to continue")
+        return tune.Tuner.restore(str(search_dir), trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
+    if search_dir.exists() and any(search_dir.iterdir()):
+        raise UsageError(f"a search named {name!r} already exists under {storage}: --resume it or choose another --name")
+    searcher = make_searcher(space, search=args.search, seed=args.seed, metric=selection.metric, mode=selection.mode)
+    scheduler = ASHAScheduler(time_attr="epoch", max_t=args.max_epochs, grace_period=args.grace_period,
+                              reduction_factor=args.reduction_factor)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=selection.metric, mode=selection.mode, search_alg=searcher, scheduler=scheduler,
+            num_samples=args.samples, max_concurrent_trials=max_concurrent,
+        ),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage, callbacks=[callback], verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=selection.metric,
+                                                    checkpoint_score_order=selection.mode),
+        ),
+    )
+
+
+# ------------------------------------------------------------------ the outputs
+
+
+@dataclass
+class TrialRow:
+    trial_id: str
+    params: dict[str, Any]
+    last_epoch: int
+    best: float | None
+    stopped_early: bool
+    status: str
+    curve: list[tuple[int, float]]  # (epoch, metric)
+
+
+def trial_rows(results, metric: str, mode: str, max_epochs: int) -> list[TrialRow]:
+    rows = []
+    for result in results:
+        frame = result.metrics_dataframe
+        curve: list[tuple[int, float]] = []
+        if frame is not None and metric in frame and "epoch" in frame:
+            epoch_rows = frame[frame[metric].notna() & frame["epoch"].notna()]
+            curve = [(int(epoch), float(value)) for epoch, value in zip(epoch_rows["epoch"], epoch_rows[metric])]
+            curve = [point for point in curve if abs(point[1]) < DIVERGED]
+        last_epoch = int((result.metrics or {}).get("epoch", 0) or 0)
+        values = [value for _, value in curve]
+        best = (max(values) if mode == "max" else min(values)) if values else None
+        status = "ERROR" if result.error is not None else "TERMINATED"
+        rows.append(TrialRow(
+            trial_id=str((result.metrics or {}).get("trial_id") or Path(result.path).name),
+            params=dict(result.config or {}),
+            last_epoch=last_epoch,
+            best=best,
+            stopped_early=result.error is None and last_epoch < max_epochs,
+            status=status,
+            curve=curve,
+        ))
+    return rows
+
+
+def write_trials_csv(path: Path, rows: list[TrialRow], keys: list[str], metric: str) -> None:
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["trial_id", *keys, "last_epoch", f"best_{metric}", "stopped_early", "status"])
+        for row in rows:
+            writer.writerow([row.trial_id, *(row.params.get(key, "") for key in keys), row.last_epoch,
+                             "" if row.best is None else row.best, row.stopped_early, row.status])
+
+
+def trials_figure(path: Path, rows: list[TrialRow], *, metric: str, max_epochs: int, title: str) -> Path:
+    """The selection metric against epoch, one line per trial; a trial ASHA stopped ends
+    early, marked with an x."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from pipelines.figures import _save
+
+    figure = Figure(figsize=(9, 5), layout="constrained")
+    FigureCanvasAgg(figure)
+    axis = figure.subplots()
+    for row in rows:
+        if not row.curve:
+            continue
+        epochs, values = zip(*row.curve)
+        line, = axis.plot(epochs, values, marker="o", markersize=3, linewidth=1.2, label=row.trial_id)
+        if row.stopped_early:
+            axis.plot(epochs[-1], values[-1], marker="x", markersize=10, color=line.get_color())
+    axis.axvline(max_epochs, color="grey", linewidth=0.8, linestyle=":")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel(metric)
+    axis.grid(alpha=0.3)
+    if len(rows) <= 12:
+        axis.legend(fontsize=7, loc="best")
+    return _save(figure, path, title)
+
+
+def summarize(results, *, task: Task, space, setup: TrialSetup, search_dir: Path, base) -> TuneSummary:
+    selection = task.selection
+    rows = trial_rows(results, selection.metric, selection.mode, setup.max_epochs)
+    search_dir.mkdir(parents=True, exist_ok=True)
+    trials_csv, trials_png = search_dir / "trials.csv", search_dir / "trials.png"
+    write_trials_csv(trials_csv, rows, list(space.keys), selection.metric)
+    trials_figure(trials_png, rows, metric=selection.metric, max_epochs=setup.max_epochs, title=f"{search_dir.name}: {selection.metric} per epoch")
+    scored = [row for row in rows if row.best is not None]
+    best_row = (max if selection.mode == "max" else min)(scored, key=lambda row: row.best) if scored else None
+    best_config_path = best_checkpoint = None
+    if best_row is not None:
+        best_config = trial_config(setup, best_row.params)
+        best_config_path = search_dir / "best_config.json"
+        best_config_path.write_text(json.dumps(best_config.to_dict(), indent=2) + "\n")
+        best_result = next(result for result in results if dict(result.config or {}) == best_row.params)
+        checkpoint = best_result.get_best_checkpoint(selection.metric, selection.mode) if best_result.best_checkpoints else best_result.checkpoint
+        best_checkpoint = checkpoint.path if checkpoint is not None else None
+    return TuneSummary(
+        search_dir=str(search_dir),
+        metric=selection.metric,
+        mode=selection.mode,
+        trials=len(rows),
+        stopped_early=sum(row.stopped_early for row in rows),
+        errored=sum(row.status == "ERROR" for row in rows),
+        trial_epochs=sum(row.last_epoch for row in rows),
+        best_value=best_row.best if best_row else None,
+        best_params=best_row.params if best_row else {},
+        best_config=str(best_config_path) if best_config_path else None,
+        best_checkpoint=best_checkpoint,
+        trials_csv=str(trials_csv),
+        trials_png=str(trials_png),
+        tracking_uri="",
+        parent_run_id="",
+    )
+
+
+def entry_point(task_name: str, doc: str) -> EntryPoint:
+    """The ``jingle tune TASK`` command (and ``python -m pipelines.tune_TASK``)."""
+    from pipelines.common import reporting
+
+    return EntryPoint(f"jingle tune {task_name}", doc, partial(add_tune_arguments, task=get_task(task_name)),
+                      reporting(partial(run, task_name)))

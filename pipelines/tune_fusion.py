@@ -1,0 +1,30 @@
+"""``jingle tune fusion``: search the fusion training config with Ray Tune and ASHA.
+
+    python -m pipelines.tune_fusion --data SHARDS --space tune_spaces/FILE.yaml [--config BASE] [--samples N]
+        [--max-epochs E] [--search random|optuna] [--grace-period G] [--reduction-factor R]
+        [--storage DIR] [--name NAME] [--resume] [--seed S]
+
+The fusion task (``pipelines/tasks/fusion.py``) in the one search of every model
+(``pipelines/tune.py``): trials run the training loop of ``jingle train fusion``, ranked by
+the task's selection metric; ``STORAGE/NAME/`` gets best_config.json, trials.csv and trials.png.
+"""
+
+from __future__ import annotations
+
+if __package__ in (None, ""):  # run as a file (ray submit): make the project importable
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+import sys
+from functools import partial
+
+from pipelines import tune
+
+run = partial(tune.run, "fusion")  # parsed arguments -> TuneSummary
+ENTRY_POINT = tune.entry_point("fusion", __doc__)
+build_parser, main = ENTRY_POINT.build_parser, ENTRY_POINT.main
+
+if __name__ == "__main__":
+    sys.exit(main())
