@@ -15,7 +15,9 @@ trial's own loss, whose weights the search changes), the pointer network's
 
 Search: random (Optuna's seeded ``RandomSampler``) or ``--search optuna`` (TPE), both
 through Ray's ``OptunaSearch`` with the space written define-by-run, so conditional
-parameters (a masking strategy's own settings) are drawn only when they apply.
+parameters (a masking strategy's own settings) are drawn only when they apply. ASHA stops
+trials (``--grace-period``, ``--reduction-factor``, ``--max-epochs`` as its ``max_t``);
+``--early-stopping none`` runs every trial to the end (the baseline of bench/tune.py).
 
 MLflow: one parent run for the search and one child run per trial (tag
 ``mlflow.parentRunId``), all written by the Tune driver (a callback), so one process writes
@@ -58,6 +60,8 @@ def add_tune_arguments(parser: argparse.ArgumentParser, task: Task) -> None:
     parser.add_argument("--samples", type=int, default=8, help="trials to sample (default: 8)")
     parser.add_argument("--max-epochs", type=int, default=10, help="epochs of a trial that is never stopped: ASHA's max_t (default: 10)")
     parser.add_argument("--search", choices=SEARCHES, default="random", help="random (seeded) or optuna (TPE) (default: random)")
+    parser.add_argument("--early-stopping", choices=("asha", "none"), default="asha",
+                        help="asha, or none: every trial runs --max-epochs (the baseline of bench/tune.py) (default: asha)")
     parser.add_argument("--grace-period", type=int, default=1, help="epochs every trial runs before ASHA may stop it (default: 1)")
     parser.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA keeps 1/R of the trials at each rung (default: 3)")
     parser.add_argument("--workers-per-trial", type=int, default=1, help="training workers per trial (default: 1, in the trial's process)")
@@ -312,7 +316,7 @@ def task_arguments(task: Task) -> argparse.Namespace:
 
 def build_tuner(task: Task, space, setup: TrialSetup, args: argparse.Namespace, *, storage: str, name: str, max_concurrent: int, callback):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from pipelines.tune_space import make_searcher
 
@@ -326,8 +330,10 @@ def build_tuner(task: Task, space, setup: TrialSetup, args: argparse.Namespace, 
     if search_dir.exists() and any(search_dir.iterdir()):
         raise UsageError(f"a search named {name!r} already exists under {storage}: --resume it or choose another --name")
     searcher = make_searcher(space, search=args.search, seed=args.seed, metric=selection.metric, mode=selection.mode)
-    scheduler = ASHAScheduler(time_attr="epoch", max_t=args.max_epochs, grace_period=args.grace_period,
-                              reduction_factor=args.reduction_factor)
+    scheduler = (
+        ASHAScheduler(time_attr="epoch", max_t=args.max_epochs, grace_period=args.grace_period, reduction_factor=args.reduction_factor)
+        if args.early_stopping == "asha" else FIFOScheduler()
+    )
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(

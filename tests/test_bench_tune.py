@@ -1,0 +1,30 @@
+"""The search benchmark runs (3 samples of 2 epochs on a tiny corpus; its figures come from
+full runs): both searches finish, draw the same configurations, and the fixed costs are measured."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.ray
+
+
+def test_tune_benchmark_smoke(ray_address, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "bench/tune.py", "--smoke", "--work", str(tmp_path / "work"), "--ray-address", ray_address],
+        cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ}, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ASHA / full: trial-epochs" in result.stdout
+    results = json.loads((tmp_path / "work" / "results.json").read_text())
+    assert results["full"]["trial_epochs"] == 3 * 2  # no early stopping: every trial to --max-epochs
+    assert 3 <= results["asha"]["trial_epochs"] <= 6
+    costs = results["fixed_costs"]
+    assert 0 < costs["epoch_overhead_seconds"] <= costs["epoch_seconds"] and costs["trial_startup_seconds"] > 0
