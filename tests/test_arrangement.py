@@ -35,7 +35,7 @@ from models.arrangement import (
 SPEC = CorpusSpec(pairs=8, min_seconds=6.0, max_seconds=10.0, seed=0)
 CODEC_PAIRS = 8  # pairs 0-7: every input and every target format of WAV_FORMATS
 CODEC_SECONDS = 6.0  # Griffin-Lim dominates the test's time: decode the first 6 s only
-MARGIN = 0.15  # least lead of the arrangement over the best shortcut (measured: >= 0.3)
+MARGIN = 0.1  # least lead of the arrangement over the best shortcut (measured: 0.165 on the closest pair, through the codec)
 
 
 @dataclass(frozen=True)
