@@ -49,11 +49,14 @@ ROOT = Path(__file__).resolve().parent.parent
 HELD_OUT_FIRST_INDEX = 10_000  # seeds the corpus never uses
 
 
-def build_config(work: Path, *, epochs: int) -> Path:
-    """configs/demo.json's model, masking and training with configs/fusion.json's losses."""
+def build_config(work: Path, *, epochs: int | None = None) -> Path:
+    """configs/demo.json's model, masking and training with configs/fusion.json's losses
+    (and ``epochs`` when given), written to ``WORK/config.json``."""
     demo = json.loads((ROOT / "configs" / "demo.json").read_text())
     full = json.loads((ROOT / "configs" / "fusion.json").read_text())
-    config = {**demo, "losses": full["losses"], "training": {**demo["training"], "epochs": epochs}}
+    config = {**demo, "losses": full["losses"]}
+    if epochs is not None:
+        config["training"] = {**demo["training"], "epochs": epochs}
     path = work / "config.json"
     path.write_text(json.dumps(config, indent=2) + "\n")
     return path

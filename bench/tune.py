@@ -32,19 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.fusion_quality import build_config
 from bench.machine import add_ray_address_argument, describe_machine, start_ray
 from datasets.synth import CorpusSpec, write_fusion_corpus
 from pipelines import preprocess_fusion, tune_fusion
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def build_config(work: Path) -> Path:
-    demo = json.loads((ROOT / "configs" / "demo.json").read_text())
-    full = json.loads((ROOT / "configs" / "fusion.json").read_text())
-    path = work / "config.json"
-    path.write_text(json.dumps({**demo, "losses": full["losses"]}, indent=2) + "\n")
-    return path
 
 
 def search(args: argparse.Namespace, work: Path, shards: Path, config: Path, *, early_stopping: str):

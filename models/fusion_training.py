@@ -307,6 +307,9 @@ class ArrangementValidator:
         return segment
 
     def _score(self, sources: Any, audio: np.ndarray) -> Any:
-        from models.arrangement import score_output
+        from models.arrangement import FIGURE_NAMES, ArrangementScore, arrangement_score, score_output
 
+        if not np.isfinite(audio).all():  # a diverged model: the floor score, not a crashed validation
+            figures = dict.fromkeys(FIGURE_NAMES)
+            return ArrangementScore(arrangement_score(figures), figures)
         return score_output(sources, audio, self.codec.sample_rate)

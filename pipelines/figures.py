@@ -108,7 +108,7 @@ def audio_figure(path: str | os.PathLike, rows: Mapping[str, np.ndarray], *, sam
     for axis in axes[-1]:
         axis.set_xlabel("time (s)")
         axis.set_xlim(0.0, max(longest, 1.0 / sample_rate))
-    return _save(figure, path, title)
+    return save_figure(figure, path, title)
 
 
 def max_envelope(audio: np.ndarray, sample_rate: int, points: int = ENVELOPE_POINTS) -> tuple[np.ndarray, np.ndarray]:
@@ -205,10 +205,10 @@ def pointer_figure(
     axes.set_ylim(0, raw_mel.shape[1] / frame_rate)
     axes.legend(loc="upper left")
     axes.grid(alpha=0.3)
-    return _save(figure, path, title)
+    return save_figure(figure, path, title)
 
 
-def _save(figure, path: str | os.PathLike, title: str) -> Path:
+def save_figure(figure, path: str | os.PathLike, title: str) -> Path:
     """Title the figure, write it as a PNG (its folder created) and return the path."""
     if title:
         figure.suptitle(title)

@@ -70,6 +70,7 @@ def evaluate_audio(
     details: Mapping[str, Mapping[str, Any]] | None = None,
     pair_id: str | None = None,
     seed: int = 0,
+    shortcuts: Mapping[str, np.ndarray] | None = None,
 ) -> PairEvaluation:
     """Score ``outputs`` and the four shortcuts against one pair's sources.
 
@@ -78,14 +79,17 @@ def evaluate_audio(
         outputs: name -> [S] mono at ``sample_rate`` (names may not be shortcut names).
         input_path, target_path: recorded in the report.
         details: name -> extra keys of that output's entry (its path, the gain applied...).
-        seed: of the stationary shortcut's noise.
+        seed: of the shortcuts' noise.
+        shortcuts: ``shortcut_outputs`` of the pair, when the caller already made them.
     """
     clashes = sorted(set(outputs) & set(SHORTCUTS))
     if clashes:
         raise ValueError(f"output name(s) {clashes} are shortcut names; rename the file(s)")
     sources = analyse_sources(input_audio, target_audio, sample_rate)
     evaluation = PairEvaluation(str(input_path), str(target_path), pair_id=pair_id)
-    scored = {**outputs, **shortcut_outputs(input_audio, target_audio, sample_rate, seed=seed)}
+    if shortcuts is None:
+        shortcuts = shortcut_outputs(input_audio, target_audio, sample_rate, seed=seed)
+    scored = {**outputs, **shortcuts}
     for name, audio in scored.items():
         result = score_output(sources, audio, sample_rate)
         entry = {"name": name, "score": result.score, "figures": result.figures}
@@ -129,10 +133,10 @@ def evaluate_files(input_path: str, target_path: str, outputs: Mapping[str, str 
     input_audio, target_audio = read_clip(input_path, "input"), read_clip(target_path, "target")
     audio = {name: read_clip(path, f"output {name}") for name, path in outputs.items()}
     extra = {name: {"path": str(path), **(details or {}).get(name, {})} for name, path in outputs.items()}
+    shortcuts = shortcut_outputs(input_audio, target_audio, ANALYSIS_SAMPLE_RATE)  # scored and drawn
     evaluation = evaluate_audio(input_audio, target_audio, audio, ANALYSIS_SAMPLE_RATE, input_path=str(input_path),
-                                target_path=str(target_path), details=extra, pair_id=pair_id)
+                                target_path=str(target_path), details=extra, pair_id=pair_id, shortcuts=shortcuts)
     if picture is not None:
-        shortcuts = shortcut_outputs(input_audio, target_audio, ANALYSIS_SAMPLE_RATE)
         pair_picture(picture, input_audio, target_audio, {**audio, **shortcuts}, title=evaluation.label)
     return evaluation
 
@@ -233,7 +237,7 @@ def pair_picture(path: str | os.PathLike, input_audio: np.ndarray, target_audio:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from pipelines.figures import _save
+    from pipelines.figures import save_figure
 
     rows = {"input": input_audio, "target": target_audio, **outputs}
     figure = Figure(figsize=(14, 1.8 * len(rows) + 0.6), layout="constrained")
@@ -257,4 +261,4 @@ def pair_picture(path: str | os.PathLike, input_audio: np.ndarray, target_audio:
     for axis in axes[-1]:
         axis.set_xlabel("time (s)")
         axis.set_xlim(0.0, max(longest, 1e-3))
-    return _save(figure, path, title)
+    return save_figure(figure, path, title)

@@ -124,7 +124,7 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
 # ------------------------------------------------------------------ MLflow from the driver
 
 
-def tracking_callback(uri: str, experiment_id: str, parent_run_id: str, metric: str):
+def tracking_callback(uri: str, experiment_id: str, parent_run_id: str):
     """The Tune callback that logs every trial as a child run of ``parent_run_id``."""
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
@@ -281,9 +281,9 @@ def run(task_name: str, args: argparse.Namespace) -> TuneSummary:
                 "search": args.search, "grace_period": args.grace_period, "reduction_factor": args.reduction_factor, "seed": args.seed},
     )
     tuner = build_tuner(task, space, setup, args, storage=storage, name=name, max_concurrent=cpus,
-                        callback=tracking_callback(uri, experiment_id, parent_run_id, task.selection.metric))
+                        callback=tracking_callback(uri, experiment_id, parent_run_id))
     results = tuner.fit()
-    summary = summarize(results, task=task, space=space, setup=setup, search_dir=search_dir, base=base)
+    summary = summarize(results, task=task, space=space, setup=setup, search_dir=search_dir)
     summary.tracking_uri, summary.parent_run_id = uri, parent_run_id
     summary.seconds = time.perf_counter() - started
     close_search_run(summary)
@@ -402,7 +402,7 @@ def trials_figure(path: Path, rows: list[TrialRow], *, metric: str, max_epochs: 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from pipelines.figures import _save
+    from pipelines.figures import save_figure
 
     figure = Figure(figsize=(9, 5), layout="constrained")
     FigureCanvasAgg(figure)
@@ -420,10 +420,10 @@ def trials_figure(path: Path, rows: list[TrialRow], *, metric: str, max_epochs: 
     axis.grid(alpha=0.3)
     if len(rows) <= 12:
         axis.legend(fontsize=7, loc="best")
-    return _save(figure, path, title)
+    return save_figure(figure, path, title)
 
 
-def summarize(results, *, task: Task, space, setup: TrialSetup, search_dir: Path, base) -> TuneSummary:
+def summarize(results, *, task: Task, space, setup: TrialSetup, search_dir: Path) -> TuneSummary:
     selection = task.selection
     rows = trial_rows(results, selection.metric, selection.mode, setup.max_epochs)
     search_dir.mkdir(parents=True, exist_ok=True)

@@ -68,3 +68,14 @@ def encodec_checkpoint(tmp_path_factory) -> Path:
 def copy_tree(source: Path, destination: Path) -> Path:
     shutil.copytree(source, destination, symlinks=True)
     return destination
+
+
+def run_benchmark(script: str, ray_address: str, *args: str):
+    """``python bench/SCRIPT ARGS --ray-address ADDR`` from the repository (a benchmark's smoke run
+    joins the session's Ray); returns the finished process with its output captured."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    return subprocess.run([sys.executable, f"bench/{script}", *args, "--ray-address", ray_address], cwd=repo,
+                          capture_output=True, text=True, timeout=600, env={**os.environ}, check=False)

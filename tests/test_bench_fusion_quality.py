@@ -5,25 +5,17 @@ held-out pairs, and the arrangement wins."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from models.arrangement import SHORTCUTS
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import run_benchmark
 
 pytestmark = pytest.mark.ray
 
 
 def test_fusion_quality_benchmark_smoke(ray_address, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "bench/fusion_quality.py", "--smoke", "--work", str(tmp_path / "work"), "--ray-address", ray_address],
-        cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ}, check=False,
-    )
+    result = run_benchmark("fusion_quality.py", ray_address, "--smoke", "--work", str(tmp_path / "work"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "/ best shortcut" in result.stdout
     results = json.loads((tmp_path / "work" / "results.json").read_text())

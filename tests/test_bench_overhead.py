@@ -4,24 +4,17 @@ full runs): both data modes train, and the in-memory epochs spend less outside t
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import run_benchmark
 
 pytestmark = pytest.mark.ray
 
 
 def test_overhead_benchmark_smoke(ray_address, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "bench/overhead.py", "--smoke", "--models", "pointer", "--out", str(tmp_path / "work"),
-         "--json", str(tmp_path / "results.json"), "--ray-address", ray_address],
-        cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ}, check=False,
-    )
+    result = run_benchmark("overhead.py", ray_address, "--smoke", "--models", "pointer", "--out", str(tmp_path / "work"),
+                           "--json", str(tmp_path / "results.json"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "per-epoch overhead" in result.stdout
     runs = json.loads((tmp_path / "results.json").read_text())["results"]["pointer"]

@@ -208,3 +208,20 @@ def test_config_files_and_overrides(tmp_path):
         FusionTrainConfig.from_file(tmp_path / "bad.json")
     with pytest.raises(ConfigError, match="does not exist"):
         FusionTrainConfig.from_file(tmp_path / "none.json")
+
+
+def test_the_arrangement_score_of_a_diverged_model_is_the_floor(mel_batch):
+    """A model writing NaN gets the lowest score (a search can rank it), not a crashed validation."""
+    from models.arrangement import FIGURE_FLOOR
+    from models.cascade import FusionOutput
+    from models.fusion_training import ArrangementValidator
+
+    codec, batch = mel_batch
+
+    class Diverged(torch.nn.Module):
+        def forward(self, input, target):
+            return FusionOutput([torch.full_like(input, float("nan"))], [input], [target], [])
+
+    scores = ArrangementValidator(codec, 2)(Diverged(), [batch])
+    assert scores["score"] == pytest.approx(FIGURE_FLOOR)
+    assert scores["score_plain_mix"] > FIGURE_FLOOR  # the sources themselves still score
