@@ -1,13 +1,13 @@
 """Search cost: ASHA against the same search without early stopping, and a trial's fixed costs.
 
-    python bench/tune.py [--samples 12] [--max-epochs 9] [--space tune_spaces/fusion_loss_weights.yaml]
+    python bench/tune.py [--samples 12] [--max-epochs 9] [--reduction-factor R] [--space tune_spaces/fusion_loss_weights.yaml]
         [--train-pairs 12] [--seconds 12] [--segment-seconds 4] [--work DIR] [--smoke] [--ray-address ADDR]
 
 One generated corpus (drums → chords, mel codec, ``--segment-seconds`` segments) and the
 demo-size model (``configs/demo.json``'s model with ``configs/fusion.json``'s losses). The
 real ``jingle tune fusion`` runs twice on the same space, sample count and seed (so the
 same configurations are drawn in the same order): with ASHA (grace period 1, reduction
-factor 3) and with no early stopping (every trial to ``--max-epochs``). Printed for each:
+factor ``--reduction-factor``, by default ``jingle tune``'s) and with no early stopping (every trial to ``--max-epochs``). Printed for each:
 trial-epochs, wall time and the best ``val_score``; then the ratios (the aim: ASHA spends
 at most a third of the trial-epochs and its best is within 5% of the full search's), and a
 trial's fixed costs from the full search's results: its start-up (from the trial's start
@@ -44,7 +44,7 @@ def search(args: argparse.Namespace, work: Path, shards: Path, config: Path, *, 
     name = f"search-{early_stopping}"
     shutil.rmtree(work / "runs" / name, ignore_errors=True)
     argv = ["--data", str(shards), "--space", args.space, "--config", str(config), "--samples", str(args.samples),
-            "--max-epochs", str(args.max_epochs), "--grace-period", "1", "--reduction-factor", "3", "--seed", "0",
+            "--max-epochs", str(args.max_epochs), "--grace-period", "1", "--reduction-factor", repr(args.reduction_factor), "--seed", "0",
             "--early-stopping", early_stopping, "--storage", str(work / "runs"), "--name", name]
     started = time.perf_counter()
     summary = tune_fusion.run(tune_fusion.build_parser().parse_args(argv))
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--samples", type=int, default=12)
     parser.add_argument("--max-epochs", type=int, default=9)
+    parser.add_argument("--reduction-factor", type=float, default=None, help="ASHA's (default: jingle tune's)")
     parser.add_argument("--space", default=str(ROOT / "tune_spaces" / "fusion_loss_weights.yaml"))
     parser.add_argument("--train-pairs", type=int, default=12)
     parser.add_argument("--seconds", type=float, default=12.0)
@@ -87,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.reduction_factor is None:
+        args.reduction_factor = tune_fusion.build_parser().get_default("reduction_factor")
     if args.smoke:
         args.samples, args.max_epochs, args.train_pairs, args.seconds, args.segment_seconds = 3, 2, 5, 3.0, 1.5
     work = Path(args.work).resolve()

@@ -12,6 +12,10 @@ small commit record per shard written)::
 A file that fails in decode becomes a row with ``reject_reason`` set (its audio columns are
 zeros and are never encoded), so bad files travel with the stream to the driver's commit
 instead of raising. Column names ending in ``_audio`` hold [N, S] float32 windows.
+
+The encoder adds an ``encoded_on`` column (the Ray node id of the actor that encoded each
+row); the writer turns it into the shard's journal entry (``encoded_on``: node ids) and
+leaves it out of the Parquet rows, whose schema is a contract.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -155,7 +159,8 @@ def encode_windows(codec, batch: dict[str, np.ndarray], latent_dtype: np.dtype, 
 
 
 class SegmentEncoder:
-    """Actor: loads the codec once and runs ``encode_windows`` on every batch.
+    """Actor: loads the codec once and runs ``encode_windows`` on every batch, marking each
+    row with the node it was encoded on (an actor restarted elsewhere marks its new node).
 
     Args:
         codec_name: registry name.
@@ -174,9 +179,12 @@ class SegmentEncoder:
         if self.codec.id != codec_id:
             raise RuntimeError(f"worker built codec {self.codec.id}, driver expected {codec_id}")
         self.dtype = np.dtype(latent_dtype)
+        self.node_id = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return encode_windows(self.codec, batch, self.dtype, self.device)
+        out = encode_windows(self.codec, batch, self.dtype, self.device)
+        out["encoded_on"] = np.array([self.node_id] * len(batch["pair_id"]), dtype=object)
+        return out
 
 
 def write_fusion_shard(
@@ -209,10 +217,19 @@ def write_fusion_shard(
         keys = [(str(p), int(i)) for p, i in zip(rows["pair_id"], rows["segment_index"])]
         written = write_shard(out_dir, table, keys, codec_id)
     audio_seconds = float(np.sum(rows["end_s"] - rows["start_s"]))
-    return {"entry": np.array([json.dumps(shard_entry(batch, written=written, keys=keys, audio_seconds=audio_seconds))], dtype=object)}
+    # Batches encoded outside an actor (bench/preprocess.py's in-process loop) carry no node.
+    entry = shard_entry(batch, written=written, keys=keys, audio_seconds=audio_seconds, encoded_on=rows.get("encoded_on", ()))
+    return {"entry": np.array([json.dumps(entry)], dtype=object)}
 
 
-def shard_entry(batch: dict[str, np.ndarray], *, written: dict | None, keys: list[tuple[str, int]], audio_seconds: float) -> dict:
+def shard_entry(
+    batch: dict[str, np.ndarray],
+    *,
+    written: dict | None,
+    keys: list[tuple[str, int]],
+    audio_seconds: float,
+    encoded_on: Iterable[str] = (),
+) -> dict:
     """The journal record of one writer batch (``ShardStore.commit``'s ``entry``).
 
     Args:
@@ -221,8 +238,12 @@ def shard_entry(batch: dict[str, np.ndarray], *, written: dict | None, keys: lis
         written: what ``write_shard`` returned, or None when the batch held only rejects.
         keys: (item id, segment index) of every row written.
         audio_seconds: audio the written rows cover.
+        encoded_on: the Ray node id of every written row's encoder (repeats allowed);
+            stored as the sorted distinct ids. Empty where no actor stage encodes
+            (pointer rows are featurized in plain tasks).
     """
     entry = {"file": None, "rows": 0, "bytes": 0, "sha256": "", "items": {}, "audio_seconds": 0.0}
+    entry["encoded_on"] = sorted({str(node_id) for node_id in encoded_on}) if written is not None else []
     if written is not None:
         entry.update(written)
         for pair_id, index in keys:
@@ -255,13 +276,19 @@ def _tensor_array(values: np.ndarray, latent_type: pa.DataType) -> pa.Array:
 class Resources:
     """How the stages share the cluster.
 
-    Logical CPU shares, not thread counts: decode and write tasks are light and mostly
-    wait on I/O, so on CPU the encoder actors together reserve all but half a CPU and run
-    ``encoder_threads`` torch threads each; reserving a whole CPU per encoder thread would
-    leave decode no slot at all on a 2-core machine. Decode asks for a CPU share unlike the
-    encoder's on purpose: Ray Data fuses a task stage into the next actor stage when their
-    resource requests match, and decoding would then run inside the encoder actor instead
-    of overlapping with it.
+    Logical CPU shares, not thread counts. On CPU the encoder actors together reserve all
+    but half a CPU of every node (an actor's share must fit on one node) and run
+    ``encoder_threads`` torch threads each; the half CPU is what decode and write tasks,
+    light and mostly waiting on I/O, run on.
+
+    Decode and write reserve no CPU (their task pools bound how many run): a stage that
+    reserves CPU can be left with no node to run on. When a node is lost, Ray Data restarts
+    its encoders (the pool is fixed) wherever their shares fit; on a head and one worker of
+    1 CPU each, losing the worker put both encoders (0.5 CPU each) on the head, which then
+    had no 0.25 CPU left for a decode or a write task, and the run hung. A request unlike
+    the encoder's matters too: Ray Data fuses a task stage into the next actor stage when
+    their resource requests match, and decoding would then run inside the encoder actor
+    instead of overlapping with it.
     """
 
     encoder_actors: int
@@ -269,21 +296,32 @@ class Resources:
     encoder_cpus: float
     encoder_gpus: float
     encode_batch: int
-    decode_cpus: float = 0.25
-    write_cpus: float = 0.25
+    decode_cpus: float = 0.0
+    write_cpus: float = 0.0
 
     @classmethod
     def for_cluster(cls, *, actors: int | None, threads: int | None, encode_batch: int | None) -> "Resources":
-        total = ray.cluster_resources()
-        cpus, gpus = int(total.get("CPU", 1)), int(total.get("GPU", 0))
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        node_cpus = [int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node["Alive"]]
+        return cls.for_nodes(node_cpus, gpus=gpus, actors=actors, threads=threads, encode_batch=encode_batch)
+
+    @classmethod
+    def for_nodes(
+        cls, node_cpus: list[int], *, gpus: int = 0, actors: int | None = None, threads: int | None = None,
+        encode_batch: int | None = None,
+    ) -> "Resources":
+        """The shares for a cluster whose alive nodes have ``node_cpus`` CPUs (and ``gpus``
+        GPUs in all); ``actors``, ``threads`` and ``encode_batch`` override the defaults."""
         if gpus:
             return cls(actors or gpus, threads or 2, 1.0, 1.0, encode_batch or 16)
+        node_cpus = [cpus for cpus in node_cpus if cpus > 0] or [1]
         # Two threads per actor: measured on 2 cores, one 2-thread actor encoded EnCodec
         # 30% faster than two 1-thread actors.
-        per_node = max(int(node["Resources"].get("CPU", 1)) for node in ray.nodes() if node["Alive"])
-        threads = threads or min(2, per_node)
-        actors = actors or max(1, cpus // threads)
-        share = round(max(0.3, min(float(threads), (cpus - 0.5) / actors)), 2)
+        threads = threads or min(2, max(node_cpus))
+        # as many actors as the nodes hold whole (an actor cannot span two 1-CPU nodes)
+        actors = actors or max(1, sum(cpus // threads for cpus in node_cpus))
+        spare = 0.5 * len(node_cpus)  # half a CPU of every node for decode and write
+        share = round(max(0.3, min(float(threads), (sum(node_cpus) - spare) / actors)), 2)
         return cls(actors, threads, share, 0.0, encode_batch or 4)
 
 
@@ -356,7 +394,11 @@ def run_fusion_pipeline(
         .map_batches(
             SegmentEncoder,
             batch_size=resources.encode_batch,
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=resources.encoder_actors),
+            # A fixed pool (one actor per pair for a run of fewer pairs): an autoscaled
+            # pool (1..N) shrank to one actor while decoding was still filling the queue,
+            # leaving the other nodes idle, and every regrown actor loads torch and the
+            # codec again (~0.6 GB, tens of seconds on a busy CPU).
+            compute=ray.data.ActorPoolStrategy(size=min(resources.encoder_actors, len(items))),
             fn_constructor_kwargs={
                 "codec_name": codec_name,
                 "codec_id": codec.id,

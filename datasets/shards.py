@@ -16,6 +16,16 @@ Why it is safe to kill a run at any point:
 - at start, shard files that neither the manifest nor the journal name (renamed, but the
   run died before the journal line) are deleted, and their rows are made again.
 
+In an object store (``s3://``, ``gs://``; ``core/storage.py``) a shard is one PUT under its
+final name (an object appears whole or not at all), the journal is one object per commit
+under ``OUT/journal/``, and the lock is an object with a heartbeat (no ``flock`` there).
+
+One run at a time holds a folder (``OUT/.lock``). A second run waits for it or stops with
+one line (``busy``); a lock whose run is gone (killed, even by SIGKILL) is taken over: a
+local lock is an ``flock`` the kernel drops with its process, an object-store lock names
+its host and process and is refreshed every ``LOCK_HEARTBEAT_S``; it is stale when that
+process is gone (same host) or its heartbeat is older than ``LOCK_STALE_S``.
+
 Rows are keyed by (item id, segment index), so a rerun makes exactly the missing rows:
 none twice, none missing. An item whose files changed (size or mtime) invalidates every
 shard holding its rows; the other items of those shards are redone too.
@@ -23,12 +33,14 @@ shard holding its rows; the other items of those shards are redone too.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import io
 import json
 import os
+import socket
+import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,13 +50,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.storage import Location, StorageError
 from datasets.pairs import InputError, Reject
 
 SCHEMA_VERSION = 1
 SHARD_DIR = "shards"
 MANIFEST = "manifest.json"
 JOURNAL = "journal.jsonl"
+JOURNAL_DIR = "journal"  # object stores: one object per commit
 REJECTS = "rejects.parquet"
+LOCK = ".lock"
+LOCK_HEARTBEAT_S = 30.0
+LOCK_STALE_S = 300.0
+BUSY_POLL_S = 2.0
 LATENT_DTYPES = ("float32", "float16")
 
 REJECT_SCHEMA = pa.schema(
@@ -107,27 +125,12 @@ def write_shard(out_dir: str | os.PathLike, table: pa.Table, keys: list[tuple[st
     Returns:
         ``{"file", "rows", "bytes", "sha256"}`` for the journal.
     """
-    shard_dir = Path(out_dir) / SHARD_DIR
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
     data = buffer.getvalue()
     name = shard_name(keys, codec_id)
-    temporary = shard_dir / f".tmp-{uuid.uuid4().hex}.parquet"
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, shard_dir / name)
+    (Location.of(out_dir) / SHARD_DIR / name).write_bytes(data)
     return {"file": name, "rows": table.num_rows, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 @dataclass
@@ -152,51 +155,168 @@ class WorkItem:
     skip: tuple[int, ...] = ()
 
 
+class FolderBusy(InputError):
+    """Another run holds the output folder (and this one was told not to wait)."""
+
+
+class FolderLock:
+    """One run at a time per output folder (see the module's docstring).
+
+    Args:
+        root: the output folder.
+        wait: wait for a running holder to finish instead of raising ``FolderBusy``.
+    """
+
+    def __init__(self, root: Location, *, wait: bool = False) -> None:
+        self.location = root / LOCK
+        self.took_over: dict | None = None  # what a stale lock said, when one was taken over
+        self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), "heartbeat": time.time()}
+        self._handle = None
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+        while not self._try_acquire():
+            if not wait:
+                holder = self.holder_line()
+                raise FolderBusy(f"--out {root} is being written by another jingle run{holder}; "
+                                 f"rerun with --if-busy wait to wait for it")
+            time.sleep(BUSY_POLL_S)
+
+    def holder_line(self) -> str:
+        try:
+            holder = json.loads(self.location.read_text())
+            return f" (pid {holder['pid']} on {holder['host']}, since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder['started']))})"
+        except (FileNotFoundError, StorageError, ValueError, KeyError):
+            return ""
+
+    def _try_acquire(self) -> bool:
+        if self.location.is_local:
+            return self._try_flock()
+        try:
+            held = json.loads(self.location.read_text())
+        except FileNotFoundError:
+            held = None
+        except ValueError:
+            held = None  # a torn or foreign object: nobody can be holding it through that
+        if held is not None and not _stale(held):
+            return False
+        self.took_over = held
+        self.location.write_text(json.dumps(self.owner))
+        self._heartbeat = threading.Thread(target=self._beat, name="jingle-lock-heartbeat", daemon=True)
+        self._heartbeat.start()
+        return True
+
+    def _try_flock(self) -> bool:
+        path = self.location.uri
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        handle.seek(0)
+        try:
+            earlier = json.loads(handle.read() or "null")
+        except ValueError:
+            earlier = None
+        # The kernel dropped the previous holder's flock with its process: a lock file
+        # that still names a process means that run did not end by itself.
+        self.took_over = earlier if isinstance(earlier, dict) else None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(self.owner))
+        handle.flush()
+        self._handle = handle
+        return True
+
+    def _beat(self) -> None:
+        while not self._stop.wait(LOCK_HEARTBEAT_S):
+            self.owner["heartbeat"] = time.time()
+            try:
+                self.location.write_text(json.dumps(self.owner))
+            except StorageError:
+                pass  # the next beat tries again; the run itself fails on its own writes
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._handle is not None:
+            self._handle.seek(0)
+            self._handle.truncate()  # an empty lock file: this run ended by itself
+            self._handle.close()
+            self._handle = None
+        elif self._heartbeat is not None:
+            self._heartbeat.join(timeout=5)
+            self.location.delete()
+            self._heartbeat = None
+
+
+def _stale(held: dict) -> bool:
+    """Whether an object-store lock's run is gone."""
+    if held.get("host") == socket.gethostname():
+        try:
+            os.kill(int(held["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, KeyError, ValueError, TypeError):
+            pass
+    return time.time() - float(held.get("heartbeat", 0)) > LOCK_STALE_S
+
+
 class ShardStore:
     """The output folder of one preprocessing target, opened for one run.
 
     Args:
-        out_dir: the folder (created if missing).
+        out_dir: the folder (created if missing): a local path or an ``s3://``/``gs://`` URI.
         kind: ``"fusion"`` or ``"pointer"``.
         settings: everything that makes rows incompatible when it changes (codec id,
             segmenting, latent dtype...). A folder written with other settings is refused.
+        wait: when another run holds the folder, wait for it (else ``FolderBusy``).
 
     Raises:
-        InputError: another run holds the folder, or its settings differ.
+        FolderBusy: another run holds the folder.
+        InputError: the folder cannot be created, or its settings differ.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, *, kind: str, settings: dict) -> None:
-        self.root = Path(out_dir)
+    def __init__(self, out_dir: str | os.PathLike | Location, *, kind: str, settings: dict, wait: bool = False) -> None:
+        self.root = Location.of(out_dir)
         self.kind = kind
         self.settings = settings
         self.shard_dir = self.root / SHARD_DIR
         try:
-            self.shard_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise InputError(f"--out {self.root}: cannot create folder ({error.strerror or error})") from None
-        self._lock = open(self.root / ".lock", "w")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise InputError(f"--out {self.root} is being written by another jingle run; wait for it to finish") from None
+            self.shard_dir.mkdir()
+        except StorageError as error:
+            raise InputError(f"--out {error}") from None
+        self._lock = FolderLock(self.root, wait=wait)
         self.files: dict[str, dict] = {}
         self.items: dict[str, ItemState] = {}
         self.decode_rejects: dict[str, dict] = {}  # item id -> {"fingerprint", "rejects": [...]}
         self.recovered_shards = 0
         self.removed_orphans = 0
         self.invalidated_files = 0
-        self._load()
-        self._journal = None
+        self._journal_file = None  # local: the open journal.jsonl
+        self._commits = 0  # commits of this run
+        try:
+            self._load()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    @property
+    def took_over(self) -> dict | None:
+        """What the lock of a run that died said (host, pid, started), if one was taken over."""
+        return self._lock.took_over
 
     # -- loading and recovery ---------------------------------------------------
 
     def _load(self) -> None:
         manifest_path = self.root / MANIFEST
-        if manifest_path.exists():
+        try:
+            text = manifest_path.read_text()
+        except FileNotFoundError:
+            text = None
+        if text is not None:
             try:
-                manifest = json.loads(manifest_path.read_text())
-            except (json.JSONDecodeError, OSError) as error:
+                manifest = json.loads(text)
+            except json.JSONDecodeError as error:
                 raise InputError(f"{manifest_path} is unreadable ({error}); move the folder aside and rerun") from None
             if manifest.get("kind") != self.kind:
                 raise InputError(f"--out {self.root} holds {manifest.get('kind')!r} shards, not {self.kind!r}")
@@ -217,32 +337,47 @@ class ShardStore:
             self.files = manifest["files"]
             self.items = {key: ItemState(**value) for key, value in manifest["items"].items()}
             self.decode_rejects = manifest.get("decode_rejects", {})
-        journal_path = self.root / JOURNAL
-        if journal_path.exists():
-            for line in journal_path.read_text().splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    break  # a torn last line: the shard it named is an orphan, made again
-                self._apply(entry)
-                self.recovered_shards += entry.get("file") is not None
+        journal = self._journal_lines()
+        for line in journal:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                break  # a torn last line: the shard it named is an orphan, made again
+            self._apply(entry)
+            self.recovered_shards += entry.get("file") is not None
         self._remove_orphans()
-        if journal_path.exists():
+        if journal:
             self._write_manifest()
-            journal_path.unlink()
+            self._clear_journal()
+
+    def _journal_lines(self) -> list[str]:
+        """The commits a run that died left (none after a run that ended)."""
+        if self.root.is_local:
+            try:
+                return (self.root / JOURNAL).read_text().splitlines()
+            except FileNotFoundError:
+                return []
+        return [entry.read_text() for entry in (self.root / JOURNAL_DIR).list() if entry.name.endswith(".json")]
+
+    def _clear_journal(self) -> None:
+        if self.root.is_local:
+            (self.root / JOURNAL).delete()
+        else:
+            for entry in (self.root / JOURNAL_DIR).list():
+                entry.delete()
 
     def _remove_orphans(self) -> None:
         """Delete shard files that no commit names, and temporary files."""
-        for path in self.shard_dir.iterdir():
-            if path.name.startswith(".tmp-") or (path.suffix == ".parquet" and path.name not in self.files):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+        for path in self.shard_dir.list():
+            if path.name.startswith(".tmp-") or (path.name.endswith(".parquet") and path.name not in self.files):
+                path.delete()
                 self.removed_orphans += not path.name.startswith(".tmp-")
 
     def _apply(self, entry: dict) -> None:
         if entry.get("file"):
             self.files[entry["file"]] = {
-                key: entry[key] for key in ("rows", "bytes", "sha256", "items", "audio_seconds")
+                key: entry[key] for key in ("rows", "bytes", "sha256", "items", "audio_seconds", "encoded_on")
+                if key in entry  # encoded_on: the Ray nodes that encoded the rows (absent in older journals)
             }
             for item_id, indices in entry["items"].items():
                 state = self.items.setdefault(item_id, ItemState(entry["fingerprints"][item_id]))
@@ -289,8 +424,7 @@ class ShardStore:
         for item_id in self.files.pop(name)["items"]:
             if item_id in self.items:
                 self.items[item_id].rows.pop(name, None)
-        with contextlib.suppress(FileNotFoundError):
-            (self.shard_dir / name).unlink()
+        (self.shard_dir / name).delete()
 
     # -- committing -------------------------------------------------------------
 
@@ -301,11 +435,16 @@ class ShardStore:
         (item id -> segment indices), ``audio_seconds``, ``segments_total`` (item id ->
         count), ``rejects`` (item id -> list of reject dicts), ``fingerprints``.
         """
-        if self._journal is None:
-            self._journal = open(self.root / JOURNAL, "a")
-        self._journal.write(json.dumps(entry, sort_keys=True) + "\n")
-        self._journal.flush()
-        os.fsync(self._journal.fileno())
+        line = json.dumps(entry, sort_keys=True)
+        if self.root.is_local:
+            if self._journal_file is None:
+                self._journal_file = open(Path(self.root.uri) / JOURNAL, "a")
+            self._journal_file.write(line + "\n")
+            self._journal_file.flush()
+            os.fsync(self._journal_file.fileno())
+        else:
+            (self.root / JOURNAL_DIR / f"{self._commits:08d}-{uuid.uuid4().hex[:8]}.json").write_text(line)
+        self._commits += 1
         self._apply(entry)
 
     def finish(self, rejects: list[Reject]) -> bool:
@@ -318,13 +457,13 @@ class ShardStore:
         # after this run's start-up sweep.
         self._remove_orphans()
         changed = False
-        if self._journal is not None or self.invalidated_files or not (self.root / MANIFEST).exists():
+        if self._commits or self.invalidated_files or not (self.root / MANIFEST).exists():
             self._write_manifest()
             changed = True
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
-            (self.root / JOURNAL).unlink()
+        if self._commits:
+            self._close_journal()
+            self._commits = 0
+            self._clear_journal()
         changed |= self._write_rejects(rejects)
         return changed
 
@@ -356,7 +495,7 @@ class ShardStore:
             },
             "decode_rejects": self.decode_rejects,
         }
-        _atomic_write_bytes(self.root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
+        (self.root / MANIFEST).write_bytes(json.dumps(manifest, indent=1, sort_keys=True).encode())
 
     def _write_rejects(self, rejects: list[Reject]) -> bool:
         table = pa.table(
@@ -369,21 +508,24 @@ class ShardStore:
             schema=REJECT_SCHEMA,
         )
         path = self.root / REJECTS
-        if path.exists():
-            try:
-                if pq.read_table(path).equals(table):
-                    return False
-            except (pa.ArrowInvalid, OSError):
-                pass
+        try:
+            if pq.read_table(io.BytesIO(path.read_bytes())).equals(table):
+                return False
+        except (FileNotFoundError, pa.ArrowInvalid, OSError):
+            pass
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
-        _atomic_write_bytes(path, buffer.getvalue())
+        path.write_bytes(buffer.getvalue())
         return True
 
+    def _close_journal(self) -> None:
+        if self._journal_file is not None:
+            self._journal_file.close()
+            self._journal_file = None
+
     def close(self) -> None:
-        if self._journal is not None:
-            self._journal.close()
-        self._lock.close()
+        self._close_journal()
+        self._lock.release()
 
     def __enter__(self) -> "ShardStore":
         return self
@@ -393,19 +535,20 @@ class ShardStore:
 
     # -- reading ----------------------------------------------------------------
 
-    def shard_paths(self) -> list[Path]:
-        return [self.shard_dir / name for name in sorted(self.files)]
+    def shard_paths(self) -> list[str]:
+        return [str(self.shard_dir / name) for name in sorted(self.files)]
 
 
-def read_manifest(out_dir: str | os.PathLike) -> dict:
-    path = Path(out_dir) / MANIFEST
+def read_manifest(out_dir: str | os.PathLike | Location) -> dict:
+    root = Location.of(out_dir)
     try:
-        return json.loads(path.read_text())
+        return json.loads((root / MANIFEST).read_text())
     except FileNotFoundError:
-        raise InputError(f"{out_dir} has no {MANIFEST}: is it a jingle preprocess output?") from None
+        raise InputError(f"{root} has no {MANIFEST}: is it a jingle preprocess output?") from None
 
 
-def shard_paths(out_dir: str | os.PathLike) -> list[str]:
-    """The committed shard files of an output folder, from its manifest."""
-    manifest = read_manifest(out_dir)
-    return [str(Path(out_dir) / manifest["shard_dir"] / name) for name in sorted(manifest["files"])]
+def shard_paths(out_dir: str | os.PathLike | Location) -> list[str]:
+    """The committed shard files of an output folder (paths or URIs), from its manifest."""
+    root = Location.of(out_dir)
+    manifest = read_manifest(root)
+    return [str(root / manifest["shard_dir"] / name) for name in sorted(manifest["files"])]

@@ -67,6 +67,30 @@ def state_path(checkpoint: str | os.PathLike) -> Path:
     return path / STATE_FILE if path.is_dir() else path
 
 
+def _state_source(checkpoint: str | os.PathLike):
+    """(name for messages, what ``torch.load`` reads): a local ``state.pt``, or the bytes of
+    one in an object store (``s3://.../checkpoint_000003``)."""
+    import io
+
+    from core.storage import Location, StorageError, is_remote
+
+    missing = f"checkpoint {checkpoint} not found (expected a directory with {STATE_FILE}, or the file)"
+    if not is_remote(checkpoint):
+        path = state_path(checkpoint)
+        if not path.is_file():
+            raise CheckpointError(missing)
+        return path, path
+    location = Location.of(checkpoint)
+    for candidate in (location / STATE_FILE, location):
+        try:
+            return candidate.uri, io.BytesIO(candidate.read_bytes())
+        except (FileNotFoundError, IsADirectoryError):
+            continue
+        except StorageError as error:
+            raise CheckpointError(f"checkpoint {error}") from None
+    raise CheckpointError(missing)
+
+
 def save_state(directory: str | os.PathLike, state: TrainingState) -> Path:
     """Write ``directory/state.pt`` atomically (temporary file, then rename)."""
     directory = Path(directory)
@@ -86,11 +110,9 @@ def load_state(checkpoint: str | os.PathLike, *, kind: str, codec_id: str | None
         kind: ``"fusion"`` or ``"pointer"``.
         codec_id: when given, the codec the caller will decode with; another is refused.
     """
-    path = state_path(checkpoint)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {checkpoint} not found (expected a directory with {STATE_FILE}, or the file)")
+    path, source = _state_source(checkpoint)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated zip, a pickle of objects, random bytes: all the same to the user
         raise CheckpointError(f"checkpoint {path} is corrupt or not a jingle checkpoint ({type(error).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -22,9 +22,18 @@ from datasets.pairs import InputError
 from models.checkpoints import CheckpointError
 from models.codecs import CodecUnavailable
 from core.config import ConfigError
+from core.storage import StorageError, storage_environment
+from datasets.shards import FolderBusy
 
 # Errors a user can cause and fix: one line, exit 2.
-USER_ERRORS = (InputError, CodecUnavailable, CheckpointError, AudioError, ConfigError)
+# The installed project (configs/ sits beside pipelines/): found from the package, so a lone
+# copy of a pipeline file (``ray submit``) or any working directory finds the same files.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+USER_ERRORS = (InputError, CodecUnavailable, CheckpointError, AudioError, ConfigError, StorageError)
+# Exit status of a run that found its output folder held by another run (EX_TEMPFAIL):
+# a scheduler can tell "try again later" from a failure.
+EXIT_BUSY = 75
 
 
 class UsageError(ValueError):
@@ -68,7 +77,9 @@ def init_ray(num_cpus: int | None = None, *, debug: bool = False) -> None:
             handler.setLevel(logging.WARNING)
     if ray.is_initialized():
         return
-    quiet = {"logging_level": logging.WARNING, "log_to_driver": debug}
+    # The job's workers reach storage with the driver's credentials and endpoint.
+    environment = storage_environment()
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": debug, **({"runtime_env": {"env_vars": environment}} if environment else {})}
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], **quiet)
         return
@@ -76,7 +87,7 @@ def init_ray(num_cpus: int | None = None, *, debug: bool = False) -> None:
     if address:
         ray.init(address=address, **quiet)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **quiet)
 
 
 def running_cluster_address(timeout_seconds: float = 1.0) -> str | None:
@@ -101,6 +112,9 @@ def run_main(run: Callable[[argparse.Namespace], int | None], args: argparse.Nam
     try:
         code = run(args)
         return 0 if code is None else code
+    except FolderBusy as error:
+        print(f"{prog}: busy: {error}", file=sys.stderr)
+        return EXIT_BUSY
     except (UsageError, *USER_ERRORS) as error:
         if getattr(args, "debug", False):
             traceback.print_exc()

@@ -31,11 +31,11 @@ from pathlib import Path
 from datasets.synth import CorpusSpec, write_fusion_corpus
 from models.codecs import CODEC_NAMES
 from pipelines import conform, fuse, preprocess_fusion, preprocess_pointer, train_fusion, train_pointer
-from pipelines.common import EntryPoint, UsageError, add_common_arguments
+from pipelines.common import PROJECT_ROOT, EntryPoint, UsageError, add_common_arguments
 
 PROG = "jingle demo"
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.json"
-POINTER_DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "pointer" / "demo.json"
+DEMO_CONFIG = PROJECT_ROOT / "configs" / "demo.json"
+POINTER_DEMO_CONFIG = PROJECT_ROOT / "configs" / "pointer" / "demo.json"
 MODELS = ("fusion", "pointer")
 
 

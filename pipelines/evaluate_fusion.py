@@ -30,6 +30,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from core.storage import Location, check_writable, staged
 from pipelines.common import EntryPoint, UsageError, add_common_arguments
 
 PROG = "jingle evaluate fusion"
@@ -61,6 +62,13 @@ def pair_mode(text: str):
 
 
 def command(args: argparse.Namespace) -> int:
+    out = Location.of(args.out)
+    check_writable(out, "--out")
+    with staged(out) as folder:  # a bucket's report is written here, then uploaded
+        return evaluate(args, out, folder)
+
+
+def evaluate(args: argparse.Namespace, out: Location, folder: Path) -> int:
     if args.checkpoint is not None or args.pairs is not None:
         from pipelines.fuse import evaluate_checkpoint  # Ray and the model only for this form
 
@@ -72,20 +80,20 @@ def command(args: argparse.Namespace) -> int:
     else:
         if args.compare or args.actors is not None:
             raise UsageError("--compare and --actors go with --checkpoint CKPT --pairs DIR")
-        pairs = [evaluate_given_files(args)]
+        pairs = [evaluate_given_files(args, folder)]
     from pipelines.fusion_evaluation import summary_table, write_report
 
-    json_path, markdown_path = write_report(args.out, pairs)
+    write_report(folder, pairs)
     for pair in pairs:
         best = max(pair.outputs, key=lambda entry: entry["score"])
         print(f"{pair.label}: " + ", ".join(f"{entry['name']} {entry['score']:.3f}" for entry in pair.outputs) + f" (best: {best['name']})")
     if len(pairs) > 1:
         print("\n".join(summary_table(pairs)[2:]))
-    print(f"wrote {json_path}, {markdown_path} and {len(pairs)} picture(s) in {Path(args.out) / 'pictures'}")
+    print(f"wrote {out / 'report.json'}, {out / 'report.md'} and {len(pairs)} picture(s) in {out / 'pictures'}")
     return 0
 
 
-def evaluate_given_files(args: argparse.Namespace):
+def evaluate_given_files(args: argparse.Namespace, folder: Path):
     from pipelines.fusion_evaluation import evaluate_files, output_names, picture_path
 
     if len(args.files) < 3:
@@ -97,7 +105,7 @@ def evaluate_given_files(args: argparse.Namespace):
         raise UsageError(str(error)) from None
     stems = Path(input_path).stem, Path(target_path).stem
     label = stems[0] if stems[0] == stems[1] else "+".join(stems)  # pair_0001, or drums+piano
-    return evaluate_files(input_path, target_path, dict(zip(names, output_paths)), pair_id=label, picture=picture_path(args.out, label))
+    return evaluate_files(input_path, target_path, dict(zip(names, output_paths)), pair_id=label, picture=picture_path(folder, label))
 
 
 def parse_compare(values: list[str]) -> dict[str, Path]:

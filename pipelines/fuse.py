@@ -29,12 +29,14 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
 
+from core.storage import Location, check_writable, is_remote
 from datasets.audio import AudioError
 from datasets.pairs import InputError, discover_fusion_pairs
 from pipelines.common import EntryPoint, UsageError, add_common_arguments, local_device
@@ -186,9 +188,14 @@ class Fuser:
         self.loaded = load_fusion_checkpoint(checkpoint, codec_state=weights, device=self.device)
         if self.loaded.codec.id != codec_id:
             raise RuntimeError(f"worker built codec {self.loaded.codec.id}, driver expected {codec_id}")
-        self.out_dir = Path(out_dir)
+        # A bucket's files are written to a local folder first, then uploaded pair by pair.
+        self.out = Location.of(out_dir)
+        self.evaluation = Location.of(evaluation_dir) if evaluation_dir is not None else None
+        self.staging = Path(tempfile.mkdtemp(prefix="jingle-fuse-"))
+        self.out_dir = Path(self.out.uri) if self.out.is_local else self.staging / "out"
+        self.evaluation_dir = None if self.evaluation is None else (
+            self.evaluation.uri if self.evaluation.is_local else str(self.staging / "evaluation"))
         self.pair_mode = pair_mode
-        self.evaluation_dir = evaluation_dir
         self.compare = compare or {}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -210,6 +217,7 @@ class Fuser:
                 )
                 if self.evaluation_dir is not None:
                     evaluation = self._evaluate(str(pair_id), str(input_path), str(target_path), str(name), fused, report)
+                self._upload()
                 statuses.append("ok")
             except AudioError as error:  # a bad or short file fails its pair, not the run
                 statuses.append(str(error))
@@ -219,6 +227,16 @@ class Fuser:
             "status": np.array(statuses, dtype=object),
             "evaluation": np.array(evaluations, dtype=object),
         }
+
+    def _upload(self) -> None:
+        """Move the staged files of a bucket's outputs into it (nothing for local folders)."""
+        for location, staged in ((self.out, self.out_dir), (self.evaluation, Path(self.evaluation_dir or self.out_dir))):
+            if location is None or location.is_local or not staged.exists():
+                continue
+            for path in sorted(staged.rglob("*")):
+                if path.is_file():
+                    (location / path.relative_to(staged).as_posix()).write_bytes(path.read_bytes())
+                    path.unlink()
 
     def _evaluate(self, pair_id: str, input_path: str, target_path: str, name: str, fused: Path, report: dict) -> str:
         from pipelines.fusion_evaluation import evaluate_files, picture_path
@@ -246,7 +264,7 @@ class BatchPlan:
     rejects: list  # files without a partner (datasets.pairs.Reject)
 
 
-def plan_batch(source: str, out_dir: Path, *, flag: str) -> BatchPlan:
+def plan_batch(source: str, out_dir: Location, *, flag: str) -> BatchPlan:
     """Discover the pairs of ``source`` and name each one's output in ``out_dir``.
 
     Raises:
@@ -277,9 +295,9 @@ def plan_batch(source: str, out_dir: Path, *, flag: str) -> BatchPlan:
 def fuse_batch(
     plan: BatchPlan,
     args: argparse.Namespace,
-    out_dir: Path,
+    out_dir: Location,
     *,
-    evaluation_dir: Path | None = None,
+    evaluation_dir: Location | None = None,
     compare: dict[str, Path] | None = None,
     prefix: str = "[fuse]",
 ) -> list[dict[str, str]]:
@@ -319,7 +337,7 @@ def fuse_batch(
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=min(actors, len(items))),
         fn_constructor_kwargs={
-            "checkpoint": os.path.abspath(args.checkpoint),
+            "checkpoint": args.checkpoint if is_remote(args.checkpoint) else os.path.abspath(args.checkpoint),
             "codec_id": loaded.codec.id,
             "codec_state": codec_state,
             "out_dir": str(out_dir),
@@ -340,7 +358,8 @@ def fuse_batch(
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    out_dir = Path(args.out).resolve()
+    out_dir = Location.of(args.out)
+    check_writable(out_dir, "--out")
     plan = plan_batch(args.batch, out_dir, flag="--batch")
     for reject in plan.rejects:
         print(f"[fuse] skipped {reject.path}: {reject.reason}", file=sys.stderr)
@@ -367,7 +386,8 @@ def evaluate_checkpoint(args: argparse.Namespace, *, compare: dict[str, Path]) -
     returns the pairs' evaluations (``PairEvaluation``), in pair order."""
     from pipelines.fusion_evaluation import PairEvaluation
 
-    out = Path(args.out).resolve()
+    out = Location.of(args.out)
+    check_writable(out, "--out")
     plan = plan_batch(args.pairs, out / "fused", flag="--pairs")
     for reject in plan.rejects:
         print(f"[evaluate] skipped {reject.path}: {reject.reason}", file=sys.stderr)

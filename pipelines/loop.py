@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 import torch
 
+from core.storage import Location
 from models.checkpoints import TrainingState, load_state, save_state
 
 VALIDATION_METRIC = "val_total"  # reported by every task; not necessarily what picks checkpoints
@@ -137,10 +138,9 @@ def maybe_fail(context: RunContext, settings: LoopSettings, step: int) -> None:
     carries on from the last checkpoint."""
     if settings.fail_at_step is None or step != settings.fail_at_step or context.rank != context.world_size - 1:
         return
-    marker = Path(settings.run_dir) / f".fault-injected-at-{settings.fail_at_step}"
+    marker = Location.of(settings.run_dir) / f".fault-injected-at-{settings.fail_at_step}"
     if marker.exists():
         return
-    marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text("the worker failed here on purpose (training.fail_at_step)\n")
     context.fail(f"fault injected at step {step} (training.fail_at_step)")
 

@@ -20,11 +20,11 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from datasets.audio import Segmenting
 from datasets.pairs import Discovery, Reject, check_pairs, discover_fusion_pairs
+from core.storage import Location, check_writable
 from datasets.shards import LATENT_DTYPES, REJECTS, ShardStore
 from models.codecs import CODEC_NAMES, build_codec
 from pipelines.common import EntryPoint, UsageError, add_common_arguments, human_seconds, init_ray, reporting
@@ -55,7 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder-threads", type=int, default=None, help="torch threads per CPU encoder actor")
     parser.add_argument("--encode-batch", type=int, default=None, help="segments per encoder call")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_store_arguments(parser)
     add_common_arguments(parser)
+
+
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    """The output folder's lock: what a run does when another run holds it."""
+    parser.add_argument("--if-busy", choices=("exit", "wait"), default="exit",
+                        help="when another run is writing --out: exit at once with status 75, or wait for it (default: exit)")
 
 
 @dataclass
@@ -78,6 +85,7 @@ class Summary:
     removed_orphans: int = 0
     invalidated_files: int = 0
     changed: bool = False
+    took_over: dict | None = None  # the lock of a run that did not finish (host, pid, started)
 
     @property
     def audio_seconds_per_second(self) -> float:
@@ -100,7 +108,7 @@ class Summary:
         for reject in self.rejects[:20]:
             lines.append(f"    {reject.path}: {reject.reason}")
         if len(self.rejects) > 20:
-            lines.append(f"    ... and {len(self.rejects) - 20} more in {Path(self.out_dir) / REJECTS}")
+            lines.append(f"    ... and {len(self.rejects) - 20} more in {self.out_dir.rstrip('/')}/{REJECTS}")
         lines += [
             f"  segments written   {self.segments_written} in {self.shards_written} shards "
             f"({self.total_rows} segments in {self.total_files} shards in all)",
@@ -108,6 +116,9 @@ class Summary:
             f"  wall time          {human_seconds(self.wall_seconds)}",
             f"  throughput         {self.audio_seconds_per_second:.1f} audio-seconds per second",
         ]
+        if self.took_over:
+            lines.append(f"  lock               taken over from a run that did not finish (pid {self.took_over.get('pid')} "
+                         f"on {self.took_over.get('host')})")
         if self.removed_orphans or self.invalidated_files:
             lines.append(
                 f"  recovered          removed {self.removed_orphans} unfinished shards of an interrupted run, "
@@ -195,8 +206,11 @@ def preprocess_into_store(
         first_role: the role whose decode rejects mean its file was not read (for the count
             of files read).
     """
-    summary = Summary(out_dir=str(args.out), pairs_found=len(found.pairs))
-    with ShardStore(args.out, kind=kind, settings=settings) as store:
+    out = Location.of(args.out)
+    check_writable(out, "--out")
+    summary = Summary(out_dir=str(out), pairs_found=len(found.pairs))
+    with ShardStore(out, kind=kind, settings=settings, wait=args.if_busy == "wait") as store:
+        summary.took_over = store.took_over
         checked, probe_rejects = check(found.pairs)
         pairs = {c.pair.pair_id: c.pair for c in checked}
         work = store.plan({c.pair.pair_id: c.fingerprint for c in checked})

@@ -25,7 +25,7 @@ from datasets.pairs import check_pointer_pairs, discover_pointer_pairs
 from datasets.shards import ShardStore
 from pipelines.common import EntryPoint, UsageError, add_common_arguments, reporting
 from pipelines.pointer_config import PointerTrainConfig
-from pipelines.preprocess_fusion import Summary, preprocess_into_store, progress_printer
+from pipelines.preprocess_fusion import Summary, add_store_arguments, preprocess_into_store, progress_printer
 
 PROG = "jingle preprocess pointer"
 
@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows-per-shard", type=int, default=16, help="pairs per Parquet file (default: 16)")
     parser.add_argument("--tasks", type=int, default=None, help="concurrent featurize tasks (default: the cluster's CPUs)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_store_arguments(parser)
     add_common_arguments(parser)
 
 

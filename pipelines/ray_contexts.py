@@ -9,7 +9,6 @@ import math
 import os
 import socket
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -17,15 +16,35 @@ import ray.train
 import ray.tune
 import torch
 
+from core.storage import Location
 from models.checkpoints import TrainingState, load_state, save_state
 from pipelines.worker import WorkerPlan, train_worker
 
 
+# The result key under which a trainer in a search trial names its workers' placement group.
+PLACEMENT_GROUP_KEY = "trainer_placement_group"
+
+
 class _RayReporting:
     """Checkpoints and reports through a Ray library (``ray.train`` or ``ray.tune``: the
-    same calls, each valid only in its own kind of process)."""
+    same calls, each valid only in its own kind of process).
+
+    With ``selection`` and ``diverged`` set (a search), a NaN or infinite selection metric
+    is reported as the worst finite ``diverged`` instead, since ASHA never stops a NaN trial.
+    """
 
     library: Any
+    selection: Any = None
+    diverged: float | None = None
+
+    def finite(self, metrics: dict[str, float]) -> dict[str, float]:
+        if self.selection is None or self.diverged is None:
+            return metrics
+        value = metrics.get(self.selection.metric)
+        if value is None or math.isfinite(value):
+            return metrics
+        worst = -self.diverged if self.selection.mode == "max" else self.diverged
+        return {**metrics, self.selection.metric: worst, "diverged": 1.0}
 
     def load_latest(self, *, kind: str, codec_id: str | None) -> TrainingState | None:
         checkpoint = self.library.get_checkpoint()
@@ -35,6 +54,7 @@ class _RayReporting:
             return load_state(directory, kind=kind, codec_id=codec_id)
 
     def report(self, metrics: dict[str, float], state: TrainingState | None) -> None:
+        metrics = self.finite(metrics)
         if state is None:
             self.library.report(metrics)
             return
@@ -44,17 +64,34 @@ class _RayReporting:
 
 
 class RayTrainContext(_RayReporting):
-    """A worker of a ``TorchTrainer``: DDP across the group, checkpoints in the run's storage."""
+    """A worker of a ``TorchTrainer``: DDP across the group, checkpoints in the run's storage.
+
+    Args:
+        node_workers: training workers sharing this node's cores (torch threads are
+            divided among them); default: this run's workers on the node. A search runs
+            several trainers side by side and says how many workers a node holds in all.
+        selection, diverged: see ``_RayReporting`` (a trainer inside a search trial).
+        report_placement_group: rank 0 adds its worker group's placement group id to every
+            report (``PLACEMENT_GROUP_KEY``), so the search's driver can free it when Tune
+            stops the trial (see ``pipelines.tune.TrainerCleanup``).
+    """
 
     library = ray.train
 
-    def __init__(self) -> None:
+    def __init__(self, *, node_workers: int | None = None, selection: Any = None, diverged: float | None = None,
+                 report_placement_group: bool = False) -> None:
         import ray.train.torch
 
         context = ray.train.get_context()
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
-        self.local_world_size = context.get_local_world_size()
+        self.local_world_size = node_workers or context.get_local_world_size()
         self.device = ray.train.torch.get_device()
+        self.selection, self.diverged = selection, diverged
+        group = ray.util.get_current_placement_group() if report_placement_group and self.rank == 0 else None
+        self.tags = {PLACEMENT_GROUP_KEY: group.id.hex()} if group is not None else {}
+
+    def report(self, metrics: dict[str, float], state: TrainingState | None) -> None:
+        super().report({**metrics, **self.tags}, state)
 
     def should_stop(self) -> bool:
         return False
@@ -72,17 +109,16 @@ class RayTrainContext(_RayReporting):
 
     def record(self, run_dir: str) -> None:
         """Write ``RUN/workers/rank-N.json`` (node id, host, pid): where each worker ran."""
-        folder = Path(run_dir) / "workers"
-        folder.mkdir(parents=True, exist_ok=True)
         info = {"rank": self.rank, "node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "pid": os.getpid()}
-        (folder / f"rank-{self.rank}.json").write_text(json.dumps(info))
+        (Location.of(run_dir) / "workers" / f"rank-{self.rank}.json").write_text(json.dumps(info))
 
 
 def ray_train_loop(loop_config: dict) -> None:
-    """The TorchTrainer's per-worker function: the plan, its shared values fetched once."""
+    """The TorchTrainer's per-worker function: the plan, its shared values fetched once,
+    and the context's options (``run_trainer``'s ``context_options``)."""
     plan: WorkerPlan = loop_config["plan"]
     plan = plan.with_shared({name: ray.get(refs[0]) for name, refs in loop_config["shared"].items()})
-    context = RayTrainContext()
+    context = RayTrainContext(**loop_config.get("context", {}))
     context.record(plan.loop.run_dir)
     train_worker(context, plan)
 
@@ -94,9 +130,7 @@ class TuneTrialContext(_RayReporting):
         datasets: Ray Datasets by name, for a plan whose data is streamed.
         device: where the trial trains.
         trials_per_node: trials that share this node's cores (torch threads are divided).
-        selection: with ``diverged``, the metric Tune ranks trials by: a NaN or infinite
-            value is reported as the worst finite ``diverged`` instead, since ASHA never
-            stops a NaN trial.
+        selection, diverged: see ``_RayReporting``.
     """
 
     library = ray.tune
@@ -109,14 +143,6 @@ class TuneTrialContext(_RayReporting):
         self.device = torch.device(device)
         self.local_world_size = max(1, trials_per_node)
         self.selection, self.diverged = selection, diverged
-
-    def report(self, metrics: dict[str, float], state: TrainingState | None) -> None:
-        if self.selection is not None and self.diverged is not None:
-            value = metrics.get(self.selection.metric)
-            if value is not None and not math.isfinite(value):
-                worst = -self.diverged if self.selection.mode == "max" else self.diverged
-                metrics = {**metrics, self.selection.metric: worst, "diverged": 1.0}
-        super().report(metrics, state)
 
     def should_stop(self) -> bool:
         return False  # a trial the scheduler stops is ended by Tune at its next report

@@ -7,9 +7,9 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from core.storage import Location, check_readable
 from datasets.pairs import InputError
 from datasets.shard_rows import MemoryRows, Rows, StreamedRows
 from datasets.shards import read_manifest, shard_paths
@@ -60,14 +60,17 @@ class ShardData:
 
     @property
     def size_bytes(self) -> int:
-        return sum(os.path.getsize(path) for path in self.files)
+        return sum(Location.of(path).size() for path in self.files)
 
     @classmethod
     def open(cls, root: str | os.PathLike, kind: str = "fusion") -> "ShardData":
-        root = str(Path(root).resolve())
-        if not Path(root).is_dir():
+        """The shard folder at ``root`` (a local path or an ``s3://``/``gs://`` URI)."""
+        location = Location.of(root)
+        check_readable(location, "--data")
+        root = str(location)
+        if not location.is_dir():
             raise InputError(f"--data {root} does not exist")
-        manifest = read_manifest(root)
+        manifest = read_manifest(location)
         if manifest.get("kind") != kind:
             raise InputError(f"--data {root} holds {manifest.get('kind')!r} shards; jingle train {kind} needs jingle preprocess {kind} output")
         rows: dict[str, int] = {}
@@ -76,7 +79,7 @@ class ShardData:
                 rows[pair_id] = rows.get(pair_id, 0) + len(indices)
         if not rows:
             raise InputError(f"--data {root} holds no rows: run jingle preprocess {kind} first")
-        return cls(root, kind, manifest["settings"], rows, tuple(shard_paths(root)))
+        return cls(root, kind, manifest["settings"], rows, tuple(shard_paths(location)))
 
     def plan(self, columns: tuple[str, ...], train_ids: list[str], validation_ids: list[str], *, max_in_memory_mb: int) -> "DataPlan":
         """What workers read: in memory when the shards are small enough, else streamed."""

@@ -1,7 +1,11 @@
 """MLflow for trainings: the run of a training (reopened on resume) and logging to it.
 
-The store is a SQLite file under the run's storage unless ``MLFLOW_TRACKING_URI`` is set;
-only rank 0 logs, so one process writes.
+The store is ``MLFLOW_TRACKING_URI`` when set; else a SQLite file under a local
+``--storage``, or, for a bucket (``s3://``, ``gs://``: SQLite cannot live there), the
+SQLite file ``~/.jingle/mlflow.db`` of the machine that runs the command (on a cluster:
+the head). Artifacts go under the storage either way (``STORAGE/mlflow-artifacts``). Only
+rank 0 logs, so one process writes; on a cluster whose training workers run on other
+nodes, point ``MLFLOW_TRACKING_URI`` at a tracking server (``cluster.yaml`` starts one).
 """
 
 from __future__ import annotations
@@ -13,13 +17,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.storage import Location
+
 MLFLOW_DB = "mlflow.db"
 MLFLOW_ARTIFACTS = "mlflow-artifacts"
 
 
-def tracking_uri(storage: str) -> str:
-    """``MLFLOW_TRACKING_URI`` when set, else a SQLite store under the storage folder."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(storage).resolve() / MLFLOW_DB}"
+def tracking_uri(storage: "str | Location") -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else a SQLite store under a local storage folder
+    (for a bucket: ``~/.jingle/mlflow.db``)."""
+    location = Location.of(storage)
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    if location.is_local:
+        return f"sqlite:///{Path(location.uri) / MLFLOW_DB}"
+    home = Path(os.environ.get("JINGLE_HOME", Path.home() / ".jingle"))
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / MLFLOW_DB}"
+
+
+def artifact_location(storage: "str | Location") -> str:
+    """Where a new experiment's artifacts go: under the storage (a file URI or the bucket's)."""
+    location = Location.of(storage) / MLFLOW_ARTIFACTS
+    return Path(location.uri).as_uri() if location.is_local else location.uri
 
 
 @dataclass(frozen=True)
@@ -30,7 +50,7 @@ class TrackingRun:
     run_id: str
 
 
-def open_tracking_run(*, storage: str, experiment: str, run_name: str, params: dict[str, Any]) -> TrackingRun:
+def open_tracking_run(*, storage: "str | Location", experiment: str, run_name: str, params: dict[str, Any]) -> TrackingRun:
     """The MLflow run of this training (created once; a resumed run gets the same one)."""
     from mlflow.tracking import MlflowClient
 
@@ -40,8 +60,7 @@ def open_tracking_run(*, storage: str, experiment: str, run_name: str, params: d
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        artifacts = (Path(storage).resolve() / MLFLOW_ARTIFACTS).as_uri()
-        experiment_id = client.create_experiment(experiment, artifact_location=artifacts)
+        experiment_id = client.create_experiment(experiment, artifact_location=artifact_location(storage))
     else:
         experiment_id = found.experiment_id
     runs = client.search_runs([experiment_id], filter_string=f"tags.`jingle.run` = '{run_name}'", max_results=1)

@@ -21,6 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from core.storage import Location, check_writable
 from models.checkpoints import load_state
 from pipelines.common import EntryPoint, UsageError, add_common_arguments, init_ray, reporting
 from pipelines.loop import VALIDATION_METRIC, LoopSettings
@@ -63,10 +64,28 @@ def parse_overrides(items: list[str]) -> dict:
     return overrides
 
 
-def storage_path(storage: str) -> str:
-    if "://" in storage:
-        return storage
-    return str(Path(storage).resolve())
+def storage_location(storage: str) -> Location:
+    """``--storage`` as a location (a local folder or a bucket URI), refused in one line
+    when its bucket does not exist or refuses access."""
+    location = Location.of(storage)
+    check_writable(location, "--storage")
+    return location
+
+
+def ray_storage(location: Location) -> dict[str, Any]:
+    """``RunConfig``'s storage arguments: a bucket as its filesystem and its path without
+    the scheme (what Ray Train and Tune take), a local folder as its path."""
+    if location.is_local:
+        return {"storage_path": location.uri}
+    return {"storage_path": location.path, "storage_filesystem": location.fs}
+
+
+def checkpoint_uri(checkpoint: Any, storage: Location) -> str:
+    """Where a Ray ``Checkpoint`` is, as users name it (``s3://...`` in a bucket)."""
+    if storage.is_local:
+        return checkpoint.path
+    scheme = storage.uri.split("://", 1)[0]
+    return f"{scheme}://{checkpoint.path.lstrip('/')}"
 
 
 def count_workers(requested: int | None, use_gpu: bool) -> int:
@@ -80,23 +99,23 @@ def count_workers(requested: int | None, use_gpu: bool) -> int:
 
 @dataclass(frozen=True)
 class RunPlace:
-    storage: str
+    storage: Location
     name: str
-    run_dir: Path
+    run_dir: Location
 
 
 def place_run(args: argparse.Namespace, *, kind: str, codec_id: str | None) -> RunPlace:
     """Where the run's checkpoints go; refuses ``--resume`` without an earlier run, and a
     continued run whose checkpoints were made with another codec or features (before any
     worker starts)."""
-    storage = storage_path(args.storage)
+    storage = storage_location(args.storage)
     name = args.name or f"{kind}-{Path(args.config).stem}"
-    run_dir = Path(storage) / name
+    run_dir = storage / name
     if args.resume and not run_dir.exists():
         raise UsageError(f"--resume: no run {name!r} under {storage}")
-    earlier = sorted(run_dir.glob("checkpoint_*/state.pt"), key=lambda path: path.stat().st_mtime) if run_dir.exists() else []
-    if earlier:
-        load_state(earlier[-1], kind=kind, codec_id=codec_id)
+    earlier = [entry for entry in run_dir.list() if entry.name.startswith("checkpoint_") and not entry.name.endswith(".json")]
+    if earlier:  # Ray numbers a run's checkpoints on, across restarts and resumes
+        load_state(str(max(earlier, key=lambda entry: entry.name)), kind=kind, codec_id=codec_id)
     return RunPlace(storage, name, run_dir)
 
 
@@ -150,9 +169,14 @@ def worker_resources(workers: int, use_gpu: bool, *, streamed: bool) -> dict[str
     return {"CPU": round(max(0.1, min(1.0, (cpus - spare) / workers)), 2)}
 
 
-def run_trainer(plan: WorkerPlan, *, workers: int, use_gpu: bool, place: RunPlace, num_to_keep: int, max_failures: int):
+def run_trainer(plan: WorkerPlan, *, workers: int, use_gpu: bool, place: RunPlace, num_to_keep: int, max_failures: int,
+                resources_per_worker: dict[str, float] | None = None, callbacks: tuple = (), context_options: dict | None = None):
     """Launch a TorchTrainer over ``ray_train_loop`` and wait for it; Ray keeps the
-    ``num_to_keep`` best checkpoints by the plan's selection metric."""
+    ``num_to_keep`` best checkpoints by the plan's selection metric.
+
+    A search trial passes its workers' share of CPUs (``resources_per_worker``), Tune's
+    ``TuneReportCallback`` (``callbacks``) and the workers' ``RayTrainContext`` options.
+    """
     import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -163,17 +187,19 @@ def run_trainer(plan: WorkerPlan, *, workers: int, use_gpu: bool, place: RunPlac
     streamed = not plan.data.in_memory
     trainer = TorchTrainer(
         ray_train_loop,
-        train_loop_config={"plan": plan.with_shared({}), "shared": shared},
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=worker_resources(workers, use_gpu, streamed=streamed)),
+        train_loop_config={"plan": plan.with_shared({}), "shared": shared, "context": context_options or {}},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                     resources_per_worker=resources_per_worker or worker_resources(workers, use_gpu, streamed=streamed)),
         run_config=RunConfig(
             name=place.name,
-            storage_path=place.storage,
+            **ray_storage(place.storage),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=num_to_keep,
                 checkpoint_score_attribute=plan.loop.selection.metric,
                 checkpoint_score_order=plan.loop.selection.mode,
             ),
             failure_config=FailureConfig(max_failures=max_failures),
+            callbacks=list(callbacks) or None,
         ),
         datasets=plan.data.ray_datasets() if streamed else None,
         # Only the training data is split: an equal split of a small validation set can
@@ -228,11 +254,11 @@ def summarize(result: Any, *, task: Task, place: RunPlace, has_validation: bool,
         raise RuntimeError(f"training failed: {result.error}")
     best = result.get_best_checkpoint(task.selection.metric, task.selection.mode) if has_validation else result.checkpoint
     latest = result.checkpoint
-    final = load_state(latest.path, kind=task.name) if latest else None
+    final = load_state(checkpoint_uri(latest, place.storage), kind=task.name) if latest else None
     return TrainSummary(
         run_dir=str(place.run_dir),
-        best_checkpoint=best.path if best else None,
-        latest_checkpoint=latest.path if latest else None,
+        best_checkpoint=checkpoint_uri(best, place.storage) if best else None,
+        latest_checkpoint=checkpoint_uri(latest, place.storage) if latest else None,
         step=final.step if final else 0,
         epoch=final.epoch if final else 0,
         metrics=result.metrics or {},

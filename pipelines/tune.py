@@ -40,7 +40,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pipelines.common import EntryPoint, UsageError, add_common_arguments, init_ray
+from core.storage import Location
+from pipelines.common import PROJECT_ROOT, EntryPoint, UsageError, add_common_arguments, init_ray
 from pipelines.loop import LoopSettings, Selection
 from pipelines.shard_data import ShardData, split_pair_ids
 from pipelines.tasks import Task, get_task
@@ -50,20 +51,24 @@ DEFAULT_CONFIGS = {"fusion": "configs/fusion.json", "pointer": "configs/pointer/
 SEARCHES = ("random", "optuna")
 # What a diverged trial reports for its selection metric: ASHA never stops a NaN trial.
 DIVERGED = 1e9
+# CPUs a multi-worker trial holds itself (it only waits on its trainer): Tune refuses 0.
+TRIAL_CPUS = 0.01
 
 
 def add_tune_arguments(parser: argparse.ArgumentParser, task: Task) -> None:
     kind = task.name
     parser.add_argument("--data", required=True, help=f"shard folder written by jingle preprocess {kind}")
     parser.add_argument("--space", required=True, help="search space: a YAML overlay on the config (tune_spaces/)")
-    parser.add_argument("--config", default=DEFAULT_CONFIGS[kind], help=f"base training config (default: {DEFAULT_CONFIGS[kind]})")
+    parser.add_argument("--config", default=str(PROJECT_ROOT / DEFAULT_CONFIGS[kind]),
+                        help=f"base training config (default: the project's {DEFAULT_CONFIGS[kind]})")
     parser.add_argument("--samples", type=int, default=8, help="trials to sample (default: 8)")
     parser.add_argument("--max-epochs", type=int, default=10, help="epochs of a trial that is never stopped: ASHA's max_t (default: 10)")
     parser.add_argument("--search", choices=SEARCHES, default="random", help="random (seeded) or optuna (TPE) (default: random)")
     parser.add_argument("--early-stopping", choices=("asha", "none"), default="asha",
                         help="asha, or none: every trial runs --max-epochs (the baseline of bench/tune.py) (default: asha)")
     parser.add_argument("--grace-period", type=int, default=1, help="epochs every trial runs before ASHA may stop it (default: 1)")
-    parser.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA keeps 1/R of the trials at each rung (default: 3)")
+    parser.add_argument("--reduction-factor", type=float, default=4.0,
+                        help="ASHA keeps 1/R of the trials at each rung (default: 4, Ray's own; bench/tune.py measured 3 and 4)")
     parser.add_argument("--workers-per-trial", type=int, default=1, help="training workers per trial (default: 1, in the trial's process)")
     parser.add_argument("--storage", default="runs", help="trials, checkpoints and the MLflow store (default: ./runs)")
     parser.add_argument("--name", default=None, help=f"search name (default: tune-{kind}-<space file name>)")
@@ -88,6 +93,23 @@ class TrialSetup:
     max_epochs: int
     trials_per_node: int
     task_args: dict = field(default_factory=dict)  # the task's own flags (e.g. --codec-checkpoint)
+    workers_per_trial: int = 1
+    search_dir: str = ""  # where a multi-worker trial's trainer keeps its checkpoints (``trainers/TRIAL_ID``)
+    node_cpus: int = 1  # CPUs of the largest node: multi-worker trials' workers share them
+
+
+def trial_resources(workers_per_trial: int) -> dict[str, float]:
+    """What one trial holds: a CPU for a trial that trains in its own process; a sliver
+    for one that launches a trainer, whose workers take ``worker_cpus`` each."""
+    return {"cpu": 1} if workers_per_trial == 1 else {"cpu": TRIAL_CPUS}
+
+
+def worker_cpus(workers_per_trial: int) -> float:
+    """A multi-worker trial's worker share: the trial's own sliver and its workers fill
+    ``workers_per_trial`` CPUs, so ``CPUs // workers_per_trial`` trials run side by side
+    and no trainer waits on another trial's CPUs (a nested trainer that cannot get its
+    CPUs retries forever in Ray 2.60)."""
+    return math.floor((workers_per_trial - TRIAL_CPUS) / workers_per_trial * 100) / 100
 
 
 def trial_config(setup: TrialSetup, params: dict[str, Any]):
@@ -100,25 +122,45 @@ def trial_config(setup: TrialSetup, params: dict[str, Any]):
 
 def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     """One trial (a Tune function trainable): plan the task for its config and run the
-    training loop in this process, reporting every epoch to Tune."""
+    training loop, reporting every epoch to Tune: in this process, or with
+    ``--workers-per-trial W > 1`` in a ``TorchTrainer`` of W workers whose rank 0 reports
+    reach Tune through ``TuneReportCallback``."""
     import ray.tune
-
-    from pipelines.ray_contexts import tune_trial
 
     task = get_task(setup.task)
     config = trial_config(setup, params)
-    task_plan = task.plan(config, setup.data, train_ids=setup.train_ids, workers=1, args=argparse.Namespace(**setup.task_args))
-    trial_dir = ray.tune.get_context().get_trial_dir()
+    workers = setup.workers_per_trial
+    task_plan = task.plan(config, setup.data, train_ids=setup.train_ids, workers=workers, args=argparse.Namespace(**setup.task_args))
+    trial_id = ray.tune.get_context().get_trial_id()
+    trainers = Location.of(setup.search_dir) / "trainers"
+    run_dir = ray.tune.get_context().get_trial_dir() if workers == 1 else str(trainers / trial_id)
     plan = WorkerPlan(
         task=task.name,
         config=config.to_dict(),
         task_plan=task_plan,
         data=setup.data.plan(task.columns, setup.train_ids, setup.validation_ids, max_in_memory_mb=config.training.max_in_memory_mb),
-        loop=LoopSettings(epochs=setup.max_epochs, steps_per_epoch=task_plan.steps_per_epoch, run_dir=str(trial_dir),
+        loop=LoopSettings(epochs=setup.max_epochs, steps_per_epoch=task_plan.steps_per_epoch, run_dir=str(run_dir),
                           selection=task.selection),
         tracking=None,  # the driver logs every trial (one SQLite writer)
     )
-    tune_trial(plan, trials_per_node=setup.trials_per_node, diverged=DIVERGED)
+    if workers == 1:
+        from pipelines.ray_contexts import tune_trial
+
+        tune_trial(plan, trials_per_node=setup.trials_per_node, diverged=DIVERGED)
+        return
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from pipelines.train import RunPlace, run_trainer
+
+    # Named by the trial id: a resumed search reruns an unfinished trial with the same id,
+    # and its trainer continues from its own latest checkpoint.
+    place = RunPlace(storage=trainers, name=trial_id, run_dir=trainers / trial_id)
+    result = run_trainer(plan, workers=workers, use_gpu=False, place=place, num_to_keep=2, max_failures=config.training.max_failures,
+                         resources_per_worker={"CPU": worker_cpus(workers)}, callbacks=(TuneReportCallback(),),
+                         context_options={"node_workers": setup.node_cpus, "selection": task.selection, "diverged": DIVERGED,
+                                          "report_placement_group": True})
+    if result.error is not None:
+        raise RuntimeError(f"trial {trial_id}: training failed: {result.error}")
 
 
 # ------------------------------------------------------------------ MLflow from the driver
@@ -180,7 +222,47 @@ def tracking_callback(uri: str, experiment_id: str, parent_run_id: str):
     return TrialRuns()
 
 
-def open_search_run(storage: str, *, task: str, name: str, params: dict[str, Any]) -> tuple[str, str, str]:
+def trainer_cleanup():
+    """The Tune callback that frees the workers of a multi-worker trial Tune has ended.
+
+    When ASHA stops a trial, Tune ends the trial's process, and with it the trial's Train
+    controller and workers, but not the workers' placement group: Ray Train's own cleaner
+    needs the dashboard's State API and, without it, the group keeps its CPUs and the next
+    trial's trainer waits for them forever. Each trainer reports its group's id with every
+    result (``PLACEMENT_GROUP_KEY``); the driver removes it when the trial ends.
+    """
+    import ray
+    from ray.tune import Callback
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    from pipelines.ray_contexts import PLACEMENT_GROUP_KEY
+
+    class TrainerCleanup(Callback):
+        def __init__(self) -> None:
+            self.groups: dict[str, str] = {}
+
+        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            if result.get(PLACEMENT_GROUP_KEY):
+                self.groups[trial.trial_id] = result[PLACEMENT_GROUP_KEY]
+
+        def _free(self, trial) -> None:
+            group_id = self.groups.pop(trial.trial_id, None)
+            if group_id is None:
+                return
+            group = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group_id)))
+            if ray.util.placement_group_table(group).get("state", "REMOVED") != "REMOVED":
+                remove_placement_group(group)
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            self._free(trial)
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            self._free(trial)
+
+    return TrainerCleanup()
+
+
+def open_search_run(storage: Location, *, task: str, name: str, params: dict[str, Any]) -> tuple[str, str, str]:
     """(tracking uri, experiment id, parent run id) of this search (reopened on resume)."""
     from mlflow.tracking import MlflowClient
 
@@ -239,15 +321,16 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f"--max-epochs ({args.max_epochs}) is below --grace-period ({args.grace_period}): no trial could be stopped or finished")
     if not args.reduction_factor > 1:
         raise UsageError(f"--reduction-factor must be above 1, got {args.reduction_factor}")
-    if args.workers_per_trial != 1:
-        raise UsageError("--workers-per-trial: only 1 (the trial's own process) is available in this version")
+    if args.workers_per_trial < 1:
+        raise UsageError(f"--workers-per-trial must be at least 1, got {args.workers_per_trial}")
 
 
 def run(task_name: str, args: argparse.Namespace) -> TuneSummary:
     """A whole search of the named task, as ``jingle tune TASK`` does it."""
+    import tempfile
     import time
 
-    from pipelines.train import storage_path
+    from pipelines.train import storage_location
     from pipelines.tune_space import SearchSpace
 
     started = time.perf_counter()
@@ -261,9 +344,12 @@ def run(task_name: str, args: argparse.Namespace) -> TuneSummary:
     train_ids, validation_ids = split_pair_ids(sorted(data.rows_by_pair), base.training.validation_fraction, base.training.seed)
     if not validation_ids:
         raise UsageError(f"--data {data.root}: no held-out pairs to rank trials by (training.validation_fraction {base.training.validation_fraction})")
-    storage = storage_path(args.storage)
+    if data.size_bytes > base.training.max_in_memory_mb * 2**20:
+        raise UsageError(f"--data {data.root}: {data.size_bytes / 2**20:.0f} MB of shards is above training.max_in_memory_mb "
+                         f"({base.training.max_in_memory_mb}); every trial keeps its rows in memory: raise it or search on a subset")
+    storage = storage_location(args.storage)
     name = args.name or f"tune-{task.name}-{Path(args.space).stem}"
-    search_dir = Path(storage) / name
+    search_dir = storage / name
     task_args = {key: getattr(args, key) for key in vars(task_arguments(task)) if hasattr(args, key)}
     # the task checks the base config against the data before anything starts (codec, sizes)
     task.plan(base, data, train_ids=train_ids, workers=1, args=argparse.Namespace(**task_args))
@@ -272,22 +358,42 @@ def run(task_name: str, args: argparse.Namespace) -> TuneSummary:
     import ray
 
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    trials_per_node = max(1, max(int(node["Resources"].get("CPU", 1)) for node in ray.nodes() if node["Alive"]))
+    if cpus < args.workers_per_trial:
+        raise UsageError(f"--workers-per-trial {args.workers_per_trial} needs as many CPUs; the cluster has {cpus}")
+    node_cpus = max(1, max(int(node["Resources"].get("CPU", 1)) for node in ray.nodes() if node["Alive"]))
     setup = TrialSetup(task=task.name, base_config=base.to_dict(), data=data, train_ids=train_ids, validation_ids=validation_ids,
-                       max_epochs=args.max_epochs, trials_per_node=trials_per_node, task_args=task_args)
+                       max_epochs=args.max_epochs, trials_per_node=node_cpus, task_args=task_args,
+                       workers_per_trial=args.workers_per_trial, search_dir=str(search_dir), node_cpus=node_cpus)
     uri, experiment_id, parent_run_id = open_search_run(
         storage, task=task.name, name=name,
         params={"space": str(args.space), "base_config": base.to_dict(), "samples": args.samples, "max_epochs": args.max_epochs,
                 "search": args.search, "grace_period": args.grace_period, "reduction_factor": args.reduction_factor, "seed": args.seed},
     )
-    tuner = build_tuner(task, space, setup, args, storage=storage, name=name, max_concurrent=cpus,
-                        callback=tracking_callback(uri, experiment_id, parent_run_id))
+    tuner = build_tuner(task, space, setup, args, storage=storage, name=name, max_concurrent=cpus // args.workers_per_trial,
+                        callbacks=[tracking_callback(uri, experiment_id, parent_run_id), trainer_cleanup()])
     results = tuner.fit()
-    summary = summarize(results, task=task, space=space, setup=setup, search_dir=search_dir)
-    summary.tracking_uri, summary.parent_run_id = uri, parent_run_id
-    summary.seconds = time.perf_counter() - started
-    close_search_run(summary)
+    with tempfile.TemporaryDirectory(prefix="jingle-tune-") as staging:  # a bucket's outputs are written here first
+        folder = Path(search_dir.uri) if search_dir.is_local else Path(staging)
+        summary = summarize(results, task=task, space=space, setup=setup, folder=folder, title=name)
+        summary.tracking_uri, summary.parent_run_id = uri, parent_run_id
+        summary.seconds = time.perf_counter() - started
+        close_search_run(summary)
+        if not search_dir.is_local:
+            publish(summary, search_dir)
     return summary
+
+
+def publish(summary: TuneSummary, search_dir: Location) -> None:
+    """Upload the outputs written locally into the search's folder in a bucket."""
+    for field_name in ("trials_csv", "trials_png", "best_config"):
+        local = getattr(summary, field_name)
+        if local:
+            target = search_dir / Path(local).name
+            target.write_bytes(Path(local).read_bytes())
+            setattr(summary, field_name, str(target))
+    summary.search_dir = str(search_dir)
+    if summary.best_checkpoint and "://" not in summary.best_checkpoint:  # Ray's path in the bucket's filesystem
+        summary.best_checkpoint = f"{search_dir.uri.split('://', 1)[0]}://{summary.best_checkpoint.lstrip('/')}"
 
 
 def close_search_run(summary: TuneSummary) -> None:
@@ -314,20 +420,24 @@ def task_arguments(task: Task) -> argparse.Namespace:
     return parser.parse_args([])
 
 
-def build_tuner(task: Task, space, setup: TrialSetup, args: argparse.Namespace, *, storage: str, name: str, max_concurrent: int, callback):
+def build_tuner(task: Task, space, setup: TrialSetup, args: argparse.Namespace, *, storage: Location, name: str, max_concurrent: int, callbacks):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from pipelines.tune_space import make_searcher
 
     selection: Selection = task.selection
-    trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"cpu": 1})
-    search_dir = Path(storage) / name
+    trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), trial_resources(setup.workers_per_trial))
+    from pipelines.train import ray_storage
+
+    search_dir = storage / name
+    filesystem = None if storage.is_local else storage.fs
     if args.resume:
-        if not tune.Tuner.can_restore(str(search_dir)):
+        if not tune.Tuner.can_restore(search_dir.uri if storage.is_local else search_dir.path, storage_filesystem=filesystem):
             raise UsageError(f"--resume: no search {name!r} under {storage} to continue")
-        return tune.Tuner.restore(str(search_dir), trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
-    if search_dir.exists() and any(search_dir.iterdir()):
+        return tune.Tuner.restore(search_dir.uri if storage.is_local else search_dir.path, trainable, resume_unfinished=True,
+                                  resume_errored=False, restart_errored=False, storage_filesystem=filesystem)
+    if search_dir.list():
         raise UsageError(f"a search named {name!r} already exists under {storage}: --resume it or choose another --name")
     searcher = make_searcher(space, search=args.search, seed=args.seed, metric=selection.metric, mode=selection.mode)
     scheduler = (
@@ -341,7 +451,7 @@ def build_tuner(task: Task, space, setup: TrialSetup, args: argparse.Namespace, 
             num_samples=args.samples, max_concurrent_trials=max_concurrent,
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage, callbacks=[callback], verbose=0,
+            name=name, **ray_storage(storage), callbacks=callbacks, verbose=0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=selection.metric,
                                                     checkpoint_score_order=selection.mode),
         ),
@@ -423,13 +533,30 @@ def trials_figure(path: Path, rows: list[TrialRow], *, metric: str, max_epochs: 
     return save_figure(figure, path, title)
 
 
-def summarize(results, *, task: Task, space, setup: TrialSetup, search_dir: Path) -> TuneSummary:
+def best_checkpoint_path(result, selection: Selection) -> str | None:
+    """The trial's best checkpoint: Tune's own (a trial that trains in its process), or
+    the path its trainer reported with its best result (``TuneReportCallback`` sends
+    ``checkpoint_path``: a multi-worker trial's checkpoints stay in its trainer's run)."""
+    if result.best_checkpoints:
+        return result.get_best_checkpoint(selection.metric, selection.mode).path
+    frame = result.metrics_dataframe
+    if frame is not None and "checkpoint_path" in frame and selection.metric in frame:
+        rows = frame[frame["checkpoint_path"].notna() & frame[selection.metric].notna()]
+        if len(rows):
+            index = rows[selection.metric].idxmax() if selection.mode == "max" else rows[selection.metric].idxmin()
+            return str(rows.loc[index, "checkpoint_path"])
+    return result.checkpoint.path if result.checkpoint is not None else None
+
+
+def summarize(results, *, task: Task, space, setup: TrialSetup, folder: Path, title: str) -> TuneSummary:
+    """Write the search's outputs into a local folder and sum the search up."""
+    search_dir = folder
     selection = task.selection
     rows = trial_rows(results, selection.metric, selection.mode, setup.max_epochs)
     search_dir.mkdir(parents=True, exist_ok=True)
     trials_csv, trials_png = search_dir / "trials.csv", search_dir / "trials.png"
     write_trials_csv(trials_csv, rows, list(space.keys), selection.metric)
-    trials_figure(trials_png, rows, metric=selection.metric, max_epochs=setup.max_epochs, title=f"{search_dir.name}: {selection.metric} per epoch")
+    trials_figure(trials_png, rows, metric=selection.metric, max_epochs=setup.max_epochs, title=f"{title}: {selection.metric} per epoch")
     scored = [row for row in rows if row.best is not None]
     best_row = (max if selection.mode == "max" else min)(scored, key=lambda row: row.best) if scored else None
     best_config_path = best_checkpoint = None
@@ -438,8 +565,7 @@ def summarize(results, *, task: Task, space, setup: TrialSetup, search_dir: Path
         best_config_path = search_dir / "best_config.json"
         best_config_path.write_text(json.dumps(best_config.to_dict(), indent=2) + "\n")
         best_result = next(result for result in results if dict(result.config or {}) == best_row.params)
-        checkpoint = best_result.get_best_checkpoint(selection.metric, selection.mode) if best_result.best_checkpoints else best_result.checkpoint
-        best_checkpoint = checkpoint.path if checkpoint is not None else None
+        best_checkpoint = best_checkpoint_path(best_result, selection)
     return TuneSummary(
         search_dir=str(search_dir),
         metric=selection.metric,

@@ -24,3 +24,14 @@ def test_preprocess_benchmark_smoke(ray_address, tmp_path):
     assert "pipeline/loop" in result.stdout and "pipeline/ceiling" in result.stdout
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["codecs"]["mel"]["pipeline"]["segments"] == results["codecs"]["mel"]["loop"]["segments"] > 0
+
+
+def test_schedule_benchmark_smoke(ray_address, tmp_path):
+    from tests.conftest import run_benchmark
+
+    result = run_benchmark("schedule.py", ray_address, "--smoke", "--work", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "answer: nothing to do: 20 pairs already in" in result.stdout
+    assert "busy:   jingle preprocess fusion: busy: --out" in result.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["pairs"] == 20 and results["nothing_to_do_s"] < results["first_run_s"]

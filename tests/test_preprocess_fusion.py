@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ import pytest
 import torch
 
 from datasets.audio import Segmenting, read_mono
-from datasets.shards import JOURNAL, latents_to_numpy, shard_paths
+from datasets.shards import JOURNAL, ShardStore, latents_to_numpy, shard_paths
 from datasets.synth import CorpusSpec, write_fusion_corpus
 from models.codecs import build_codec
 from pipelines import preprocess_fusion
@@ -213,6 +214,8 @@ def test_a_killed_run_resumes_to_exactly_the_clean_result(ray_session, ray_addre
     assert (out / JOURNAL).exists() and not (out / "manifest.json").exists()
 
     summary = preprocess(corpus, out, "--rows-per-shard", "1")
+    assert summary.took_over["pid"] == process.pid  # the killed run's lock, recognised and taken over
+    assert "taken over from a run that did not finish" in summary.report()
     assert summary.pairs_already_done + summary.pairs_processed == 4
     assert rows_on_disk(out) == rows_on_disk(clean_out)
     resumed = {r["audio_sha256"]: r for path in shard_paths(out) for r in _latent_rows(path)}
@@ -297,3 +300,25 @@ def test_module_entry_point_runs_on_the_session_cluster(ray_address, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "preprocessed 1 pairs" in result.stdout and "segments written   2" in result.stdout
     assert "[preprocess] 1/1 pairs" in result.stderr
+
+
+def test_a_second_run_exits_busy_or_waits_for_the_lock(ray_address, clean_run, corpus):
+    """While a run holds --out, another exits at once with status 75 (--if-busy exit, the
+    default) or waits and then does its work (--if-busy wait)."""
+    out, _ = clean_run
+    command = [sys.executable, "-m", "pipelines.preprocess_fusion", "--pairs", str(corpus), "--out", str(out),
+               "--segment-seconds", "1", "--rows-per-shard", "3", "--quiet"]
+    env = {**os.environ, "RAY_ADDRESS": ray_address}
+    manifest = json.loads((out / "manifest.json").read_text())
+    with ShardStore(out, kind="fusion", settings=manifest["settings"]):
+        busy = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert busy.returncode == 75
+        assert busy.stderr.strip().splitlines() == [
+            f"jingle preprocess fusion: busy: --out {out} is being written by another jingle run (pid {os.getpid()} on "
+            f"{socket.gethostname()}, since {busy.stderr.split(', since ')[1].split(')')[0]}); rerun with --if-busy wait to wait for it"]
+        waiting = subprocess.Popen(command + ["--if-busy", "wait"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(8)
+        assert waiting.poll() is None  # still waiting on the lock
+    stdout, stderr = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, stderr[-2000:]
+    assert stdout.startswith("nothing to do: 4 pairs already in")

@@ -55,6 +55,7 @@ def commit_rows(store, keys, totals, fingerprints):
             **entry,
             "items": items,
             "audio_seconds": 2.0 * len(keys),
+            "encoded_on": ["node-1"],
             "segments_total": totals,
             "rejects": {},
             "fingerprints": fingerprints,
@@ -104,8 +105,8 @@ def test_a_dead_runs_journal_is_recovered_and_orphans_removed(tmp_path):
     (tmp_path / "shards" / ".tmp-123.parquet").write_bytes(b"partial")
     with open(tmp_path / JOURNAL, "a") as journal:
         journal.write('{"file": "torn')  # the line being written when it died
-    store._journal.close()
-    store._lock.close()  # the process is gone: its lock goes with it
+    store._close_journal()
+    store._lock._handle.close()  # the process is gone: the kernel drops its flock
 
     with ShardStore(tmp_path, kind="fusion", settings=SETTINGS) as again:
         assert again.recovered_shards == 1 and again.removed_orphans == 1

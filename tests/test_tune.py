@@ -176,6 +176,29 @@ def finished_trials(folder: Path) -> dict[str, Path]:
     return done
 
 
+def test_multi_worker_trials_train_in_their_own_trainers(fusion_data, tmp_path):
+    """--workers-per-trial 2 on 2 CPUs: each trial launches a TorchTrainer of two workers
+    whose reports reach Tune; trials run one after another and none waits forever."""
+    summary = tune_fusion.run(tune_fusion.build_parser().parse_args(tune_args(
+        fusion_data, tmp_path, "--samples", "3", "--max-epochs", "2", "--grace-period", "1", "--reduction-factor", "2",
+        "--workers-per-trial", "2")))
+    assert summary.trials == 3 and summary.errored == 0
+    rows = list(csv.DictReader((tmp_path / "search" / "trials.csv").open()))
+    trainers = tmp_path / "search" / "trainers"
+    for row in rows:
+        ranks = [json.loads(path.read_text()) for path in sorted((trainers / row["trial_id"] / "workers").glob("rank-*.json"))]
+        assert [rank["rank"] for rank in ranks] == [0, 1] and ranks[0]["pid"] != ranks[1]["pid"]
+        assert int(row["last_epoch"]) >= 1 and row["best_val_score"] != ""
+    assert Path(summary.best_checkpoint, "state.pt").exists()
+    assert Path(summary.best_checkpoint).is_relative_to(trainers)
+
+
+def test_more_workers_per_trial_than_cpus_is_refused(fusion_data, tmp_path, capsys):
+    assert tune_fusion.main(tune_args(fusion_data, tmp_path, "--workers-per-trial", "3")) == 2
+    errors = capsys.readouterr().err
+    assert "--workers-per-trial 3 needs as many CPUs; the cluster has 2" in errors and len(errors.strip().splitlines()) == 1
+
+
 def test_the_pointer_search_runs(ray_session, tmp_path):
     features = MelFeatures()
     pairs = [make_conform_pair(seed, seconds=8.0, features=features, processed=seed % 2 == 1) for seed in range(5)]

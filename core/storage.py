@@ -1,0 +1,274 @@
+"""Where jingle reads and writes: a local folder or an ``s3://`` / ``gs://`` URI.
+
+Every path a user gives (``--out``, ``--data``, ``--storage``, ``--checkpoint``) becomes a
+``Location``: a pyarrow filesystem and a path in it. Object stores are reached with
+pyarrow's own S3 and GCS filesystems and their usual configuration: credentials from the
+environment or the machine's role, ``AWS_ENDPOINT_URL`` for an S3-compatible server
+(MinIO, moto; pyarrow and boto3 both read it), ``AWS_REGION``.
+
+Ray Train and Tune are given the filesystem and the path without its scheme
+(``RunConfig(storage_path=location.path, storage_filesystem=location.fs)``).
+
+An object store has no rename and no append: a ``write_bytes`` there is one PUT, which
+readers see whole or not at all, so the local temporary-file-and-rename is not needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator
+
+REMOTE_SCHEMES = ("s3", "gs", "gcs")
+
+# The environment a job's Ray workers need to reach the same storage as its driver: Ray
+# workers inherit the environment of the node's raylet, not of the command that started
+# the job, so ``init_ray`` hands these on (only those that are set).
+STORAGE_ENVIRONMENT = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_EC2_METADATA_DISABLED", "AWS_CA_BUNDLE",
+    "GOOGLE_APPLICATION_CREDENTIALS", "MLFLOW_S3_ENDPOINT_URL",
+)
+
+
+class StorageError(Exception):
+    """A location that cannot be used: a bucket that does not exist or refuses access."""
+
+
+def is_remote(path: str | os.PathLike) -> bool:
+    scheme, separator, _ = str(path).partition("://")
+    return bool(separator) and scheme.lower() in REMOTE_SCHEMES
+
+
+def storage_environment() -> dict[str, str]:
+    return {key: os.environ[key] for key in STORAGE_ENVIRONMENT if os.environ.get(key)}
+
+
+@dataclass(frozen=True)
+class Location:
+    """A folder or file, local or in an object store.
+
+    Attributes:
+        uri: an absolute local path, or ``s3://bucket/key`` / ``gs://bucket/key``.
+    """
+
+    uri: str
+
+    @classmethod
+    def of(cls, path: "str | os.PathLike | Location") -> "Location":
+        if isinstance(path, Location):
+            return path
+        text = str(path)
+        if str(path).startswith("file://"):
+            text = text[len("file://"):]
+        if not is_remote(text):
+            return cls(str(Path(text).expanduser().resolve()))
+        if "?" in text:
+            raise StorageError(f"{text}: options in the URI are not supported; set AWS_ENDPOINT_URL, AWS_REGION... instead")
+        scheme, _, rest = text.partition("://")
+        scheme = "gs" if scheme.lower() in ("gs", "gcs") else scheme.lower()
+        rest = rest.strip("/")
+        if not rest:
+            raise StorageError(f"{text}: a bucket is needed (s3://BUCKET/prefix)")
+        return cls(f"{scheme}://{rest}")
+
+    @property
+    def is_local(self) -> bool:
+        return not is_remote(self.uri)
+
+    @property
+    def bucket(self) -> str:
+        return "" if self.is_local else self.uri.split("://", 1)[1].split("/", 1)[0]
+
+    @cached_property
+    def _resolved(self):
+        import pyarrow.fs
+
+        if self.is_local:
+            return pyarrow.fs.LocalFileSystem(), self.uri
+        try:
+            return pyarrow.fs.FileSystem.from_uri(self.uri)
+        except (OSError, ValueError) as error:
+            raise StorageError(f"{self.uri}: {error}") from None
+
+    @property
+    def fs(self):
+        """The pyarrow filesystem (picklable: Ray ships it to workers)."""
+        return self._resolved[0]
+
+    @property
+    def path(self) -> str:
+        """The path inside ``fs``: ``bucket/key`` for an object store, no scheme."""
+        return self._resolved[1]
+
+    def __truediv__(self, name: str) -> "Location":
+        return Location(f"{self.uri.rstrip('/')}/{name}")
+
+    @property
+    def name(self) -> str:
+        return self.uri.rstrip("/").rsplit("/", 1)[-1]
+
+    def __str__(self) -> str:
+        return self.uri
+
+    # -- reading ------------------------------------------------------------------
+
+    def _info(self):
+        try:
+            return self.fs.get_file_info(self.path)
+        except OSError as error:
+            raise StorageError(f"{self.uri}: {error}") from None
+
+    def exists(self) -> bool:
+        import pyarrow.fs
+
+        return self._info().type != pyarrow.fs.FileType.NotFound
+
+    def is_dir(self) -> bool:
+        import pyarrow.fs
+
+        return self._info().type == pyarrow.fs.FileType.Directory
+
+    def size(self) -> int:
+        return self._info().size or 0
+
+    def read_bytes(self) -> bytes:
+        try:
+            with self.fs.open_input_stream(self.path) as stream:
+                return stream.read()
+        except FileNotFoundError:
+            raise
+        except OSError as error:
+            if "not exist" in str(error) or "NoSuchKey" in str(error) or "NO_SUCH_KEY" in str(error):
+                raise FileNotFoundError(self.uri) from None
+            raise StorageError(f"{self.uri}: {error}") from None
+
+    def read_text(self) -> str:
+        return self.read_bytes().decode()
+
+    def list(self) -> list["Location"]:
+        """What is directly inside this folder (nothing when it does not exist)."""
+        import pyarrow.fs
+
+        try:
+            infos = self.fs.get_file_info(pyarrow.fs.FileSelector(self.path, allow_not_found=True))
+        except OSError as error:
+            raise StorageError(f"{self.uri}: {error}") from None
+        return [self / info.base_name for info in sorted(infos, key=lambda info: info.path)]
+
+    # -- writing ------------------------------------------------------------------
+
+    def mkdir(self) -> None:
+        try:
+            self.fs.create_dir(self.path, recursive=True)
+        except OSError as error:
+            raise StorageError(f"{self.uri}: cannot create ({error})") from None
+
+    def write_bytes(self, data: bytes) -> None:
+        """Write a whole file: readers see the old one or the new one, never a part."""
+        if self.is_local:
+            path = Path(self.uri)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+            return
+        try:
+            with self.fs.open_output_stream(self.path) as stream:
+                stream.write(data)
+        except OSError as error:
+            raise StorageError(f"{self.uri}: cannot write ({error})") from None
+
+    def write_text(self, text: str) -> None:
+        self.write_bytes(text.encode())
+
+    def delete(self) -> None:
+        """Remove a file (nothing when it is already gone)."""
+        try:
+            self.fs.delete_file(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            if self.exists():
+                raise StorageError(f"{self.uri}: cannot delete ({error})") from None
+
+    # -- local copies -------------------------------------------------------------
+
+    def download(self, folder: str | os.PathLike) -> Path:
+        """Copy this folder's files (recursively) under ``folder``; returns it."""
+        import pyarrow.fs
+
+        folder = Path(folder)
+        pyarrow.fs.copy_files(self.path, str(folder), source_filesystem=self.fs,
+                              destination_filesystem=pyarrow.fs.LocalFileSystem())
+        return folder
+
+    def upload(self, source: str | os.PathLike) -> None:
+        """Copy a local file or folder here."""
+        import pyarrow.fs
+
+        pyarrow.fs.copy_files(str(source), self.path, source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=self.fs)
+
+
+def check_writable(location: Location, flag: str) -> None:
+    """Refuse, in one line, a bucket that does not exist or refuses access (before any work)."""
+    if location.is_local:
+        return
+    probe = location / f".jingle-probe-{uuid.uuid4().hex}"
+    try:
+        probe.write_bytes(b"")
+        probe.delete()
+    except StorageError as error:
+        reason = str(error)
+        if "NO_SUCH_BUCKET" in reason or "does not exist" in reason:
+            reason = f"bucket {location.bucket!r} does not exist"
+        elif "ACCESS_DENIED" in reason or "AccessDenied" in reason or "Forbidden" in reason or "403" in reason:
+            reason = f"access to bucket {location.bucket!r} is refused (check the credentials)"
+        raise StorageError(f"{flag} {location.uri}: {reason}") from None
+
+
+def check_readable(location: Location, flag: str) -> None:
+    """Refuse, in one line, a location whose bucket is missing or refuses access."""
+    if location.is_local:
+        return
+    try:
+        location.exists()
+    except StorageError as error:
+        reason = str(error)
+        if "ACCESS_DENIED" in reason or "AccessDenied" in reason or "Forbidden" in reason or "403" in reason:
+            reason = f"access to bucket {location.bucket!r} is refused (check the credentials)"
+        raise StorageError(f"{flag} {location.uri}: {reason}") from None
+
+
+@contextlib.contextmanager
+def staged(location: Location) -> Iterator[Path]:
+    """A local folder to write ``location``'s files in: the folder itself when local; for
+    a bucket, a temporary folder whose files are uploaded when the block ends without an
+    error."""
+    if location.is_local:
+        Path(location.uri).mkdir(parents=True, exist_ok=True)
+        yield Path(location.uri)
+        return
+    with tempfile.TemporaryDirectory(prefix="jingle-") as folder:
+        yield Path(folder)
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file():
+                (location / path.relative_to(folder).as_posix()).write_bytes(path.read_bytes())
+
+
+def walk_files(location: Location) -> Iterator[Location]:
+    """Every file under a folder, recursively."""
+    import pyarrow.fs
+
+    for info in location.fs.get_file_info(pyarrow.fs.FileSelector(location.path, recursive=True, allow_not_found=True)):
+        if info.type == pyarrow.fs.FileType.File:
+            relative = info.path[len(location.path.rstrip("/")) + 1:]
+            yield location / relative
