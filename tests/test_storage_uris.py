@@ -181,10 +181,10 @@ def test_a_search_keeps_its_trials_and_outputs_in_the_bucket(bucket_run, s3, s3_
     storage = f"s3://{BUCKET}/searches"
     result = jingle("tune_fusion", "--data", bucket_run["shards"], "--space", str(bucket_run["root"] / "space.yaml"),
                     "--config", str(bucket_run["root"] / "config.json"), "--storage", storage, "--name", "s3search",
-                    "--samples", "2", "--max-epochs", "1", env=s3, ray_address=ray_address)
+                    "--samples", "1", "--max-epochs", "1", env=s3, ray_address=ray_address)
     assert result.returncode == 0, result.stderr[-3000:]
     search = Location.of(storage) / "s3search"
     assert json.loads((search / "best_config.json").read_text())["training"]["epochs"] == 1
-    assert (search / "trials.csv").read_text().count("\n") == 3 and (search / "trials.png").exists()
+    assert (search / "trials.csv").read_text().count("\n") == 2 and (search / "trials.png").exists()
     best = next(line.split()[-1] for line in result.stdout.splitlines() if "checkpoint" in line and "s3://" in line)
     assert best.startswith(f"{storage}/s3search/") and (Location.of(best) / "state.pt").exists()

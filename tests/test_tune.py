@@ -178,11 +178,12 @@ def finished_trials(folder: Path) -> dict[str, Path]:
 
 def test_multi_worker_trials_train_in_their_own_trainers(fusion_data, tmp_path):
     """--workers-per-trial 2 on 2 CPUs: each trial launches a TorchTrainer of two workers
-    whose reports reach Tune; trials run one after another and none waits forever."""
+    whose reports reach Tune; ASHA ends each trial (at max_t at the latest) and the next one
+    still gets the CPUs: none waits forever on the one before."""
     summary = tune_fusion.run(tune_fusion.build_parser().parse_args(tune_args(
-        fusion_data, tmp_path, "--samples", "3", "--max-epochs", "2", "--grace-period", "1", "--reduction-factor", "2",
+        fusion_data, tmp_path, "--samples", "2", "--max-epochs", "2", "--grace-period", "1", "--reduction-factor", "2",
         "--workers-per-trial", "2")))
-    assert summary.trials == 3 and summary.errored == 0
+    assert summary.trials == 2 and summary.errored == 0
     rows = list(csv.DictReader((tmp_path / "search" / "trials.csv").open()))
     trainers = tmp_path / "search" / "trainers"
     for row in rows:
