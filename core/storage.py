@@ -200,23 +200,6 @@ class Location:
             if self.exists():
                 raise StorageError(f"{self.uri}: cannot delete ({error})") from None
 
-    # -- local copies -------------------------------------------------------------
-
-    def download(self, folder: str | os.PathLike) -> Path:
-        """Copy this folder's files (recursively) under ``folder``; returns it."""
-        import pyarrow.fs
-
-        folder = Path(folder)
-        pyarrow.fs.copy_files(self.path, str(folder), source_filesystem=self.fs,
-                              destination_filesystem=pyarrow.fs.LocalFileSystem())
-        return folder
-
-    def upload(self, source: str | os.PathLike) -> None:
-        """Copy a local file or folder here."""
-        import pyarrow.fs
-
-        pyarrow.fs.copy_files(str(source), self.path, source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=self.fs)
-
 
 def check_writable(location: Location, flag: str) -> None:
     """Refuse, in one line, a bucket that does not exist or refuses access (before any work)."""
@@ -259,16 +242,14 @@ def staged(location: Location) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="jingle-") as folder:
         yield Path(folder)
-        for path in sorted(Path(folder).rglob("*")):
-            if path.is_file():
-                (location / path.relative_to(folder).as_posix()).write_bytes(path.read_bytes())
+        upload_files(Path(folder), location)
 
 
-def walk_files(location: Location) -> Iterator[Location]:
-    """Every file under a folder, recursively."""
-    import pyarrow.fs
-
-    for info in location.fs.get_file_info(pyarrow.fs.FileSelector(location.path, recursive=True, allow_not_found=True)):
-        if info.type == pyarrow.fs.FileType.File:
-            relative = info.path[len(location.path.rstrip("/")) + 1:]
-            yield location / relative
+def upload_files(folder: Path, location: Location, *, remove: bool = False) -> None:
+    """Copy every file under a local folder to the same place under ``location``
+    (``remove``: delete each local copy once it is uploaded)."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            (location / path.relative_to(folder).as_posix()).write_bytes(path.read_bytes())
+            if remove:
+                path.unlink()

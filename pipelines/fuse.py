@@ -36,7 +36,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from core.storage import Location, check_writable, is_remote
+from core.storage import Location, check_writable, is_remote, upload_files
 from datasets.audio import AudioError
 from datasets.pairs import InputError, discover_fusion_pairs
 from pipelines.common import EntryPoint, UsageError, add_common_arguments, local_device
@@ -231,12 +231,8 @@ class Fuser:
     def _upload(self) -> None:
         """Move the staged files of a bucket's outputs into it (nothing for local folders)."""
         for location, staged in ((self.out, self.out_dir), (self.evaluation, Path(self.evaluation_dir or self.out_dir))):
-            if location is None or location.is_local or not staged.exists():
-                continue
-            for path in sorted(staged.rglob("*")):
-                if path.is_file():
-                    (location / path.relative_to(staged).as_posix()).write_bytes(path.read_bytes())
-                    path.unlink()
+            if location is not None and not location.is_local and staged.exists():
+                upload_files(staged, location, remove=True)
 
     def _evaluate(self, pair_id: str, input_path: str, target_path: str, name: str, fused: Path, report: dict) -> str:
         from pipelines.fusion_evaluation import evaluate_files, picture_path

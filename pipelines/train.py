@@ -80,12 +80,12 @@ def ray_storage(location: Location) -> dict[str, Any]:
     return {"storage_path": location.path, "storage_filesystem": location.fs}
 
 
-def checkpoint_uri(checkpoint: Any, storage: Location) -> str:
-    """Where a Ray ``Checkpoint`` is, as users name it (``s3://...`` in a bucket)."""
-    if storage.is_local:
-        return checkpoint.path
-    scheme = storage.uri.split("://", 1)[0]
-    return f"{scheme}://{checkpoint.path.lstrip('/')}"
+def checkpoint_uri(path: str, storage: Location) -> str:
+    """A path Ray gives in ``storage``'s filesystem (a checkpoint's), as users name it:
+    ``s3://bucket/...`` in a bucket, unchanged when local or already a URI."""
+    if storage.is_local or "://" in path:
+        return path
+    return f"{storage.uri.split('://', 1)[0]}://{path.lstrip('/')}"
 
 
 def count_workers(requested: int | None, use_gpu: bool) -> int:
@@ -254,11 +254,11 @@ def summarize(result: Any, *, task: Task, place: RunPlace, has_validation: bool,
         raise RuntimeError(f"training failed: {result.error}")
     best = result.get_best_checkpoint(task.selection.metric, task.selection.mode) if has_validation else result.checkpoint
     latest = result.checkpoint
-    final = load_state(checkpoint_uri(latest, place.storage), kind=task.name) if latest else None
+    final = load_state(checkpoint_uri(latest.path, place.storage), kind=task.name) if latest else None
     return TrainSummary(
         run_dir=str(place.run_dir),
-        best_checkpoint=checkpoint_uri(best, place.storage) if best else None,
-        latest_checkpoint=checkpoint_uri(latest, place.storage) if latest else None,
+        best_checkpoint=checkpoint_uri(best.path, place.storage) if best else None,
+        latest_checkpoint=checkpoint_uri(latest.path, place.storage) if latest else None,
         step=final.step if final else 0,
         epoch=final.epoch if final else 0,
         metrics=result.metrics or {},

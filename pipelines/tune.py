@@ -40,7 +40,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from core.storage import Location
+from core.storage import Location, staged
 from pipelines.common import PROJECT_ROOT, EntryPoint, UsageError, add_common_arguments, init_ray
 from pipelines.loop import LoopSettings, Selection
 from pipelines.shard_data import ShardData, split_pair_ids
@@ -91,11 +91,10 @@ class TrialSetup:
     train_ids: list[str]
     validation_ids: list[str]
     max_epochs: int
-    trials_per_node: int
+    node_cpus: int  # CPUs of the largest node: its trials (W = 1) or its trainers' workers (W > 1) share its cores
     task_args: dict = field(default_factory=dict)  # the task's own flags (e.g. --codec-checkpoint)
     workers_per_trial: int = 1
     search_dir: str = ""  # where a multi-worker trial's trainer keeps its checkpoints (``trainers/TRIAL_ID``)
-    node_cpus: int = 1  # CPUs of the largest node: multi-worker trials' workers share them
 
 
 def trial_resources(workers_per_trial: int) -> dict[str, float]:
@@ -146,7 +145,7 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     if workers == 1:
         from pipelines.ray_contexts import tune_trial
 
-        tune_trial(plan, trials_per_node=setup.trials_per_node, diverged=DIVERGED)
+        tune_trial(plan, trials_per_node=setup.node_cpus, diverged=DIVERGED)
         return
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -327,10 +326,9 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 def run(task_name: str, args: argparse.Namespace) -> TuneSummary:
     """A whole search of the named task, as ``jingle tune TASK`` does it."""
-    import tempfile
     import time
 
-    from pipelines.train import storage_location
+    from pipelines.train import checkpoint_uri, storage_location
     from pipelines.tune_space import SearchSpace
 
     started = time.perf_counter()
@@ -362,8 +360,8 @@ def run(task_name: str, args: argparse.Namespace) -> TuneSummary:
         raise UsageError(f"--workers-per-trial {args.workers_per_trial} needs as many CPUs; the cluster has {cpus}")
     node_cpus = max(1, max(int(node["Resources"].get("CPU", 1)) for node in ray.nodes() if node["Alive"]))
     setup = TrialSetup(task=task.name, base_config=base.to_dict(), data=data, train_ids=train_ids, validation_ids=validation_ids,
-                       max_epochs=args.max_epochs, trials_per_node=node_cpus, task_args=task_args,
-                       workers_per_trial=args.workers_per_trial, search_dir=str(search_dir), node_cpus=node_cpus)
+                       max_epochs=args.max_epochs, node_cpus=node_cpus, task_args=task_args,
+                       workers_per_trial=args.workers_per_trial, search_dir=str(search_dir))
     uri, experiment_id, parent_run_id = open_search_run(
         storage, task=task.name, name=name,
         params={"space": str(args.space), "base_config": base.to_dict(), "samples": args.samples, "max_epochs": args.max_epochs,
@@ -372,28 +370,19 @@ def run(task_name: str, args: argparse.Namespace) -> TuneSummary:
     tuner = build_tuner(task, space, setup, args, storage=storage, name=name, max_concurrent=cpus // args.workers_per_trial,
                         callbacks=[tracking_callback(uri, experiment_id, parent_run_id), trainer_cleanup()])
     results = tuner.fit()
-    with tempfile.TemporaryDirectory(prefix="jingle-tune-") as staging:  # a bucket's outputs are written here first
-        folder = Path(search_dir.uri) if search_dir.is_local else Path(staging)
+    with staged(search_dir) as folder:  # a bucket's outputs are written here, then uploaded
         summary = summarize(results, task=task, space=space, setup=setup, folder=folder, title=name)
         summary.tracking_uri, summary.parent_run_id = uri, parent_run_id
         summary.seconds = time.perf_counter() - started
-        close_search_run(summary)
-        if not search_dir.is_local:
-            publish(summary, search_dir)
+        close_search_run(summary)  # logs the local files as the parent run's artifacts
+    if not search_dir.is_local:  # name the uploaded copies
+        for field_name in ("trials_csv", "trials_png", "best_config"):
+            if getattr(summary, field_name):
+                setattr(summary, field_name, str(search_dir / Path(getattr(summary, field_name)).name))
+        summary.search_dir = str(search_dir)
+        if summary.best_checkpoint:
+            summary.best_checkpoint = checkpoint_uri(summary.best_checkpoint, search_dir)
     return summary
-
-
-def publish(summary: TuneSummary, search_dir: Location) -> None:
-    """Upload the outputs written locally into the search's folder in a bucket."""
-    for field_name in ("trials_csv", "trials_png", "best_config"):
-        local = getattr(summary, field_name)
-        if local:
-            target = search_dir / Path(local).name
-            target.write_bytes(Path(local).read_bytes())
-            setattr(summary, field_name, str(target))
-    summary.search_dir = str(search_dir)
-    if summary.best_checkpoint and "://" not in summary.best_checkpoint:  # Ray's path in the bucket's filesystem
-        summary.best_checkpoint = f"{search_dir.uri.split('://', 1)[0]}://{summary.best_checkpoint.lstrip('/')}"
 
 
 def close_search_run(summary: TuneSummary) -> None:
