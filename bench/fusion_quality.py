@@ -14,13 +14,16 @@ What a user does, end to end, on generated pairs (drums as input, chords as targ
    masking) with ``configs/fusion.json``'s loss weights, ``--override`` applied, for
    ``--epochs`` epochs; the best checkpoint is chosen by ``val_score`` on the run's own
    validation pairs;
-4. ``jingle evaluate fusion --checkpoint BEST --pairs HELD_OUT --compare
-   arrangement=HELD_OUT/arrangement``: the model, the four shortcuts and the rendered
-   arrangement, scored on every held-out pair.
+4. ``jingle evaluate fusion --checkpoint BEST --pairs HELD_OUT --arrangements
+   HELD_OUT/arrangement``: the model, the rendered arrangement (as rendered, and decoded
+   through the codec the way the model's output is: ``arrangement_decoded``) and every
+   shortcut (the smeared arrangement among them), scored on every held-out pair.
 
 It prints the mean score of each (and its ratio to the best shortcut's, the baseline of
-the same run), the mean of every part figure, and the time of each step, and writes
-``WORK/results.json``. ``--smoke`` (tiny corpus, one epoch) only checks that it runs.
+the same run), the mean of every part figure and of the note figures (onset F1 against the
+input, pitch-class precision and recall, notes per second), on how many pairs the model
+beats every shortcut, and the time of each step, and writes ``WORK/results.json``.
+``--smoke`` (tiny corpus, one epoch) only checks that it runs.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ import numpy as np
 
 from bench.machine import add_ray_address_argument, describe_machine, start_ray
 from datasets.synth import CorpusSpec, write_fusion_corpus
-from models.arrangement import SCORE_FIGURES, SHORTCUTS
+from models.arrangement import SCORE_FIGURES
+from models.shortcuts import ALL_SHORTCUTS
 from pipelines import evaluate_fusion, preprocess_fusion, train_fusion
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,30 +77,40 @@ def make_corpus(work: Path, args: argparse.Namespace) -> tuple[Path, Path]:
     return corpus, held_out
 
 
+# the note figures beside the score's parts (models/notes.py)
+NOTE_FIGURES = ("note_onset_f1", "pitch_class_precision", "pitch_class_recall", "notes_per_second")
+COLUMNS = ("score", *SCORE_FIGURES, *NOTE_FIGURES)
+SHORT_NAMES = {"note_onset_f1": "onset F1", "pitch_class_precision": "pc prec", "pitch_class_recall": "pc recall",
+               "notes_per_second": "notes/s"}
+
+
 def summarize(report: dict) -> dict[str, dict[str, float]]:
-    """Output name -> mean score and mean part figures over the held-out pairs."""
+    """Output name -> mean score, part and note figures over the held-out pairs, and
+    ``wins``: on how many pairs it beats every shortcut."""
     rows: dict[str, dict[str, list[float]]] = {}
     for pair in report["pairs"]:
+        best_shortcut = max(entry["score"] for entry in pair["outputs"] if entry.get("shortcut"))
         for entry in pair["outputs"]:
             row = rows.setdefault(entry["name"], {})
             row.setdefault("score", []).append(entry["score"])
-            for name in (*SCORE_FIGURES, "envelope_cost"):
+            row.setdefault("wins", []).append(float(entry["score"] > best_shortcut))
+            for name in COLUMNS[1:]:
                 value = entry["figures"].get(name)
                 if value is not None:
                     row.setdefault(name, []).append(value)
-    return {name: {key: float(np.mean(values)) for key, values in row.items()} for name, row in rows.items()}
+    means = {name: {key: float(np.mean(values)) for key, values in row.items()} for name, row in rows.items()}
+    for name, row in rows.items():
+        means[name]["wins"] = float(np.sum(row["wins"]))
+    return means
 
 
-def print_table(means: dict[str, dict[str, float]]) -> None:
-    best_shortcut = max(means[name]["score"] for name in SHORTCUTS)
-    columns = ("score", *SCORE_FIGURES, "envelope_cost")
-    print(f"{'output':<14}" + "".join(f"{column:>14}" for column in columns) + f"{'/ best shortcut':>17}")
-    for name in ("model", "arrangement", *SHORTCUTS):
-        row = means.get(name)
-        if row is None:
-            continue
-        cells = "".join(f"{row[column]:>14.3f}" if column in row else f"{'n/a':>14}" for column in columns)
-        print(f"{name:<14}{cells}{row['score'] / best_shortcut:>17.2f}")
+def print_table(means: dict[str, dict[str, float]], pairs: int) -> None:
+    best_shortcut = max(row["score"] for name, row in means.items() if name in ALL_SHORTCUTS)
+    print(f"{'output':<22}" + "".join(f"{SHORT_NAMES.get(c, c):>10}" for c in COLUMNS) + f"{'/ best shortcut':>16}{'beats all':>11}")
+    for name, row in means.items():
+        cells = "".join(f"{row[column]:>10.3f}" if column in row else f"{'n/a':>10}" for column in COLUMNS)
+        wins = "" if name in ALL_SHORTCUTS else f"{int(row['wins'])}/{pairs}"
+        print(f"{name + ('*' if name in ALL_SHORTCUTS else ''):<22}{cells}{row['score'] / best_shortcut:>16.2f}{wins:>11}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     code = evaluate_fusion.main([
         "--checkpoint", trained.best_checkpoint, "--pairs", str(held_out), "--out", str(evaluation),
-        "--compare", f"arrangement={held_out / 'arrangement'}", "--device", "cpu",
+        "--arrangements", str(held_out / "arrangement"), "--device", "cpu",
     ])
     timings["evaluate"] = time.perf_counter() - started
     if code:
@@ -160,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     means = summarize(report)
     print(f"\nheld-out pairs: {len(report['pairs'])}; trained {trained.step} steps ({args.epochs} epochs) "
           f"with overrides {args.override or 'none'}; best checkpoint by val_score")
-    print_table(means)
+    print_table(means, len(report["pairs"]))
     print("time: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings.items())
           + f"; all {sum(timings.values()):.0f} s")
     results = {"overrides": args.override, "epochs": args.epochs, "steps": trained.step, "means": means, "timings": timings,

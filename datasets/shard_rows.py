@@ -56,10 +56,15 @@ class MemoryRows:
         return pa.concat_tables(tables) if tables else pa.table({name: pa.array([], pa.string()) for name in wanted})
 
     @classmethod
-    def from_table(cls, table: pa.Table, columns: Sequence[str], pair_ids: Sequence[str], **options: Any) -> "MemoryRows":
-        """The rows of ``pair_ids``, in (pair id, segment index) order."""
+    def from_table(
+        cls, table: pa.Table, columns: Sequence[str], pair_ids: Sequence[str], *, interleave: bool = False, **options: Any
+    ) -> "MemoryRows":
+        """The rows of ``pair_ids``, in (pair id, segment index) order; with ``interleave``
+        in (segment index, pair id) order: every pair's first segment, then every pair's
+        second, so that the first rows of a validation set span all its pairs."""
         table = table.filter(pc.is_in(table["pair_id"], value_set=pa.array(sorted(pair_ids), pa.string())))
-        table = table.sort_by([("pair_id", "ascending"), ("segment_index", "ascending")])
+        keys = ["segment_index", "pair_id"] if interleave else ["pair_id", "segment_index"]
+        table = table.sort_by([(key, "ascending") for key in keys])
         return cls({name: column_to_numpy(table[name]) for name in columns}, **options)
 
     @classmethod

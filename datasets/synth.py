@@ -40,6 +40,61 @@ DRUM_KINDS = ("kick", "snare", "hat")
 
 
 @dataclass(frozen=True)
+class Style:
+    """How a corpus's drums and chords are played. Every style is arranged by the same rule
+    (``arrangement_notes``), so a model that learned the rule rather than one style's
+    patterns arranges the other styles too.
+
+    Attributes:
+        tempo_bpm: (low, high) of the drums' uniform tempo.
+        kick_probabilities: per sixteenth of a bar, the chance that the loop's kick plays it.
+        snare_steps: the sixteenths of a bar with a snare.
+        hat_every: a hat every this many sixteenths.
+        swing: the off-beat sixteenths come this share of a sixteenth late.
+        progression: the chords, semitones above the tonic, one per bar, cycled.
+        melody_scale: the melody's scale degrees, semitones above the tonic an octave up.
+        tonic_midi: (low, high) of the key's tonic, high excluded.
+        bar_seconds: (low, high) of the chords' uniform bar length.
+        harmonic_ratio: (low, high) of the instrument's partial amplitude ratio, drawn per
+            partial: partial k has amplitude ratio_k ** k.
+        partials: how many partials the instrument has.
+    """
+
+    name: str
+    tempo_bpm: tuple[float, float]
+    kick_probabilities: tuple[float, ...]
+    snare_steps: tuple[int, ...]
+    hat_every: int
+    swing: float
+    progression: tuple[tuple[int, ...], ...]
+    melody_scale: tuple[int, ...]
+    tonic_midi: tuple[int, int]
+    bar_seconds: tuple[float, float]
+    harmonic_ratio: tuple[float, float]
+    partials: int
+
+
+STYLES = {
+    # the corpus of every test, benchmark and the demo: pop grooves, major I V vi IV
+    "pop": Style(
+        name="pop", tempo_bpm=(84, 140),
+        kick_probabilities=(0.95, 0, 0.15, 0, 0.1, 0, 0.4, 0, 0.9, 0, 0.2, 0.3, 0.05, 0, 0.3, 0),
+        snare_steps=(4, 12), hat_every=2, swing=0.0, progression=PROGRESSION, melody_scale=(0, 2, 4, 5, 7, 9, 11, 12),
+        tonic_midi=(48, 60), bar_seconds=(1.6, 2.6), harmonic_ratio=(0.2, 0.7), partials=6,
+    ),
+    # held out from training: slower swung half-time grooves with hats on every sixteenth,
+    # a minor i VI III VII in another register, longer bars, a brighter instrument
+    "other": Style(
+        name="other", tempo_bpm=(60, 80),
+        kick_probabilities=(0.95, 0, 0, 0.35, 0, 0, 0.25, 0, 0, 0.6, 0, 0, 0.1, 0, 0.35, 0),
+        snare_steps=(8,), hat_every=1, swing=0.3, progression=((0, 3, 7), (8, 12, 15), (3, 7, 10), (10, 14, 17)),
+        melody_scale=(0, 2, 3, 5, 7, 8, 10, 12), tonic_midi=(40, 52), bar_seconds=(2.8, 3.6), harmonic_ratio=(0.5, 0.85),
+        partials=8,
+    ),
+}
+
+
+@dataclass(frozen=True)
 class DrumHit:
     seconds: float  # onset time
     kind: str  # one of DRUM_KINDS
@@ -95,13 +150,13 @@ def _tone(midi: float, t: np.ndarray, harmonics) -> np.ndarray:
     return sum(h * np.sin(2 * np.pi * frequency * (k + 1) * t) for k, h in enumerate(harmonics))
 
 
-def play_drums(seconds: float, sample_rate: int, rng: np.random.Generator) -> DrumPart:
-    """A drum loop: kick on a pattern, snare on the back-beat, hats on eighths."""
-    tempo = rng.uniform(84, 140)
+def play_drums(seconds: float, sample_rate: int, rng: np.random.Generator, style: Style = STYLES["pop"]) -> DrumPart:
+    """A drum loop: kick on a pattern, snare on the back-beat, hats (eighths in pop)."""
+    tempo = rng.uniform(*style.tempo_bpm)
     step = 60.0 / tempo / 4  # sixteenth note, seconds
     length = round(seconds * sample_rate)
     out = np.zeros(length, dtype=np.float64)
-    kick_pattern = rng.random(16) < np.array([0.95, 0, 0.15, 0, 0.1, 0, 0.4, 0, 0.9, 0, 0.2, 0.3, 0.05, 0, 0.3, 0])
+    kick_pattern = rng.random(16) < np.array(style.kick_probabilities)
     hit = round(0.35 * sample_rate)
     t = np.arange(hit) / sample_rate
     kick = np.sin(2 * np.pi * (45 * t + 110 * 0.04 * (1 - np.exp(-t / 0.04)))) * _envelope(hit, sample_rate, 0.09)
@@ -109,29 +164,33 @@ def play_drums(seconds: float, sample_rate: int, rng: np.random.Generator) -> Dr
     hat = np.diff(rng.standard_normal(hit + 1)) * _envelope(hit, sample_rate, 0.012)
     hits = []
     for index in range(int(seconds / step)):
-        start = round(index * step * sample_rate)
         position = index % 16
+        onset = (index + style.swing * (position % 2)) * step  # off-beat sixteenths swung late
+        start = round(onset * sample_rate)
+        if start >= length:
+            break
         # the hat's gain is drawn on every step, played or not: the draws fix the audio
         for kind, sound, gain, on in (
             ("kick", kick, 0.9, kick_pattern[position]),
-            ("snare", snare, 0.55, position in (4, 12)),
-            ("hat", hat, 0.25 * rng.uniform(0.6, 1.0), position % 2 == 0),
+            ("snare", snare, 0.55, position in style.snare_steps),
+            ("hat", hat, 0.25 * rng.uniform(0.6, 1.0), position % style.hat_every == 0),
         ):
             if on:
                 end = min(length, start + hit)
                 out[start:end] += gain * sound[: end - start]
-                hits.append(DrumHit(index * step, kind, float(gain)))
+                hits.append(DrumHit(onset, kind, float(gain)))
     audio = (0.8 * out / max(1e-9, np.abs(out).max())).astype(np.float32)
     return DrumPart(audio, sample_rate, seconds, float(tempo), tuple(hits))
 
 
-def play_chords(seconds: float, sample_rate: int, rng: np.random.Generator) -> ChordPart:
+def play_chords(seconds: float, sample_rate: int, rng: np.random.Generator, style: Style = STYLES["pop"]) -> ChordPart:
     """A four-chord progression with a melody, in a random key."""
-    root = 48 + int(rng.integers(0, 12))  # MIDI note of the key's tonic
-    bar = rng.uniform(1.6, 2.6)
+    low, high = style.tonic_midi
+    root = low + int(rng.integers(0, high - low))  # MIDI note of the key's tonic
+    bar = rng.uniform(*style.bar_seconds)
     length = round(seconds * sample_rate)
     out = np.zeros(length, dtype=np.float64)
-    harmonics = rng.uniform(0.2, 0.7, size=6) ** np.arange(1, 7)
+    harmonics = rng.uniform(*style.harmonic_ratio, size=style.partials) ** np.arange(1, style.partials + 1)
     notes = []
 
     def note(midi: float, start: float, duration: float, gain: float) -> None:
@@ -146,17 +205,17 @@ def play_chords(seconds: float, sample_rate: int, rng: np.random.Generator) -> C
         release = np.minimum(1.0, (duration - t) / 0.08).clip(0)
         out[first : first + count] += gain * tone * attack * release * np.exp(-t / (duration * 1.5))
 
-    scale = np.array([0, 2, 4, 5, 7, 9, 11, 12])
+    scale = np.array(style.melody_scale)
     for index in range(int(np.ceil(seconds / bar))):
-        chord = PROGRESSION[index % 4]
+        chord = style.progression[index % len(style.progression)]
         for interval in chord:
             note(root + interval, index * bar, bar, 0.25)
         for beat in range(4):
             if rng.random() < 0.8:
-                note(root + 12 + scale[rng.integers(0, 8)], index * bar + beat * bar / 4, bar / 4, 0.2)
+                note(root + 12 + scale[rng.integers(0, len(scale))], index * bar + beat * bar / 4, bar / 4, 0.2)
     audio = (0.7 * out / max(1e-9, np.abs(out).max())).astype(np.float32)
     harmonics_played = tuple(float(h) for h in harmonics)
-    return ChordPart(audio, sample_rate, seconds, root, float(bar), PROGRESSION, harmonics_played, tuple(notes))
+    return ChordPart(audio, sample_rate, seconds, root, float(bar), style.progression, harmonics_played, tuple(notes))
 
 
 def drums(seconds: float, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
@@ -255,6 +314,11 @@ class CorpusSpec:
     max_seconds: float = 40.0
     seed: int = 0
     mixed_formats: bool = True
+    style: str = "pop"  # a key of STYLES
+
+    def __post_init__(self) -> None:
+        if self.style not in STYLES:
+            raise ValueError(f"style must be one of {sorted(STYLES)}, got {self.style!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -286,8 +350,9 @@ def generate_pair(index: int, spec: CorpusSpec = CorpusSpec()) -> GeneratedPair:
     """Pair ``index`` of the corpus ``spec`` describes, drawn from seed ``(spec.seed, index)``."""
     rng = np.random.default_rng([spec.seed, index])
     seconds = float(rng.uniform(spec.min_seconds, spec.max_seconds))
-    drum_part = play_drums(seconds, pair_format(index, "input", spec)[0], rng)
-    chord_part = play_chords(seconds, pair_format(index, "target", spec)[0], rng)
+    style = STYLES[spec.style]
+    drum_part = play_drums(seconds, pair_format(index, "input", spec)[0], rng, style)
+    chord_part = play_chords(seconds, pair_format(index, "target", spec)[0], rng, style)
     return GeneratedPair(f"pair_{index:04d}", seconds, drum_part, chord_part)
 
 

@@ -212,12 +212,6 @@ def evaluate(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], objec
 
 
 @dataclass
-class _HeldOutSegment:
-    sources: Any  # models.arrangement.SourceFeatures of the decoded input and target
-    shortcut_scores: dict[str, float]
-
-
-@dataclass
 class ArrangementValidator:
     """``val_score``: the fixed arrangement score (``models/arrangement.py``) of the model's
     outputs on held-out segments, decoded through the codec as a user would hear them.
@@ -225,31 +219,32 @@ class ArrangementValidator:
     The loss cannot rank checkpoints or trials: its weights are what a search changes, and
     it can be met by shortcuts (a copy, a mix, decorrelated bursts). The score is the same
     whatever the weights. The first ``segments`` held-out segments (a fixed order) are
-    scored; their decoded sources, their features and the scores of the four shortcuts
-    on them are computed once per worker and reported beside the model's
-    (``val_score_plain_mix``...), so every validation shows where the model stands.
+    scored through ``models/pair_score.py``, like ``jingle evaluate fusion``; each
+    segment is prepared once per worker (its decoded sources analysed and transcribed, its
+    shortcuts made and scored), and the shortcuts' mean scores are reported beside the
+    model's (``val_score_plain_mix``...), so every validation shows where the model stands.
 
     Each output is scored against the latents it was made from: the whole segment, or for
     the adaptive agent each pair's reference windows (then nothing is cached, as the
-    windows move), averaged over pairs.
+    windows move), averaged over pairs. An output holding NaN or inf scores the floor.
     """
 
     codec: nn.Module
     segments: int
-    _held_out: dict[int, _HeldOutSegment] = field(default_factory=dict)
+    _held_out: dict[int, Any] = field(default_factory=dict)  # segment index -> PreparedPair
 
     @torch.no_grad()
     def __call__(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
         """Mean score, mean figures (``val_<figure>``) and the shortcuts' mean scores; empty
         when there is nothing to score."""
-        from models.arrangement import SHORTCUTS
+        from models.pair_score import score_pair
 
         if self.segments < 1:
             return {}
         model.eval()
         scores: list[float] = []
         figures: dict[str, list[float]] = {}
-        shortcuts: dict[str, list[float]] = {name: [] for name in SHORTCUTS}
+        shortcuts: dict[str, list[float]] = {}
         index = 0
         for batch in batches:
             input = batch["input_latent"].float()  # [B, D, T]
@@ -260,19 +255,18 @@ class ArrangementValidator:
             input, target = input[:take], target[:take]
             output = model(input, target)
             whole_segment = output.input_references[0] is input  # else windows of it (adaptive agent)
-            pair_scores: list[list[Any]] = []
+            per_row: list[list[Any]] = [[] for _ in range(take)]  # row -> one ArrangementScore per pair
             for pair, latent in enumerate(output.outputs):
                 fused = self._decode(latent)  # [B, S]
-                held = [
-                    self._segment(index + row, output.input_references[pair][row], output.target_references[pair][row], cache=whole_segment)
-                    for row in range(take)
-                ]
-                pair_scores.append([self._score(segment.sources, fused[row]) for row, segment in enumerate(held)])
-                for segment in held:
-                    for name in SHORTCUTS:
-                        shortcuts[name].append(segment.shortcut_scores[name])
-            for row in range(take):
-                per_pair = [scored[row] for scored in pair_scores]
+                for row in range(take):
+                    prepared = self._prepare(
+                        index + row, output.input_references[pair][row], output.target_references[pair][row], cache=whole_segment
+                    )
+                    result = score_pair(prepared, {"model": fused[row]}, self.codec.sample_rate)
+                    per_row[row].append(result.outputs["model"])
+                    for name, scored in result.shortcuts.items():
+                        shortcuts.setdefault(name, []).append(scored.score)
+            for per_pair in per_row:
                 scores.append(float(np.mean([s.score for s in per_pair])))
                 for name in per_pair[0].figures:
                     values = [s.figures[name] for s in per_pair if s.figures[name] is not None]
@@ -289,27 +283,13 @@ class ArrangementValidator:
     def _decode(self, latent: torch.Tensor) -> np.ndarray:
         return self.codec.decode(latent.float())[:, 0].float().cpu().numpy()  # [B, S]
 
-    def _segment(self, index: int, input: torch.Tensor, target: torch.Tensor, *, cache: bool) -> _HeldOutSegment:
-        from models.arrangement import analyse_sources, shortcut_outputs
+    def _prepare(self, index: int, input: torch.Tensor, target: torch.Tensor, *, cache: bool) -> Any:
+        from models.pair_score import prepare_pair
 
         if cache and index in self._held_out:
             return self._held_out[index]
         input_audio, target_audio = self._decode(torch.stack([input, target]))  # [S] each
-        rate = self.codec.sample_rate
-        sources = analyse_sources(input_audio, target_audio, rate)
-        shortcut_scores = {
-            name: self._score(sources, audio).score
-            for name, audio in shortcut_outputs(input_audio, target_audio, rate, seed=index).items()
-        }
-        segment = _HeldOutSegment(sources, shortcut_scores)
+        prepared = prepare_pair(input_audio, target_audio, self.codec.sample_rate, seed=index)
         if cache:
-            self._held_out[index] = segment
-        return segment
-
-    def _score(self, sources: Any, audio: np.ndarray) -> Any:
-        from models.arrangement import FIGURE_NAMES, ArrangementScore, arrangement_score, score_output
-
-        if not np.isfinite(audio).all():  # a diverged model: the floor score, not a crashed validation
-            figures = dict.fromkeys(FIGURE_NAMES)
-            return ArrangementScore(arrangement_score(figures), figures)
-        return score_output(sources, audio, self.codec.sample_rate)
+            self._held_out[index] = prepared
+        return prepared

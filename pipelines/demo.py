@@ -75,6 +75,28 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
+HELD_OUT_FIGURES = (("note onsets on the input's hits, F1", "note_onset_f1"), ("pitch-class precision", "pitch_class_precision"),
+                    ("pitch-class recall", "pitch_class_recall"), ("clarity", "clarity"))
+
+
+def held_out_summary(outputs: list[dict]) -> str:
+    """The held-out fusion's score and note figures beside the rendered arrangement's
+    (as decoded through the codec, the way the model's output is) and the best shortcut's."""
+    by_name = {entry["name"]: entry for entry in outputs}
+    best = max((entry for entry in outputs if entry.get("shortcut")), key=lambda entry: entry["score"])
+    columns = [("model", by_name["model"]), ("arrangement (decoded)", by_name["arrangement_decoded"]), (f"best shortcut: {best['name']}", best)]
+    width = max(len(label) for label, _ in HELD_OUT_FIGURES + [("arrangement score", "")])
+    lines = ["held-out fusion, against the rendered arrangement and the shortcuts (higher is better):",
+             " " * (width + 2) + "".join(f"{label:>28}" for label, _ in columns)]
+    rows = [("arrangement score", None)] + list(HELD_OUT_FIGURES)
+    for label, figure in rows:
+        cells = [entry["score"] if figure is None else entry["figures"].get(figure) for _, entry in columns]
+        lines.append(f"  {label:<{width}}" + "".join(f"{'n/a' if value is None else f'{value:.3f}':>28}" for value in cells))
+    verdict = "beats" if by_name["model"]["score"] > best["score"] else "does not beat"
+    lines.append(f"  the model {verdict} every shortcut on the score")
+    return "\n".join(lines)
+
+
 def fusion_demo(args: argparse.Namespace, out: Path, lines: list[str], trainings: list) -> int:
     corpus, held_out = out / "corpus", out / "held-out"
     if not (corpus / "input").is_dir():
@@ -117,17 +139,19 @@ def fusion_demo(args: argparse.Namespace, out: Path, lines: list[str], trainings
         return code
 
     print("[demo] fusion 4/4: scoring the fusion against the shortcuts and the rendered arrangement", file=sys.stderr)
+    from models.codecs import build_codec
     from pipelines.fusion_evaluation import evaluate_files, picture_path, write_report
+    from pipelines.fusion_inference import round_trip
 
     evaluation_dir = out / "evaluation"
     sources = held_out / "input" / "pair_10000.wav", held_out / "target" / "pair_10000.wav"
-    evaluation = evaluate_files(*map(str, sources), {"model": fused, "arrangement": held_out / "arrangement" / "pair_10000.wav"},
-                                pair_id="held_out", picture=picture_path(evaluation_dir, "held_out"))
+    codec = build_codec(args.codec, checkpoint=args.codec_checkpoint)
+    evaluation = evaluate_files(
+        *map(str, sources), {"model": fused}, pair_id="held_out", picture=picture_path(evaluation_dir, "held_out"),
+        arrangement=held_out / "arrangement" / "pair_10000.wav", decoded_arrangement=lambda audio, rate: round_trip(codec, audio, rate),
+    )
     report_json, report_markdown = write_report(evaluation_dir, [evaluation])
-    scores = {entry["name"]: entry["score"] for entry in evaluation.outputs}
-    best_shortcut = max((entry for entry in evaluation.outputs if entry.get("shortcut")), key=lambda entry: entry["score"])
-    print(f"arrangement score of the held-out fusion (higher is better): model {scores['model']:.3f}, rendered arrangement "
-          f"{scores['arrangement']:.3f}, best shortcut {best_shortcut['name']} {best_shortcut['score']:.3f} ({report_markdown})")
+    print(held_out_summary(evaluation.outputs) + f" ({report_markdown})")
     lines += [
         f"  fusion corpus        {corpus}/input, {corpus}/target (held-out pair in {held_out})",
         f"  fusion shards        {shards}/shards/*.parquet, {shards}/manifest.json, {shards}/rejects.parquet",

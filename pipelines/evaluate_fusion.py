@@ -1,21 +1,27 @@
 """``jingle evaluate fusion``: score fused audio as an arrangement, against the shortcuts.
 
     python -m pipelines.evaluate_fusion INPUT.wav TARGET.wav OUTPUT.wav [OUTPUT2.wav ...] --out DIR
+        [--arrangement FILE]
     python -m pipelines.evaluate_fusion --checkpoint CKPT --pairs DIR_OR_MANIFEST --out DIR
-        [--compare NAME=FOLDER ...] [--pair best|mean|N] [--actors N] [--codec-checkpoint PATH]
+        [--arrangements FOLDER] [--compare NAME=FOLDER ...] [--pair best|mean|N] [--actors N]
+        [--codec-checkpoint PATH]
 
 The first form scores any outputs (a model's, another system's, a hand-made one) against
 their input and target. The second fuses every pair of a folder or manifest with a
 checkpoint, through the same code and Ray Data actor pool as ``jingle fuse --batch`` (the
 fused files go to ``DIR/fused/``), and scores each fusion as ``model``; ``--compare
-NAME=FOLDER`` scores ``FOLDER/<pair_id>.wav`` beside it as ``NAME`` (another system, a
-rendered arrangement).
+NAME=FOLDER`` scores ``FOLDER/<pair_id>.wav`` beside it as ``NAME`` (another system).
+``--arrangement``/``--arrangements`` give the pairs' reference arrangements (a hand-made
+or rendered one): each is scored as ``arrangement``, with the second form also as
+``arrangement_decoded`` (through the checkpoint's codec, the way the model's output is),
+and its time-smeared copy is scored as the shortcut ``smeared_arrangement``.
 
-Both also score, in the same run, the four shortcuts a loss can settle on (copy_input,
-copy_target, plain_mix, stationary), and write ``DIR/report.json``, ``DIR/report.md``
-and one picture per pair in ``DIR/pictures/``. What the score and its figures measure:
-``models/arrangement.py``. A bad or missing file stops the first form with one line (exit
-2); in the second, it fails its pair only, and the run stops (exit 2) if no pair is left.
+Both also score, in the same run, the shortcuts a loss can settle on
+(``models/shortcuts.py``), and write ``DIR/report.json``, ``DIR/report.md`` and one
+picture per pair in ``DIR/pictures/``. What the score and its figures measure:
+``models/arrangement.py`` and ``models/notes.py``. A bad or missing file stops the first
+form with one line (exit 2); in the second, it fails its pair only, and the run stops
+(exit 2) if no pair is left.
 """
 
 from __future__ import annotations
@@ -48,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=FOLDER",
         help="with --checkpoint: also score FOLDER/<pair_id>.wav as NAME (repeatable)",
     )
+    parser.add_argument("--arrangement", default=None, metavar="FILE", help="the pair's reference arrangement (first form)")
+    parser.add_argument(
+        "--arrangements", default=None, metavar="FOLDER",
+        help="with --checkpoint: the pairs' reference arrangements, FOLDER/<pair_id>.wav",
+    )
     parser.add_argument("--codec-checkpoint", default=None, metavar="PATH", help="EnCodec weights file, for an EnCodec checkpoint")
     parser.add_argument("--pair", type=pair_mode, default="best", metavar="best|mean|N", help="adaptive window agent: which pair to keep per chunk (as jingle fuse)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="where the model runs (default: cuda if available)")
@@ -76,10 +87,14 @@ def evaluate(args: argparse.Namespace, out: Location, folder: Path) -> int:
             raise UsageError("give either INPUT.wav TARGET.wav OUTPUT.wav... or --checkpoint CKPT --pairs DIR, not both")
         if args.checkpoint is None or args.pairs is None:
             raise UsageError("--checkpoint and --pairs go together: --checkpoint CKPT --pairs DIR_OR_MANIFEST --out DIR")
+        if args.arrangement is not None:
+            raise UsageError("--arrangement FILE goes with the files form; with --checkpoint, give --arrangements FOLDER")
+        if args.arrangements is not None and not Path(args.arrangements).is_dir():
+            raise UsageError(f"--arrangements {args.arrangements} is not a folder")
         pairs = evaluate_checkpoint(args, compare=parse_compare(args.compare))
     else:
-        if args.compare or args.actors is not None:
-            raise UsageError("--compare and --actors go with --checkpoint CKPT --pairs DIR")
+        if args.compare or args.actors is not None or args.arrangements is not None:
+            raise UsageError("--compare, --arrangements and --actors go with --checkpoint CKPT --pairs DIR")
         pairs = [evaluate_given_files(args, folder)]
     from pipelines.fusion_evaluation import summary_table, write_report
 
@@ -103,22 +118,29 @@ def evaluate_given_files(args: argparse.Namespace, folder: Path):
         names = output_names(output_paths)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    if args.arrangement is not None and "arrangement" in names:
+        raise UsageError("an output is named 'arrangement', as --arrangement's file is scored: rename it")
     stems = Path(input_path).stem, Path(target_path).stem
     label = stems[0] if stems[0] == stems[1] else "+".join(stems)  # pair_0001, or drums+piano
-    return evaluate_files(input_path, target_path, dict(zip(names, output_paths)), pair_id=label, picture=picture_path(folder, label))
+    return evaluate_files(input_path, target_path, dict(zip(names, output_paths)), pair_id=label,
+                          picture=picture_path(folder, label), arrangement=args.arrangement)
 
 
 def parse_compare(values: list[str]) -> dict[str, Path]:
-    """``NAME=FOLDER`` flags -> {name: folder}; names distinct and not the model's or a shortcut's."""
-    from models.arrangement import SHORTCUTS
+    """``NAME=FOLDER`` flags -> {name: folder}; names distinct and not the model's, the
+    arrangement's or a shortcut's."""
+    from models.shortcuts import ALL_SHORTCUTS
 
     compare: dict[str, Path] = {}
     for value in values:
         name, separator, folder = value.partition("=")
         if not separator or not name or not folder:
             raise UsageError(f"--compare takes NAME=FOLDER, got {value!r}")
-        if name in compare or name == "model" or name in SHORTCUTS:
-            raise UsageError(f"--compare name {name!r} is taken (model, the shortcuts and earlier --compare names are)")
+        if name in compare or name in ("model", "arrangement", "arrangement_decoded") or name in ALL_SHORTCUTS:
+            raise UsageError(
+                f"--compare name {name!r} is taken (model, arrangement, arrangement_decoded, the shortcuts "
+                "and earlier --compare names are)"
+            )
         if not Path(folder).is_dir():
             raise UsageError(f"--compare {value}: {folder} is not a folder")
         compare[name] = Path(folder).resolve()

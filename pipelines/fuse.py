@@ -166,6 +166,8 @@ class Fuser:
         evaluation_dir: also score each fusion (``jingle evaluate fusion``) and draw its
             picture under this folder; None: fuse only.
         compare: name -> folder of other outputs scored beside the fusion (``<name>.wav``).
+        arrangements: folder of the pairs' reference arrangements (``<name>.wav``), scored
+            as ``arrangement`` and, through the codec, as ``arrangement_decoded``.
     """
 
     def __init__(
@@ -179,6 +181,7 @@ class Fuser:
         threads: int,
         evaluation_dir: str | None = None,
         compare: dict[str, str] | None = None,
+        arrangements: str | None = None,
     ) -> None:
         import ray
 
@@ -197,6 +200,7 @@ class Fuser:
             self.evaluation.uri if self.evaluation.is_local else str(self.staging / "evaluation"))
         self.pair_mode = pair_mode
         self.compare = compare or {}
+        self.arrangements = Path(arrangements) if arrangements else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         statuses, evaluations = [], []
@@ -236,11 +240,15 @@ class Fuser:
 
     def _evaluate(self, pair_id: str, input_path: str, target_path: str, name: str, fused: Path, report: dict) -> str:
         from pipelines.fusion_evaluation import evaluate_files, picture_path
+        from pipelines.fusion_inference import round_trip
 
         outputs = {"model": fused, **{label: Path(folder) / f"{name}.wav" for label, folder in self.compare.items()}}
         details = {"model": {key: report[key] for key in ("output_gain", "output_peak", "checkpoint", "step") if key in report}}
+        codec = self.loaded.codec
         evaluation = evaluate_files(
-            input_path, target_path, outputs, pair_id=pair_id, picture=picture_path(self.evaluation_dir, name), details=details
+            input_path, target_path, outputs, pair_id=pair_id, picture=picture_path(self.evaluation_dir, name), details=details,
+            arrangement=None if self.arrangements is None else self.arrangements / f"{name}.wav",
+            decoded_arrangement=lambda audio, rate: round_trip(codec, audio, rate, device=self.device),
         )
         return json.dumps(evaluation.to_dict())
 
@@ -295,6 +303,7 @@ def fuse_batch(
     *,
     evaluation_dir: Location | None = None,
     compare: dict[str, Path] | None = None,
+    arrangements: str | None = None,
     prefix: str = "[fuse]",
 ) -> list[dict[str, str]]:
     """Fuse (and with ``evaluation_dir``, score) every planned pair on a Ray Data actor
@@ -341,6 +350,7 @@ def fuse_batch(
             "threads": threads,
             "evaluation_dir": str(evaluation_dir) if evaluation_dir is not None else None,
             "compare": {name: str(folder) for name, folder in (compare or {}).items()},
+            "arrangements": None if arrangements is None else str(Path(arrangements).resolve()),
         },
         **remote_args,
     )
@@ -389,7 +399,9 @@ def evaluate_checkpoint(args: argparse.Namespace, *, compare: dict[str, Path]) -
         print(f"[evaluate] skipped {reject.path}: {reject.reason}", file=sys.stderr)
     failed = dict(plan.failed)
     evaluations = []
-    for row in fuse_batch(plan, args, out / "fused", evaluation_dir=out, compare=compare, prefix="[evaluate]"):
+    rows = fuse_batch(plan, args, out / "fused", evaluation_dir=out, compare=compare,
+                      arrangements=getattr(args, "arrangements", None), prefix="[evaluate]")
+    for row in rows:
         if row["status"] == "ok":
             values = json.loads(row["evaluation"])
             evaluations.append(PairEvaluation(values["input"], values["target"], values["outputs"], pair_id=values["pair_id"]))

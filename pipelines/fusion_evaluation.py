@@ -1,15 +1,16 @@
 """Fused audio scored against its sources and the shortcuts: what ``jingle evaluate
 fusion`` writes (``pipelines/evaluate_fusion.py`` is its command line and Ray glue).
 
-Per pair, every output (a model's, another system's, a hand-made one) and the four
-shortcuts a loss can settle on (``models/arrangement.py: SHORTCUTS``: copy the input, copy
-the target, mix them, a stationary noise with the mix's spectrum) are scored with the one
-fixed arrangement score, so a table shows at a glance whether an output beats doing
-nothing clever. ``DIR/report.json`` holds every figure; ``DIR/report.md`` a table per pair
-(and, for several pairs, the mean score per output); ``DIR/pictures/<pair>.png`` the onset
-envelopes and chromagrams of the sources and outputs, the features the score reads.
+Per pair, every output (a model's, another system's, a hand-made one) and the shortcuts
+a loss can settle on (``models/shortcuts.py``: copies, a mix, noise, the target under the
+input's loudness, the target smeared and pulsing; with a reference arrangement, its
+smeared copy) are scored with the one fixed arrangement score (``models/pair_score.py``),
+so a table shows at a glance whether an output beats doing nothing clever.
+``DIR/report.json`` holds every figure; ``DIR/report.md`` a table per pair (and, for
+several pairs, the mean score and note figures per output); ``DIR/pictures/<pair>.png``
+the onset envelopes and transcribed notes of the sources and outputs, what the score hears.
 
-Shape letters: S samples, T frames, C chroma bins (12).
+Shape letters: S samples, T frames.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,20 +26,14 @@ from typing import Any
 import numpy as np
 
 from datasets.audio import AudioError, read_mono
-from models.arrangement import (
-    ANALYSIS_SAMPLE_RATE,
-    HIGHER_IS_BETTER,
-    SCORE_FIGURES,
-    FRAME_RATE,
-    SHORTCUTS,
-    analyse_clip,
-    analyse_sources,
-    score_output,
-    shortcut_outputs,
-)
+from models.arrangement import ANALYSIS_SAMPLE_RATE, FRAME_RATE, HIGHER_IS_BETTER, SCORE_FIGURES, analyse_clip
+from models.pair_score import prepare_pair, score_pair
+from models.shortcuts import ALL_SHORTCUTS
 
-# Columns of the Markdown tables after the score: the five parts, then note 003's measure.
-TABLE_FIGURES = (*SCORE_FIGURES, "envelope_corr_input", "envelope_corr_target", "envelope_cost")
+# Columns of the Markdown tables after the score: the six parts, the note figures' parts,
+# then note 003's measure.
+NOTE_COLUMNS = ("note_onset_precision", "note_onset_recall", "pitch_class_precision", "pitch_class_recall", "notes_per_second")
+TABLE_FIGURES = (*SCORE_FIGURES, *NOTE_COLUMNS, "envelope_cost")
 
 
 @dataclass
@@ -70,9 +65,9 @@ def evaluate_audio(
     details: Mapping[str, Mapping[str, Any]] | None = None,
     pair_id: str | None = None,
     seed: int = 0,
-    shortcuts: Mapping[str, np.ndarray] | None = None,
-) -> PairEvaluation:
-    """Score ``outputs`` and the four shortcuts against one pair's sources.
+    arrangement: np.ndarray | None = None,
+) -> tuple[PairEvaluation, dict[str, np.ndarray]]:
+    """Score ``outputs`` and the shortcuts against one pair's sources.
 
     Args:
         input_audio, target_audio: [S] mono at ``sample_rate``.
@@ -80,24 +75,21 @@ def evaluate_audio(
         input_path, target_path: recorded in the report.
         details: name -> extra keys of that output's entry (its path, the gain applied...).
         seed: of the shortcuts' noise.
-        shortcuts: ``shortcut_outputs`` of the pair, when the caller already made them.
+        arrangement: the pair's reference arrangement ([S] at ``sample_rate``), whose
+            smeared copy is scored as a shortcut.
+    Returns:
+        the evaluation, and the shortcuts' audio (name -> [S]) for the picture.
     """
-    clashes = sorted(set(outputs) & set(SHORTCUTS))
-    if clashes:
-        raise ValueError(f"output name(s) {clashes} are shortcut names; rename the file(s)")
-    sources = analyse_sources(input_audio, target_audio, sample_rate)
+    prepared = prepare_pair(input_audio, target_audio, sample_rate, arrangement=arrangement, seed=seed)
+    scores = score_pair(prepared, outputs, sample_rate)
     evaluation = PairEvaluation(str(input_path), str(target_path), pair_id=pair_id)
-    if shortcuts is None:
-        shortcuts = shortcut_outputs(input_audio, target_audio, sample_rate, seed=seed)
-    scored = {**outputs, **shortcuts}
-    for name, audio in scored.items():
-        result = score_output(sources, audio, sample_rate)
+    for name, result in {**scores.outputs, **scores.shortcuts}.items():
         entry = {"name": name, "score": result.score, "figures": result.figures}
-        if name in SHORTCUTS:
+        if name in scores.shortcuts:
             entry["shortcut"] = True
         entry.update((details or {}).get(name, {}))
         evaluation.outputs.append(entry)
-    return evaluation
+    return evaluation, prepared.shortcuts
 
 
 def read_clip(path: str | os.PathLike, role: str) -> np.ndarray:
@@ -115,27 +107,42 @@ def output_names(paths: Sequence[str | os.PathLike]) -> list[str]:
     for name in names:
         if names.count(name) > 1:
             raise ValueError(f"two outputs are named {name!r}: give the files distinct names")
-        if name in SHORTCUTS:
-            raise ValueError(f"output {name!r} has a shortcut's name ({', '.join(SHORTCUTS)}): rename the file")
+        if name in ALL_SHORTCUTS:
+            raise ValueError(f"output {name!r} has a shortcut's name ({', '.join(ALL_SHORTCUTS)}): rename the file")
     return names
 
 
 def evaluate_files(input_path: str, target_path: str, outputs: Mapping[str, str | os.PathLike], *,
                    pair_id: str | None = None, picture: str | os.PathLike | None = None,
-                   details: Mapping[str, Mapping[str, Any]] | None = None) -> PairEvaluation:
+                   details: Mapping[str, Mapping[str, Any]] | None = None,
+                   arrangement: str | os.PathLike | None = None,
+                   decoded_arrangement: Callable[[np.ndarray, int], np.ndarray] | None = None) -> PairEvaluation:
     """Read a pair and its outputs (name -> file; any rate or channel count) and score
     them; draw the pair's picture to ``picture`` when given.
+
+    Args:
+        arrangement: the pair's reference arrangement: scored as ``arrangement``, and its
+            time-smeared copy as the shortcut ``smeared_arrangement``.
+        decoded_arrangement: ``(audio, sample_rate) -> audio``, the codec's round trip:
+            the arrangement through it is scored as ``arrangement_decoded`` (what a model's
+            output goes through on its way to audio).
 
     Raises:
         AudioError: a file is missing or unreadable (the message names it).
         ValueError: an output has a shortcut's name.
     """
     input_audio, target_audio = read_clip(input_path, "input"), read_clip(target_path, "target")
-    audio = {name: read_clip(path, f"output {name}") for name, path in outputs.items()}
-    extra = {name: {"path": str(path), **(details or {}).get(name, {})} for name, path in outputs.items()}
-    shortcuts = shortcut_outputs(input_audio, target_audio, ANALYSIS_SAMPLE_RATE)  # scored and drawn
-    evaluation = evaluate_audio(input_audio, target_audio, audio, ANALYSIS_SAMPLE_RATE, input_path=str(input_path),
-                                target_path=str(target_path), details=extra, pair_id=pair_id, shortcuts=shortcuts)
+    paths = dict(outputs)
+    if arrangement is not None:
+        paths["arrangement"] = arrangement
+    audio = {name: read_clip(path, f"output {name}") for name, path in paths.items()}
+    extra = {name: {"path": str(path), **(details or {}).get(name, {})} for name, path in paths.items()}
+    if arrangement is not None and decoded_arrangement is not None:
+        audio["arrangement_decoded"] = decoded_arrangement(audio["arrangement"], ANALYSIS_SAMPLE_RATE)
+    evaluation, shortcuts = evaluate_audio(
+        input_audio, target_audio, audio, ANALYSIS_SAMPLE_RATE, input_path=str(input_path), target_path=str(target_path),
+        details=extra, pair_id=pair_id, arrangement=audio.get("arrangement"),
+    )
     if picture is not None:
         pair_picture(picture, input_audio, target_audio, {**audio, **shortcuts}, title=evaluation.label)
     return evaluation
@@ -171,26 +178,39 @@ def markdown_report(pairs: Sequence[PairEvaluation]) -> str:
     return "\n".join(lines)
 
 
+SUMMARY_FIGURES = ("rhythm", "harmony", "clarity", "pitch_class_precision", "pitch_class_recall")
+
+
 def summary_table(pairs: Sequence[PairEvaluation]) -> list[str]:
-    """Mean score per output name over the pairs, and on how many pairs each output beats
-    every shortcut."""
+    """Mean score and note figures per output name over the pairs, and on how many pairs
+    each output beats every shortcut."""
     names: list[str] = []
     for pair in pairs:
         names += [entry["name"] for entry in pair.outputs if entry["name"] not in names]
-    lines = ["## All pairs", "", "| output | mean score | pairs | beats every shortcut |", "| --- | ---: | ---: | ---: |"]
+    header = "| output | mean score | " + " | ".join(SUMMARY_FIGURES) + " | pairs | beats every shortcut |"
+    lines = ["## All pairs", "", header, "| --- | ---: | " + "---: | " * len(SUMMARY_FIGURES) + "---: | ---: |"]
     for name in names:
-        scores, wins = [], 0
+        entries, wins, shortcut = [], 0, False
         for pair in pairs:
             entry = next((e for e in pair.outputs if e["name"] == name), None)
             if entry is None:
                 continue
-            scores.append(entry["score"])
+            entries.append(entry)
+            shortcut = shortcut or bool(entry.get("shortcut"))
             best_shortcut = max(e["score"] for e in pair.outputs if e.get("shortcut"))
             wins += entry["score"] > best_shortcut
-        beats = "" if name in SHORTCUTS else f"{wins}/{len(scores)}"
-        label = f"{name}*" if name in SHORTCUTS else name
-        lines.append(f"| {label} | {np.mean(scores):.3f} | {len(scores)} | {beats} |")
+        means = [_mean_figure(entries, figure) for figure in SUMMARY_FIGURES]
+        beats = "" if shortcut else f"{wins}/{len(entries)}"
+        label = f"{name}*" if shortcut else name
+        score = np.mean([entry["score"] for entry in entries])
+        lines.append(f"| {label} | {score:.3f} | " + " | ".join(_cell(value) for value in means) + f" | {len(entries)} | {beats} |")
     return lines
+
+
+def _mean_figure(entries: Sequence[Mapping[str, Any]], figure: str) -> float | None:
+    values = [entry["figures"].get(figure) for entry in entries]
+    values = [value for value in values if value is not None]
+    return float(np.mean(values)) if values else None
 
 
 def _table(outputs: Sequence[Mapping[str, Any]]) -> list[str]:

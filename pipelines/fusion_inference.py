@@ -231,6 +231,46 @@ def run_chunks(
     return results
 
 
+def round_trip(codec: Codec, audio: np.ndarray, sample_rate: int, *, device: str | torch.device = "cpu") -> np.ndarray:
+    """``audio`` ([S] mono at ``sample_rate``) encoded and decoded by ``codec``, back at
+    ``sample_rate``: what any latent goes through on its way to audio (for the mel codec,
+    Griffin-Lim's phase). [S]"""
+    from datasets.audio import resample
+
+    at_codec_rate = resample(np.asarray(audio, dtype=np.float32), sample_rate, codec.sample_rate)
+    with torch.inference_mode():
+        wav = torch.from_numpy(at_codec_rate).to(device)[None, None]  # [1, 1, S]
+        decoded = codec.decode(codec.encode(wav))[0, 0, : wav.shape[-1]].float().cpu().numpy()  # [S]
+    return resample(decoded, codec.sample_rate, sample_rate)[: len(audio)]
+
+
+@dataclass
+class Fused:
+    """One pair fused in memory: the decoded output as the model wrote it (before any
+    peak limit) and what each chunk gave."""
+
+    audio: np.ndarray  # [S] at the codec's rate
+    chunks: list[ChunkResult]
+
+
+def fuse_audio(
+    model: CascadeFusionModel, codec: Codec, input_audio: np.ndarray, target_audio: np.ndarray, pair_mode: PairMode,
+    segment_seconds: float, device: str,
+) -> Fused:
+    """Fuse two [S] waveforms at the codec's rate (cut to their common length) in chunks
+    of ``segment_seconds`` and decode the joined latent in one call."""
+    num_samples = min(len(input_audio), len(target_audio))
+    input_audio, target_audio = input_audio[:num_samples], target_audio[:num_samples]
+    chunking = plan_chunks(model.config, codec, num_samples, segment_seconds)
+    with torch.inference_mode():
+        chunks = run_chunks(model, codec, input_audio, target_audio, chunking, pair_mode, device)
+        latent = torch.cat([chunk.latent for chunk in chunks], dim=-1)  # [1, D, T]
+        decoded = codec.decode(latent)[0, 0].float().cpu().numpy()  # [S]
+    if model.config.output_frames_from_input:
+        decoded = decoded[:num_samples]  # the zero-padded tail of the last chunk
+    return Fused(decoded, chunks)
+
+
 def output_paths(output_path: str | os.PathLike) -> tuple[Path, Path, Path]:
     """OUT.wav -> (OUT.wav, OUT.png, OUT.json)."""
     wav = Path(output_path)
@@ -271,13 +311,8 @@ def fuse_pair(
     sources = {role: read_source(path, role, codec.sample_rate) for role, path in (("input", input_path), ("target", target_path))}
     num_samples = min(len(audio) for audio in sources.values())
     input_audio, target_audio = (sources[role][:num_samples] for role in ("input", "target"))
-    chunking = plan_chunks(model.config, codec, num_samples, segment_seconds)
-    with torch.inference_mode():
-        chunks = run_chunks(model, codec, input_audio, target_audio, chunking, pair_mode, device)
-        latent = torch.cat([chunk.latent for chunk in chunks], dim=-1)  # [1, D, T]
-        decoded = codec.decode(latent)[0, 0].float().cpu().numpy()  # [S]
-    if model.config.output_frames_from_input:
-        decoded = decoded[:num_samples]  # the zero-padded tail of the last chunk
+    fused = fuse_audio(model, codec, input_audio, target_audio, pair_mode, segment_seconds, device)
+    decoded, chunks = fused.audio, fused.chunks
     try:
         limited = limit_peak(decoded)  # a decoded latent is not bounded by full scale
     except AudioError as error:

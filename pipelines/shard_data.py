@@ -63,28 +63,60 @@ class ShardData:
         return sum(Location.of(path).size() for path in self.files)
 
     @classmethod
-    def open(cls, root: str | os.PathLike, kind: str = "fusion") -> "ShardData":
-        """The shard folder at ``root`` (a local path or an ``s3://``/``gs://`` URI)."""
+    def open(cls, root: str | os.PathLike, kind: str = "fusion", *, flag: str = "--data") -> "ShardData":
+        """The shard folder at ``root`` (a local path or an ``s3://``/``gs://`` URI);
+        errors name it as ``flag``."""
         location = Location.of(root)
-        check_readable(location, "--data")
+        check_readable(location, flag)
         root = str(location)
         if not location.is_dir():
-            raise InputError(f"--data {root} does not exist")
+            raise InputError(f"{flag} {root} does not exist")
         manifest = read_manifest(location)
         if manifest.get("kind") != kind:
-            raise InputError(f"--data {root} holds {manifest.get('kind')!r} shards; jingle train {kind} needs jingle preprocess {kind} output")
+            raise InputError(f"{flag} {root} holds {manifest.get('kind')!r} shards; jingle train {kind} needs jingle preprocess {kind} output")
         rows: dict[str, int] = {}
         for entry in manifest["files"].values():
             for pair_id, indices in entry["items"].items():
                 rows[pair_id] = rows.get(pair_id, 0) + len(indices)
         if not rows:
-            raise InputError(f"--data {root} holds no rows: run jingle preprocess {kind} first")
+            raise InputError(f"{flag} {root} holds no rows: run jingle preprocess {kind} first")
         return cls(root, kind, manifest["settings"], rows, tuple(shard_paths(location)))
 
-    def plan(self, columns: tuple[str, ...], train_ids: list[str], validation_ids: list[str], *, max_in_memory_mb: int) -> "DataPlan":
-        """What workers read: in memory when the shards are small enough, else streamed."""
-        in_memory = self.size_bytes <= max_in_memory_mb * 2**20
-        return DataPlan(self.root, self.files, tuple(columns), tuple(train_ids), tuple(validation_ids), in_memory)
+    def plan(
+        self, columns: tuple[str, ...], train_ids: list[str], validation_ids: list[str], *, max_in_memory_mb: int,
+        validation: "ShardData | None" = None,
+    ) -> "DataPlan":
+        """What workers read: in memory when the shards are small enough, else streamed.
+        With ``validation``, the validation rows come from that folder."""
+        size = self.size_bytes + (validation.size_bytes if validation is not None else 0)
+        in_memory = size <= max_in_memory_mb * 2**20
+        if validation is None:
+            return DataPlan(self.root, self.files, tuple(columns), tuple(train_ids), tuple(validation_ids), in_memory)
+        return DataPlan(self.root, self.files, tuple(columns), tuple(train_ids), tuple(validation_ids), in_memory,
+                        validation.files, validation.root)
+
+    def split(self, validation_fraction: float, seed: int, *, validation: "ShardData | None" = None) -> tuple[list[str], list[str]]:
+        """(training pair ids, validation pair ids): with a ``validation`` folder, every pair
+        here trains and every pair there validates; else a split by pair id."""
+        if validation is None:
+            return split_pair_ids(sorted(self.rows_by_pair), validation_fraction, seed)
+        self.check_validation(validation)
+        return sorted(self.rows_by_pair), sorted(validation.rows_by_pair)
+
+    def check_validation(self, validation: "ShardData") -> None:
+        """A ``--validation`` folder must hold latents of the same codec and segmenting, and
+        none of this folder's pairs (a pair on both sides would validate on training data)."""
+        for key in ("codec", "segmenting"):
+            mine, theirs = self.settings.get(key), validation.settings.get(key)
+            if key == "codec":
+                mine, theirs = (mine or {}).get("id"), (theirs or {}).get("id")
+            if mine != theirs:
+                raise InputError(f"--validation {validation.root} was preprocessed with {key} {theirs}, --data with {mine}: preprocess both alike")
+        shared = sorted(set(self.rows_by_pair) & set(validation.rows_by_pair))
+        if shared:
+            raise InputError(
+                f"--validation {validation.root} holds {len(shared)} pair(s) of --data (e.g. {shared[0]!r}): validation pairs must be held out"
+            )
 
 
 @dataclass(frozen=True)
@@ -102,22 +134,31 @@ class DataPlan:
     train_ids: tuple[str, ...]
     validation_ids: tuple[str, ...]
     in_memory: bool
+    validation_files: tuple[str, ...] = ()  # a --validation folder's shards; empty: the split of ``files``
+    validation_root: str = ""  # that folder
 
     def describe(self) -> dict[str, Any]:
-        """What a checkpoint records of the data."""
-        return {"shards": self.root, "train_pairs": len(self.train_ids), "validation_pairs": len(self.validation_ids), "in_memory": self.in_memory}
+        """What a checkpoint records of the data (and the --validation folder, when given)."""
+        described = {"shards": self.root, "train_pairs": len(self.train_ids), "validation_pairs": len(self.validation_ids),
+                     "in_memory": self.in_memory}
+        return {**described, "validation_shards": self.validation_root} if self.validation_root else described
 
     def ray_datasets(self) -> dict[str, Any]:
         """Streaming Ray Datasets of the two sides (never materialised on the driver)."""
         import ray.data
 
-        dataset = ray.data.read_parquet(list(self.files), num_cpus=DATA_TASK_CPUS).select_columns([*self.columns, "pair_id"])
-        # Progress bars of the workers' splits would interleave with training logs, every epoch.
-        dataset.context.enable_progress_bars = False
-        sides = {"train": set(self.train_ids), "validation": set(self.validation_ids)}
+        def read(files: tuple[str, ...]) -> Any:
+            dataset = ray.data.read_parquet(list(files), num_cpus=DATA_TASK_CPUS).select_columns([*self.columns, "pair_id"])
+            # Progress bars of the workers' splits would interleave with training logs, every epoch.
+            dataset.context.enable_progress_bars = False
+            return dataset
+
+        training = read(self.files)
+        sides = {"train": (training, set(self.train_ids)),
+                 "validation": (read(self.validation_files) if self.validation_files else training, set(self.validation_ids))}
         return {
             name: dataset.filter(_PairFilter(ids), num_cpus=DATA_TASK_CPUS).select_columns(list(self.columns))
-            for name, ids in sides.items()
+            for name, (dataset, ids) in sides.items()
             if ids
         }
 
@@ -129,8 +170,11 @@ class DataPlan:
             return StreamedRows(context.stream("train")), validation
         table = MemoryRows.read_table(self.files, self.columns)  # once, for both sides
         train = MemoryRows.from_table(table, self.columns, self.train_ids, shuffle_seed=seed, rank=context.rank, world_size=context.world_size)
-        validation = MemoryRows.from_table(table, self.columns, self.validation_ids) if self.validation_ids else None
-        return train, validation
+        if not self.validation_ids:
+            return train, None
+        held_out = MemoryRows.read_table(self.validation_files, self.columns) if self.validation_files else table
+        # interleaved: the segments validation scores first span every validation pair
+        return train, MemoryRows.from_table(held_out, self.columns, self.validation_ids, interleave=True)
 
 
 class _PairFilter:

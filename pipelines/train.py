@@ -25,7 +25,7 @@ from core.storage import Location, check_writable
 from models.checkpoints import load_state
 from pipelines.common import EntryPoint, UsageError, add_common_arguments, init_ray, reporting
 from pipelines.loop import VALIDATION_METRIC, LoopSettings
-from pipelines.shard_data import ShardData, split_pair_ids
+from pipelines.shard_data import ShardData
 from pipelines.tasks import Task, get_task
 from pipelines.tracking import open_tracking_run
 from pipelines.worker import WorkerPlan
@@ -39,6 +39,8 @@ def add_train_arguments(parser: argparse.ArgumentParser, task: Task) -> None:
     """The flags every ``jingle train MODEL`` takes, then the task's own."""
     kind = task.name
     parser.add_argument("--data", required=True, help=f"shard folder written by jingle preprocess {kind}")
+    parser.add_argument("--validation", default=None, metavar="SHARDS",
+                        help="held-out shard folder to validate on; every --data pair then trains (default: a split of --data by pair id)")
     parser.add_argument("--config", required=True, help=f"JSON training config (configs/{kind}...json)")
     parser.add_argument("--workers", type=int, default=None, help="training workers (default: 1 per GPU with --gpu, else 2)")
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker (nccl)")
@@ -218,10 +220,11 @@ def run(task_name: str, args: argparse.Namespace) -> TrainSummary:
     config = task.config_class.from_file(args.config).with_overrides(parse_overrides(args.override))
     training = config.training
     data = ShardData.open(args.data, kind=task.name)
+    validation = ShardData.open(args.validation, kind=task.name, flag="--validation") if getattr(args, "validation", None) else None
+    train_ids, validation_ids = data.split(training.validation_fraction, training.seed, validation=validation)
     init_ray(args.num_cpus, debug=args.debug)
     use_gpu = bool(args.gpu)
     workers = count_workers(args.workers, use_gpu)
-    train_ids, validation_ids = split_pair_ids(sorted(data.rows_by_pair), training.validation_fraction, training.seed)
     task_plan = task.plan(config, data, train_ids=train_ids, workers=workers, args=args)
     place = place_run(args, kind=task.name, codec_id=task_plan.codec["id"])
     tracking = open_tracking_run(
@@ -232,7 +235,7 @@ def run(task_name: str, args: argparse.Namespace) -> TrainSummary:
         task=task.name,
         config=config.to_dict(),
         task_plan=task_plan,
-        data=data.plan(task.columns, train_ids, validation_ids, max_in_memory_mb=training.max_in_memory_mb),
+        data=data.plan(task.columns, train_ids, validation_ids, max_in_memory_mb=training.max_in_memory_mb, validation=validation),
         loop=LoopSettings(
             epochs=training.epochs,
             steps_per_epoch=task_plan.steps_per_epoch,

@@ -43,7 +43,7 @@ from typing import Any
 from core.storage import Location, staged
 from pipelines.common import PROJECT_ROOT, EntryPoint, UsageError, add_common_arguments, init_ray
 from pipelines.loop import LoopSettings, Selection
-from pipelines.shard_data import ShardData, split_pair_ids
+from pipelines.shard_data import ShardData
 from pipelines.tasks import Task, get_task
 from pipelines.worker import WorkerPlan
 
@@ -58,6 +58,8 @@ TRIAL_CPUS = 0.01
 def add_tune_arguments(parser: argparse.ArgumentParser, task: Task) -> None:
     kind = task.name
     parser.add_argument("--data", required=True, help=f"shard folder written by jingle preprocess {kind}")
+    parser.add_argument("--validation", default=None, metavar="SHARDS",
+                        help="held-out shard folder that ranks the trials (default: a split of --data by pair id)")
     parser.add_argument("--space", required=True, help="search space: a YAML overlay on the config (tune_spaces/)")
     parser.add_argument("--config", default=str(PROJECT_ROOT / DEFAULT_CONFIGS[kind]),
                         help=f"base training config (default: the project's {DEFAULT_CONFIGS[kind]})")
@@ -88,6 +90,7 @@ class TrialSetup:
     task: str
     base_config: dict
     data: ShardData
+    validation: ShardData | None  # a --validation folder, or None: the split of ``data``
     train_ids: list[str]
     validation_ids: list[str]
     max_epochs: int
@@ -137,7 +140,8 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
         task=task.name,
         config=config.to_dict(),
         task_plan=task_plan,
-        data=setup.data.plan(task.columns, setup.train_ids, setup.validation_ids, max_in_memory_mb=config.training.max_in_memory_mb),
+        data=setup.data.plan(task.columns, setup.train_ids, setup.validation_ids, max_in_memory_mb=config.training.max_in_memory_mb,
+                             validation=setup.validation),
         loop=LoopSettings(epochs=setup.max_epochs, steps_per_epoch=task_plan.steps_per_epoch, run_dir=str(run_dir),
                           selection=task.selection),
         tracking=None,  # the driver logs every trial (one SQLite writer)
@@ -339,11 +343,13 @@ def run(task_name: str, args: argparse.Namespace) -> TuneSummary:
     if "training.epochs" in space.keys:
         raise UsageError(f"--space {args.space} searches training.epochs: a trial's epochs are --max-epochs (ASHA stops it earlier)")
     data = ShardData.open(args.data, kind=task.name)
-    train_ids, validation_ids = split_pair_ids(sorted(data.rows_by_pair), base.training.validation_fraction, base.training.seed)
+    validation = ShardData.open(args.validation, kind=task.name, flag="--validation") if args.validation else None
+    train_ids, validation_ids = data.split(base.training.validation_fraction, base.training.seed, validation=validation)
     if not validation_ids:
         raise UsageError(f"--data {data.root}: no held-out pairs to rank trials by (training.validation_fraction {base.training.validation_fraction})")
-    if data.size_bytes > base.training.max_in_memory_mb * 2**20:
-        raise UsageError(f"--data {data.root}: {data.size_bytes / 2**20:.0f} MB of shards is above training.max_in_memory_mb "
+    size = data.size_bytes + (validation.size_bytes if validation is not None else 0)
+    if size > base.training.max_in_memory_mb * 2**20:
+        raise UsageError(f"--data {data.root}: {size / 2**20:.0f} MB of shards is above training.max_in_memory_mb "
                          f"({base.training.max_in_memory_mb}); every trial keeps its rows in memory: raise it or search on a subset")
     storage = storage_location(args.storage)
     name = args.name or f"tune-{task.name}-{Path(args.space).stem}"
@@ -359,7 +365,8 @@ def run(task_name: str, args: argparse.Namespace) -> TuneSummary:
     if cpus < args.workers_per_trial:
         raise UsageError(f"--workers-per-trial {args.workers_per_trial} needs as many CPUs; the cluster has {cpus}")
     node_cpus = max(1, max(int(node["Resources"].get("CPU", 1)) for node in ray.nodes() if node["Alive"]))
-    setup = TrialSetup(task=task.name, base_config=base.to_dict(), data=data, train_ids=train_ids, validation_ids=validation_ids,
+    setup = TrialSetup(task=task.name, base_config=base.to_dict(), data=data, validation=validation, train_ids=train_ids,
+                       validation_ids=validation_ids,
                        max_epochs=args.max_epochs, node_cpus=node_cpus, task_args=task_args,
                        workers_per_trial=args.workers_per_trial, search_dir=str(search_dir))
     uri, experiment_id, parent_run_id = open_search_run(
@@ -371,7 +378,8 @@ def run(task_name: str, args: argparse.Namespace) -> TuneSummary:
                         callbacks=[tracking_callback(uri, experiment_id, parent_run_id), trainer_cleanup()])
     results = tuner.fit()
     with staged(search_dir) as folder:  # a bucket's outputs are written here, then uploaded
-        summary = summarize(results, task=task, space=space, setup=setup, folder=folder, title=name)
+        summary = summarize(results, task=task, space=space, setup=setup, folder=folder, title=name,
+                            name_checkpoint=partial(checkpoint_uri, storage=search_dir))
         summary.tracking_uri, summary.parent_run_id = uri, parent_run_id
         summary.seconds = time.perf_counter() - started
         close_search_run(summary)  # logs the local files as the parent run's artifacts
@@ -459,6 +467,7 @@ class TrialRow:
     stopped_early: bool
     status: str
     curve: list[tuple[int, float]]  # (epoch, metric)
+    checkpoint: str | None = None  # its best checkpoint, as Ray names its path
 
 
 def trial_rows(results, metric: str, mode: str, max_epochs: int) -> list[TrialRow]:
@@ -482,6 +491,7 @@ def trial_rows(results, metric: str, mode: str, max_epochs: int) -> list[TrialRo
             stopped_early=result.error is None and last_epoch < max_epochs,
             status=status,
             curve=curve,
+            checkpoint=best_checkpoint_path(result, Selection(metric, mode)),
         ))
     return rows
 
@@ -489,10 +499,10 @@ def trial_rows(results, metric: str, mode: str, max_epochs: int) -> list[TrialRo
 def write_trials_csv(path: Path, rows: list[TrialRow], keys: list[str], metric: str) -> None:
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["trial_id", *keys, "last_epoch", f"best_{metric}", "stopped_early", "status"])
+        writer.writerow(["trial_id", *keys, "last_epoch", f"best_{metric}", "stopped_early", "status", "best_checkpoint"])
         for row in rows:
             writer.writerow([row.trial_id, *(row.params.get(key, "") for key in keys), row.last_epoch,
-                             "" if row.best is None else row.best, row.stopped_early, row.status])
+                             "" if row.best is None else row.best, row.stopped_early, row.status, row.checkpoint or ""])
 
 
 def trials_figure(path: Path, rows: list[TrialRow], *, metric: str, max_epochs: int, title: str) -> Path:
@@ -537,11 +547,15 @@ def best_checkpoint_path(result, selection: Selection) -> str | None:
     return result.checkpoint.path if result.checkpoint is not None else None
 
 
-def summarize(results, *, task: Task, space, setup: TrialSetup, folder: Path, title: str) -> TuneSummary:
-    """Write the search's outputs into a local folder and sum the search up."""
+def summarize(results, *, task: Task, space, setup: TrialSetup, folder: Path, title: str,
+              name_checkpoint=lambda path: path) -> TuneSummary:
+    """Write the search's outputs into a local folder and sum the search up;
+    ``name_checkpoint`` turns a path Ray gives into the one users see (trials.csv)."""
     search_dir = folder
     selection = task.selection
     rows = trial_rows(results, selection.metric, selection.mode, setup.max_epochs)
+    for row in rows:
+        row.checkpoint = name_checkpoint(row.checkpoint) if row.checkpoint else None
     search_dir.mkdir(parents=True, exist_ok=True)
     trials_csv, trials_png = search_dir / "trials.csv", search_dir / "trials.png"
     write_trials_csv(trials_csv, rows, list(space.keys), selection.metric)

@@ -27,9 +27,10 @@ def test_demo_runs_end_to_end(ray_session, tmp_path, capsys):
     # the fusion is scored against the shortcuts and the rendered arrangement, which wins
     scored = json.loads((out / "evaluation" / "report.json").read_text())["pairs"][0]["outputs"]
     scores = {entry["name"]: entry["score"] for entry in scored}
-    assert {"model", "arrangement", "plain_mix", "rhythmic_noise"} <= set(scores)
+    assert {"model", "arrangement", "arrangement_decoded", "plain_mix", "smeared_arrangement"} <= set(scores)
     assert scores["arrangement"] == max(scores.values())
-    assert "arrangement score of the held-out fusion" in printed
+    assert "held-out fusion, against the rendered arrangement and the shortcuts" in printed
+    assert re.search(r"note onsets on the input's hits, F1 +\d\.\d{3} +\d\.\d{3}", printed)
     # the pointer network's half: alignment-labelled pairs, a trained conform model, two EDLs
     assert "preprocessed 8 pairs" in printed.split("trained to step")[1]
     for method in ("network", "align"):

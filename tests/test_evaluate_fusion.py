@@ -12,7 +12,8 @@ import pytest
 import soundfile
 
 from datasets.synth import CorpusSpec, write_fusion_corpus
-from models.arrangement import SHORTCUTS
+from models.arrangement import SCORE_FIGURES
+from models.shortcuts import ALL_SHORTCUTS, SHORTCUTS
 from pipelines import evaluate_fusion
 from tests.conftest import tone, write
 from tests.test_fusion_inference import checkpoints  # noqa: F401 (fixture)
@@ -41,22 +42,28 @@ def test_files_are_scored_against_the_shortcuts_and_reported(corpus, tmp_path, c
     write(quiet, 0.03 * audio, rate)
     out = tmp_path / "report"
     code, printed, errors = run(capsys, corpus / "input" / "pair_0000.wav", corpus / "target" / "pair_0000.wav",
-                                corpus / "arrangement" / "pair_0000.wav", quiet, "--out", out)
+                                corpus / "arrangement" / "pair_0000.wav", quiet, "--out", out,
+                                "--arrangement", corpus / "arrangement" / "pair_0000.wav")
     assert code == 0, errors
     report = json.loads((out / "report.json").read_text())
     assert report["higher_is_better"] is True and len(report["pairs"]) == 1
     pair = report["pairs"][0]
     assert pair["input"].endswith("input/pair_0000.wav") and pair["target"].endswith("target/pair_0000.wav")
     outputs = {entry["name"]: entry for entry in pair["outputs"]}
-    assert list(outputs) == ["pair_0000", "quiet_copy", *SHORTCUTS]  # the file stems, then the shortcuts
+    # the file stems, the reference arrangement, then the shortcuts (its smeared copy last)
+    assert list(outputs) == ["pair_0000", "quiet_copy", "arrangement", *ALL_SHORTCUTS]
     assert outputs["pair_0000"]["path"].endswith("arrangement/pair_0000.wav")
-    assert all(outputs[name]["shortcut"] for name in SHORTCUTS)
+    assert all(outputs[name]["shortcut"] for name in ALL_SHORTCUTS)
+    assert not any(outputs[name].get("shortcut") for name in ("pair_0000", "quiet_copy", "arrangement"))
+    # the reference scores as the same file given as an output does
+    assert outputs["arrangement"]["score"] == pytest.approx(outputs["pair_0000"]["score"], abs=1e-6)
     # the rendered arrangement beats every shortcut; a quiet copy of the target scores as a copy
-    assert outputs["pair_0000"]["score"] > max(outputs[name]["score"] for name in SHORTCUTS)
+    assert outputs["pair_0000"]["score"] > max(outputs[name]["score"] for name in ALL_SHORTCUTS)
+    assert outputs["smeared_arrangement"]["figures"]["rhythm"] < outputs["pair_0000"]["figures"]["rhythm"] - 0.3
     assert outputs["quiet_copy"]["score"] == pytest.approx(outputs["copy_target"]["score"], abs=0.02)
     assert outputs["quiet_copy"]["figures"]["newness"] < 0.05
     for entry in pair["outputs"]:
-        assert {"rhythm", "harmony", "timbre", "newness", "movement", "envelope_cost"} <= set(entry["figures"])
+        assert {*SCORE_FIGURES, "note_onset_f1", "pitch_class_precision", "envelope_cost"} <= set(entry["figures"])
     markdown = (out / "report.md").read_text()
     assert "| pair_0000 |" in markdown and "| plain_mix* |" in markdown and "| stationary* |" in markdown
     assert (out / "pictures" / "pair_0000.png").read_bytes()[:4] == b"\x89PNG"
@@ -70,7 +77,9 @@ def test_files_are_scored_against_the_shortcuts_and_reported(corpus, tmp_path, c
         (["{input}", "{target}", "{missing}"], "output missing "),
         (["{input}", "{target}", "{input}", "{input}"], "two outputs are named"),
         (["{input}", "{target}", "{plain_mix}"], "has a shortcut's name"),
-        (["{input}", "{target}", "{input}", "--compare", "x={tmp}"], "--compare and --actors go with --checkpoint"),
+        (["{input}", "{target}", "{input}", "--compare", "x={tmp}"], "--compare, --arrangements and --actors go with"),
+        (["{input}", "{target}", "{input}", "--arrangements", "{tmp}"], "--compare, --arrangements and --actors go with"),
+        (["{input}", "{target}", "{input}", "--arrangement", "{missing}"], "output arrangement "),
         (["--pairs", "{tmp}"], "--checkpoint and --pairs go together"),
         (["{empty}", "{target}", "{input}"], "input "),
     ],
@@ -99,21 +108,23 @@ def test_a_checkpoint_is_fused_and_scored_over_a_folder_of_pairs(ray_session, ch
         (arrangements / f"{name}.wav").write_bytes((corpus / "arrangement" / f"{name}.wav").read_bytes())
     out = tmp_path / "evaluation"
     code, printed, errors = run(capsys, "--checkpoint", checkpoints["compositional"], "--pairs", pairs, "--out", out,
-                                "--compare", f"arrangement={arrangements}", "--device", "cpu")
+                                "--arrangements", arrangements, "--device", "cpu")
     assert code == 0, errors
     report = json.loads((out / "report.json").read_text())
     # pair_0002 has no arrangement to compare: that pair fails alone, with its reason
     assert [pair["pair_id"] for pair in report["pairs"]] == ["pair_0000", "pair_0001"]
     assert "pair_0002 not scored: output arrangement" in errors
     outputs = {entry["name"]: entry for entry in report["pairs"][0]["outputs"]}
-    assert list(outputs) == ["model", "arrangement", *SHORTCUTS]
+    assert list(outputs) == ["model", "arrangement", "arrangement_decoded", *ALL_SHORTCUTS]
     model = outputs["model"]
     assert model["path"] == str((out / "fused" / "pair_0000.wav").resolve()) and model["step"] == 7
     # the fused file a player gets is within full scale, and the gain applied is recorded
     fused, _ = soundfile.read(model["path"], dtype="float32")
     assert np.abs(fused).max() <= 0.99 + 1e-6
     assert np.abs(fused).max() == pytest.approx(model["output_peak"] * model["output_gain"], rel=1e-4)
-    assert outputs["arrangement"]["score"] > max(outputs[name]["score"] for name in SHORTCUTS)
+    assert outputs["arrangement"]["score"] > max(outputs[name]["score"] for name in ALL_SHORTCUTS)
+    # through the codec the arrangement loses a little, and is still an arrangement
+    assert outputs["arrangement_decoded"]["score"] > max(outputs[name]["score"] for name in SHORTCUTS)
     assert (out / "pictures" / "pair_0000.png").exists() and (out / "fused" / "pair_0000.json").exists()
     markdown = (out / "report.md").read_text()
     assert "## All pairs" in markdown and "| model |" in markdown

@@ -108,3 +108,28 @@ def test_corpus_with_arrangements_keeps_the_pairs_and_their_audio(tmp_path):
             target.subtype,
             target.frames,
         )
+
+
+def test_the_other_style_plays_other_grooves_tempi_and_chords_under_the_same_rule():
+    from datasets.synth import STYLES
+
+    pop, other = STYLES["pop"], STYLES["other"]
+    pairs = [generate_pair(index, CorpusSpec(min_seconds=8.0, max_seconds=8.0, style="other")) for index in range(4)]
+    for pair in pairs:
+        drums_part, chords_part = pair.input, pair.target
+        assert other.tempo_bpm[0] <= drums_part.tempo_bpm < other.tempo_bpm[1] < pop.tempo_bpm[0] + 1e-9
+        step = 60.0 / drums_part.tempo_bpm / 4
+        hats = [hit for hit in drums_part.hits if hit.kind == "hat"]
+        # hats on every sixteenth, the off-beat ones swung late by 30% of a sixteenth
+        swung = [hit.seconds / step % 1 for hit in hats]
+        assert any(abs(fraction - 0.3) < 1e-6 for fraction in swung) and any(fraction < 1e-6 for fraction in swung)
+        assert all(round(hit.seconds / step) % 16 == 8 for hit in drums_part.hits if hit.kind == "snare")
+        # a minor progression in a register below pop's, with longer bars and more partials
+        assert chords_part.progression == other.progression and other.tonic_midi[1] <= pop.tonic_midi[0] + 4
+        assert other.bar_seconds[0] <= chords_part.bar_seconds < other.bar_seconds[1]
+        assert len(chords_part.harmonics) == 8
+        # the arrangement rule is the style's own chords on the style's hits
+        for kind, note in arrangement_notes(drums_part, chords_part):
+            assert note.midi % 12 in {midi % 12 for midi in chords_part.chord_at(note.seconds)}
+    with pytest.raises(ValueError, match="style must be one of"):
+        CorpusSpec(style="jazz")

@@ -133,6 +133,53 @@ def test_the_split_is_by_pair_and_stable():
     assert split_pair_ids(["a", "b"], 0.1, seed=0)[1] != []
 
 
+@pytest.fixture(scope="module")
+def validation_shards(ray_session, tmp_path_factory) -> Path:
+    """Three held-out pairs (seeds the training corpus does not use), preprocessed alike."""
+    root = tmp_path_factory.mktemp("validation-data")
+    write_fusion_corpus(root / "pairs", CorpusSpec(pairs=3, min_seconds=3.2, max_seconds=3.2, seed=5), first_index=500)
+    preprocess_fusion.run(preprocess_fusion.build_parser().parse_args(
+        ["--pairs", str(root / "pairs"), "--out", str(root / "shards"), "--segment-seconds", "1", "--quiet"]
+    ))
+    return root / "shards"
+
+
+def test_a_validation_folder_validates_and_every_data_pair_trains(shards, validation_shards, tmp_path):
+    from pipelines.shard_data import ShardData
+
+    data, held_out = ShardData.open(shards), ShardData.open(validation_shards, flag="--validation")
+    train_ids, validation_ids = data.split(0.25, 0, validation=held_out)
+    assert train_ids == sorted(data.rows_by_pair) and validation_ids == sorted(held_out.rows_by_pair)
+    plan = data.plan(("input_latent", "pair_id"), train_ids, validation_ids, max_in_memory_mb=64, validation=held_out)
+    context = type("Context", (), {"rank": 0, "world_size": 1})()
+    train_rows, validation_rows = plan.rows(context, seed=0)
+    assert len(train_rows) == sum(data.rows_by_pair.values()) and len(validation_rows) == sum(held_out.rows_by_pair.values())
+    # interleaved: the first rows validation scores come from every held-out pair
+    first = next(validation_rows.batches(3, epoch=0))
+    assert sorted(first["pair_id"]) == validation_ids
+
+    summary = train(shards, write_config(tmp_path, epochs=1), tmp_path / "runs", "--name", "held-out", "--validation", str(validation_shards))
+    state = load_state(summary.best_checkpoint, kind="fusion")
+    assert state.data["validation_shards"] == str(validation_shards) and state.data["validation_pairs"] == 3
+    assert state.data["train_pairs"] == len(data.rows_by_pair)
+    assert "val_score" in summary.metrics and "val_total" in summary.metrics
+
+
+def test_a_validation_folder_of_training_pairs_or_another_segmenting_is_refused(shards, tmp_path, capsys):
+    config = write_config(tmp_path, epochs=1)
+    common = ["--config", str(config), "--storage", str(tmp_path / "runs")]
+    assert train_fusion.main(["--data", str(shards), "--validation", str(shards), *common]) == 2
+    assert "validation pairs must be held out" in capsys.readouterr().err
+    other = tmp_path / "other"
+    write_fusion_corpus(tmp_path / "pairs", CorpusSpec(pairs=2, min_seconds=3.0, max_seconds=3.0, seed=9), first_index=900)
+    preprocess_fusion.run(preprocess_fusion.build_parser().parse_args(
+        ["--pairs", str(tmp_path / "pairs"), "--out", str(other), "--segment-seconds", "1.5", "--quiet"]
+    ))
+    assert train_fusion.main(["--data", str(shards), "--validation", str(other), *common]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "preprocessed with segmenting" in error[0]
+
+
 MULTINODE_DRIVER = """
 import json, sys
 import ray
