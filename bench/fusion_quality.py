@@ -66,15 +66,37 @@ def build_config(work: Path, *, epochs: int | None = None) -> Path:
     return path
 
 
-def make_corpus(work: Path, args: argparse.Namespace) -> tuple[Path, Path]:
-    corpus, held_out = work / "corpus", work / "held-out"
-    for folder in (corpus, held_out):
+def make_corpus(work: Path, args: argparse.Namespace) -> tuple[Path, dict[str, Path]]:
+    """The training corpus (with its rendered arrangements, for the teacher term) and the
+    held-out sets: pairs of the corpus's style from seeds it never uses, and pairs of
+    another style (other grooves, tempi, keys and instruments: ``datasets/synth.py``)."""
+    corpus, held_out = work / "corpus", {"held-out": work / "held-out", "other-style": work / "other-style"}
+    for folder in (corpus, *held_out.values()):
         shutil.rmtree(folder, ignore_errors=True)
-    spec = CorpusSpec(pairs=args.train_pairs, min_seconds=args.seconds, max_seconds=args.seconds, seed=args.seed)
-    write_fusion_corpus(corpus, spec)
-    held = CorpusSpec(pairs=args.held_out, min_seconds=args.seconds, max_seconds=args.seconds, seed=args.seed)
-    write_fusion_corpus(held_out, held, first_index=HELD_OUT_FIRST_INDEX, arrangements=True)
+    lengths = dict(min_seconds=args.seconds, max_seconds=args.seconds, seed=args.seed)
+    write_fusion_corpus(corpus, CorpusSpec(pairs=args.train_pairs, **lengths), arrangements=True)
+    write_fusion_corpus(held_out["held-out"], CorpusSpec(pairs=args.held_out, **lengths), first_index=HELD_OUT_FIRST_INDEX,
+                        arrangements=True)
+    if args.other_style:
+        write_fusion_corpus(held_out["other-style"], CorpusSpec(pairs=args.other_style, style="other", **lengths),
+                            first_index=HELD_OUT_FIRST_INDEX, arrangements=True)
+    else:
+        del held_out["other-style"]
     return corpus, held_out
+
+
+def parse_variants(values: list[str], overrides: list[str]) -> dict[str, list[str]]:
+    """``LABEL=KEY=VALUE[,KEY=VALUE...]`` flags -> label -> overrides (``--override``s apply to
+    every variant); no flag: the shipped config alone, labelled ``model``."""
+    if not values:
+        return {"model": list(overrides)}
+    variants: dict[str, list[str]] = {}
+    for value in values:
+        label, separator, rest = value.partition("=")
+        if not label or label in variants:
+            raise SystemExit(f"--variant takes LABEL=KEY=VALUE[,KEY=VALUE...] with distinct labels, got {value!r}")
+        variants[label] = list(overrides) + ([item for item in rest.split(",") if item] if separator else [])
+    return variants
 
 
 # the note figures beside the score's parts (models/notes.py)
@@ -122,16 +144,48 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--segment-seconds", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="training config override (repeatable)")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL=KEY=VALUE[,KEY=VALUE...]",
+                        help="a model to train and score beside the others, with these overrides (repeatable)")
+    parser.add_argument("--other-style", type=int, default=4, help="held-out pairs of another style (0: none)")
     parser.add_argument("--work", default="out/bench-fusion-quality")
     parser.add_argument("--smoke", action="store_true", help="tiny corpus, one epoch: checks that it runs")
     add_ray_address_argument(parser)
     return parser
 
 
+def train_and_score(args, work: Path, shards: Path, config: Path, held_out: dict[str, Path], label: str, overrides: list[str],
+                    timings: dict[str, float]) -> dict:
+    """Train one variant and score its best checkpoint on every held-out set."""
+    storage = work / "runs"
+    arguments = ["--data", str(shards), "--config", str(config), "--storage", str(storage), "--name", f"quality-{label}", "--workers", "1"]
+    for override in overrides:
+        arguments += ["--override", override]
+    started = time.perf_counter()
+    trained = train_fusion.run(train_fusion.build_parser().parse_args(arguments))
+    timings[f"train {label}"] = time.perf_counter() - started
+    print(trained.report())
+    scored = {"overrides": overrides, "steps": trained.step, "best_checkpoint": trained.best_checkpoint, "sets": {}}
+    for name, folder in held_out.items():
+        evaluation = work / "evaluation" / label / name
+        shutil.rmtree(evaluation, ignore_errors=True)
+        started = time.perf_counter()
+        code = evaluate_fusion.main([
+            "--checkpoint", trained.best_checkpoint, "--pairs", str(folder), "--out", str(evaluation),
+            "--arrangements", str(folder / "arrangement"), "--device", "cpu",
+        ])
+        timings[f"evaluate {label} {name}"] = time.perf_counter() - started
+        if code:
+            raise SystemExit(code)
+        report = json.loads((evaluation / "report.json").read_text())
+        scored["sets"][name] = {"pairs": len(report["pairs"]), "means": summarize(report), "report": str(evaluation / "report.md")}
+    return scored
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.smoke:
-        args.epochs, args.train_pairs, args.held_out, args.seconds, args.segment_seconds = 1, 4, 1, 3.0, 1.5
+        args.epochs, args.train_pairs, args.held_out, args.other_style, args.seconds, args.segment_seconds = 1, 4, 1, 1, 3.0, 1.5
+    variants = parse_variants(args.variant, args.override)
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     print(describe_machine())
@@ -150,36 +204,26 @@ def main(argv: list[str] | None = None) -> int:
     timings["preprocess"] = time.perf_counter() - started
 
     config = build_config(work, epochs=args.epochs)
-    storage = work / "runs"
-    shutil.rmtree(storage, ignore_errors=True)
-    arguments = ["--data", str(shards), "--config", str(config), "--storage", str(storage), "--name", "quality", "--workers", "1"]
-    for override in args.override:
-        arguments += ["--override", override]
-    started = time.perf_counter()
-    trained = train_fusion.run(train_fusion.build_parser().parse_args(arguments))
-    timings["train"] = time.perf_counter() - started
-    print(trained.report())
+    shutil.rmtree(work / "runs", ignore_errors=True)
+    results = {label: train_and_score(args, work, shards, config, held_out, label, overrides, timings) for label, overrides in variants.items()}
 
-    evaluation = work / "evaluation"
-    shutil.rmtree(evaluation, ignore_errors=True)
-    started = time.perf_counter()
-    code = evaluate_fusion.main([
-        "--checkpoint", trained.best_checkpoint, "--pairs", str(held_out), "--out", str(evaluation),
-        "--arrangements", str(held_out / "arrangement"), "--device", "cpu",
-    ])
-    timings["evaluate"] = time.perf_counter() - started
-    if code:
-        return code
-    report = json.loads((evaluation / "report.json").read_text())
-    means = summarize(report)
-    print(f"\nheld-out pairs: {len(report['pairs'])}; trained {trained.step} steps ({args.epochs} epochs) "
-          f"with overrides {args.override or 'none'}; best checkpoint by val_score")
-    print_table(means, len(report["pairs"]))
+    for name in held_out:
+        print(f"\n{name}: {args.held_out if name == 'held-out' else args.other_style} pairs, every variant trained "
+              f"{args.epochs} epochs on the same {args.train_pairs} pairs (best checkpoint by val_score)")
+        rows = {}
+        for label, result in results.items():
+            means = result["sets"][name]["means"]
+            rows[label] = means["model"]
+            rows.update({other: row for other, row in means.items() if other != "model"})  # the same in every variant's report
+        print_table(rows, results[next(iter(results))]["sets"][name]["pairs"])
     print("time: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings.items())
           + f"; all {sum(timings.values()):.0f} s")
-    results = {"overrides": args.override, "epochs": args.epochs, "steps": trained.step, "means": means, "timings": timings,
-               "best_checkpoint": trained.best_checkpoint, "report": str(evaluation / "report.md")}
-    (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    summary = {"epochs": args.epochs, "variants": results, "timings": timings}
+    if len(results) == 1:  # the shape the single-model run always had
+        only = next(iter(results.values()))
+        summary.update(overrides=only["overrides"], steps=only["steps"], means=only["sets"]["held-out"]["means"],
+                       best_checkpoint=only["best_checkpoint"], report=only["sets"]["held-out"]["report"])
+    (work / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 
 

@@ -3,8 +3,10 @@
 Every path a user gives (``--out``, ``--data``, ``--storage``, ``--checkpoint``) becomes a
 ``Location``: a pyarrow filesystem and a path in it. Object stores are reached with
 pyarrow's own S3 and GCS filesystems and their usual configuration: credentials from the
-environment or the machine's role, ``AWS_ENDPOINT_URL`` for an S3-compatible server
-(MinIO, moto; pyarrow and boto3 both read it), ``AWS_REGION``.
+environment, ``~/.aws/credentials`` or the machine's role, ``AWS_ENDPOINT_URL`` for an
+S3-compatible server (MinIO, moto; pyarrow and boto3 both read it), ``AWS_REGION``. A Ray
+job's workers get the endpoint and region from the driver, never its credentials: every node
+has its own (``STORAGE_SETTINGS``, ``NODE_CREDENTIALS``; docs/security.md).
 
 Ray Train and Tune are given the filesystem and the path without its scheme
 (``RunConfig(storage_path=location.path, storage_filesystem=location.fs)``).
@@ -26,13 +28,21 @@ from typing import Iterator
 
 REMOTE_SCHEMES = ("s3", "gs", "gcs")
 
-# The environment a job's Ray workers need to reach the same storage as its driver: Ray
-# workers inherit the environment of the node's raylet, not of the command that started
-# the job, so ``init_ray`` hands these on (only those that are set).
-STORAGE_ENVIRONMENT = (
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION",
-    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_EC2_METADATA_DISABLED", "AWS_CA_BUNDLE",
-    "GOOGLE_APPLICATION_CREDENTIALS", "MLFLOW_S3_ENDPOINT_URL",
+# Settings a job's Ray workers need to reach the same storage as its driver: Ray workers
+# inherit the environment of their node's raylet, not of the command that started the job,
+# so ``init_ray`` hands these on (only those that are set). None of them is a secret:
+# ``runtime_env`` is not a secret channel (every worker started for it carries it in its
+# command line, the session's runtime_env_agent.log records it, the Jobs API returns it).
+STORAGE_SETTINGS = (
+    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_EC2_METADATA_DISABLED",
+    "MLFLOW_S3_ENDPOINT_URL",
+)
+# What a node brings itself and ``init_ray`` never passes on: the credentials (from the
+# instance role, the node's environment or its ~/.aws/credentials, see docs/security.md),
+# and the names of files on the driver's machine, which need not exist on the nodes.
+NODE_CREDENTIALS = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE", "AWS_CA_BUNDLE", "GOOGLE_APPLICATION_CREDENTIALS",
 )
 
 
@@ -46,7 +56,8 @@ def is_remote(path: str | os.PathLike) -> bool:
 
 
 def storage_environment() -> dict[str, str]:
-    return {key: os.environ[key] for key in STORAGE_ENVIRONMENT if os.environ.get(key)}
+    """The storage settings of this process that a job's workers need (no credentials)."""
+    return {key: os.environ[key] for key in STORAGE_SETTINGS if os.environ.get(key)}
 
 
 @dataclass(frozen=True)

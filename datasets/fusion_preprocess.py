@@ -49,17 +49,22 @@ _WINDOWS_PER_BLOCK = 8
 
 
 def decode_fusion_pairs(
-    batch: dict[str, np.ndarray], *, sample_rate: int, segmenting: dict
+    batch: dict[str, np.ndarray], *, sample_rate: int, segmenting: dict, arrangements: bool = False
 ) -> Iterator[dict[str, np.ndarray]]:
     """Read each pair of the batch and cut both sides into aligned windows.
 
-    Yields batches with one row per window (or one reject row per failed pair).
+    With ``arrangements``, a pair's reference arrangement (``arrangement_path``, may be
+    empty) is cut into the same windows (zeros past its end, and where it has none, with
+    ``has_arrangement`` false). Yields batches with one row per window (or one reject row
+    per failed pair).
     """
     cutter = Segmenting(**segmenting)
     window = round(cutter.segment_seconds * sample_rate)
     for row in range(len(batch["pair_id"])):
         pair_id = str(batch["pair_id"][row])
         paths = {"input": str(batch["input_path"][row]), "target": str(batch["target_path"][row])}
+        if arrangements and str(batch["arrangement_path"][row]):
+            paths["arrangement"] = str(batch["arrangement_path"][row])
         skip = set(json.loads(str(batch["skip"][row])))
         audio = {}
         failure = None
@@ -75,7 +80,7 @@ def decode_fusion_pairs(
             if not bounds:
                 failure = Reject(pair_id, paths["input"], f"shorter than one segment after resampling ({length / sample_rate:.2f} s)", "decode")
         if failure is not None:
-            yield _reject_rows(batch, row, failure, window)
+            yield _reject_rows(batch, row, failure, window, arrangements=arrangements)
             continue
         todo = [(index, span) for index, span in enumerate(bounds) if index not in skip]
         for offset in range(0, len(todo), _WINDOWS_PER_BLOCK):
@@ -83,6 +88,13 @@ def decode_fusion_pairs(
             input_windows = _cut(audio["input"], [span for _, span in chunk], window)
             target_windows = _cut(audio["target"], [span for _, span in chunk], window)
             count = len(chunk)
+            extra = {}
+            if arrangements:
+                has = "arrangement" in audio
+                extra["arrangement_audio"] = (
+                    _cut(audio["arrangement"], [span for _, span in chunk], window) if has else np.zeros_like(input_windows)
+                )
+                extra["has_arrangement"] = np.full(count, has)
             yield {
                 "pair_id": np.array([pair_id] * count, dtype=object),
                 "segment_index": np.array([index for index, _ in chunk], dtype=np.int32),
@@ -100,6 +112,7 @@ def decode_fusion_pairs(
                 "reject_stage": np.array([""] * count, dtype=object),
                 "input_audio": input_windows,
                 "target_audio": target_windows,
+                **extra,
             }
 
 
@@ -117,7 +130,8 @@ def _window_hash(input_window: np.ndarray, target_window: np.ndarray) -> str:
     return digest.hexdigest()[:32]
 
 
-def _reject_rows(batch: dict, row: int, reject: Reject, window: int) -> dict[str, np.ndarray]:
+def _reject_rows(batch: dict, row: int, reject: Reject, window: int, *, arrangements: bool = False) -> dict[str, np.ndarray]:
+    extra = {"arrangement_audio": np.zeros((1, window), dtype=np.float32), "has_arrangement": np.zeros(1, bool)} if arrangements else {}
     return {
         "pair_id": np.array([reject.pair_id], dtype=object),
         "segment_index": np.array([-1], dtype=np.int32),
@@ -133,28 +147,36 @@ def _reject_rows(batch: dict, row: int, reject: Reject, window: int) -> dict[str
         "reject_stage": np.array([reject.stage], dtype=object),
         "input_audio": np.zeros((1, window), dtype=np.float32),
         "target_audio": np.zeros((1, window), dtype=np.float32),
+        **extra,
     }
 
 
 def encode_windows(codec, batch: dict[str, np.ndarray], latent_dtype: np.dtype, device: str = "cpu") -> dict[str, np.ndarray]:
-    """Replace a batch's ``*_audio`` windows with ``*_latent`` frames (no Ray involved).
+    """Replace a batch's ``*_audio`` windows (input, target, and arrangement when present)
+    with ``*_latent`` frames (no Ray involved).
 
-    Input and target windows go through the codec in one call; reject rows get zeros.
+    Every role's windows go through the codec in one call; reject rows get zeros, and a
+    row without an arrangement (``has_arrangement`` false) the codec's silence.
     """
     good = batch["reject_reason"] == ""
     count, window = batch["input_audio"].shape
     frames = codec.frames_for(window)
-    latents = {role: np.zeros((count, codec.dim, frames), dtype=latent_dtype) for role in ("input", "target")}
+    roles = [role for role in ("input", "target", "arrangement") if f"{role}_audio" in batch]
+    latents = {role: np.zeros((count, codec.dim, frames), dtype=latent_dtype) for role in roles}
     if good.any():
-        audio = np.concatenate([batch["input_audio"][good], batch["target_audio"][good]])  # [2N, S]
+        audio = np.concatenate([batch[f"{role}_audio"][good] for role in roles])  # [R*N, S]
         with torch.inference_mode():
-            encoded = codec.encode(torch.from_numpy(audio).to(device)[:, None])  # [2N, D, T]
+            encoded = codec.encode(torch.from_numpy(audio).to(device)[:, None])  # [R*N, D, T]
         encoded = encoded.float().cpu().numpy().astype(latent_dtype)
-        half = int(good.sum())
-        latents["input"][good], latents["target"][good] = encoded[:half], encoded[half:]
+        size = int(good.sum())
+        for index, role in enumerate(roles):
+            latents[role][good] = encoded[index * size : (index + 1) * size]
+    if "arrangement" in latents:
+        missing = ~np.asarray(batch["has_arrangement"], dtype=bool)
+        latents["arrangement"][missing] = codec.silence_latent().float().cpu().numpy().astype(latent_dtype)[:, None]
     out = {key: value for key, value in batch.items() if not key.endswith("_audio")}
-    out["input_latent"] = latents["input"]
-    out["target_latent"] = latents["target"]
+    for role in roles:
+        out[f"{role}_latent"] = latents[role]
     return out
 
 
@@ -211,6 +233,10 @@ def write_fusion_shard(
                 "audio_sha256": pa.array(rows["audio_sha256"].astype(str)),
                 "input_latent": _tensor_array(rows["input_latent"], latent_type),
                 "target_latent": _tensor_array(rows["target_latent"], latent_type),
+                **({
+                    "arrangement_latent": _tensor_array(rows["arrangement_latent"], latent_type),
+                    "has_arrangement": pa.array(rows["has_arrangement"].astype(bool), pa.bool_()),
+                } if "arrangement_latent" in schema.names else {}),
             },
             schema=schema,
         )
@@ -361,13 +387,15 @@ def run_fusion_pipeline(
     rows_per_shard: int,
     resources: Resources,
     on_progress: Callable[[Progress], None] = lambda progress: None,
+    arrangements: bool = False,
 ) -> Progress:
-    """Stream ``work`` through decode, encode and write; commit each shard as it lands."""
+    """Stream ``work`` through decode, encode and write; commit each shard as it lands.
+    With ``arrangements``, the shards hold the pairs' reference arrangements too."""
     progress = Progress(pairs_total=len(work))
     if not work:
         return progress
     frames = codec.frames_for_seconds(segmenting.segment_seconds)
-    schema = fusion_schema(dim=codec.dim, frames=frames, latent_dtype=latent_dtype, codec_id=codec.id)
+    schema = fusion_schema(dim=codec.dim, frames=frames, latent_dtype=latent_dtype, codec_id=codec.id, arrangements=arrangements)
     weights = codec.worker_state()
     state = [ray.put(dict(weights))] if weights is not None else None
     items = [
@@ -375,6 +403,7 @@ def run_fusion_pipeline(
             "pair_id": item.item_id,
             "input_path": pairs[item.item_id].input_path,
             "target_path": pairs[item.item_id].target_path,
+            "arrangement_path": pairs[item.item_id].arrangement_path or "",
             "fingerprint": item.fingerprint,
             "skip": json.dumps(list(item.skip)),
         }
@@ -385,7 +414,7 @@ def run_fusion_pipeline(
         .map_batches(
             decode_fusion_pairs,
             batch_size=1,
-            fn_kwargs={"sample_rate": codec.sample_rate, "segmenting": segmenting.to_dict()},
+            fn_kwargs={"sample_rate": codec.sample_rate, "segmenting": segmenting.to_dict(), "arrangements": arrangements},
             # Each task worker imports torch (~0.6 GB); decoding is a few percent of the
             # encoder's work, so one decode task per actor keeps it fed and memory flat.
             compute=ray.data.TaskPoolStrategy(size=resources.encoder_actors),
@@ -410,7 +439,8 @@ def run_fusion_pipeline(
             num_gpus=resources.encoder_gpus,
             # what one actor needs, so that Ray does not pack more actors on a node than fit
             memory=_ENCODER_BASE_BYTES
-            + codec.encode_bytes_per_sample * 2 * resources.encode_batch * round(segmenting.segment_seconds * codec.sample_rate),
+            + codec.encode_bytes_per_sample * (3 if arrangements else 2) * resources.encode_batch
+            * round(segmenting.segment_seconds * codec.sample_rate),
         )
         .map_batches(
             write_fusion_shard,
@@ -429,7 +459,7 @@ def run_fusion_pipeline(
     # Without a cap Ray Data lets decoded audio queue in the object store up to its default
     # budget (30% of RAM), so a larger corpus would take more memory; a few batches per
     # encoder actor are enough to keep it busy.
-    window_bytes = 2 * 4 * round(segmenting.segment_seconds * codec.sample_rate)  # input + target, float32
+    window_bytes = (3 if arrangements else 2) * 4 * round(segmenting.segment_seconds * codec.sample_rate)  # every role, float32
     cap_in_flight(dataset, _BATCHES_IN_FLIGHT * resources.encoder_actors * resources.encode_batch * window_bytes)
     return stream_commits(dataset, store, progress, on_progress)
 

@@ -43,9 +43,15 @@ class Reject:
 
 @dataclass(frozen=True)
 class FusionPair:
+    """An input and a target, and the pair's reference arrangement when one is given
+    (``arrangement/<name>.wav`` beside ``input/`` and ``target/``, or a manifest's
+    ``arrangement`` column): a hand-made or rendered arrangement that training can learn
+    from (``losses.teacher_weight``)."""
+
     pair_id: str
     input_path: str
     target_path: str
+    arrangement_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ class CheckedPair:
     pair: FusionPair
     input_info: AudioInfo
     target_info: AudioInfo
-    fingerprint: str
+    fingerprint: str  # of every file of the pair, the arrangement included
 
     @property
     def seconds(self) -> float:
@@ -85,6 +91,8 @@ class Discovery:
 
 # Pointer labels: one file per pair, beside the audio folders.
 POINTER_LABELS = {"pointers": ".npy", "edl": ".json"}
+# A fusion pair's optional reference arrangement: audio (any WAV suffix), beside input/ and target/.
+FUSION_LABELS = {"arrangement": AUDIO_SUFFIXES}
 
 
 def discover_fusion_pairs(source: str | os.PathLike) -> Discovery:
@@ -93,8 +101,9 @@ def discover_fusion_pairs(source: str | os.PathLike) -> Discovery:
     Raises:
         InputError: ``source`` does not exist, or is neither a pairs folder nor a manifest.
     """
-    found = _discover(source, ("input", "target"))
-    return Discovery([FusionPair(pair_id, paths["input"], paths["target"]) for pair_id, paths in found.pairs], found.rejects)
+    found = _discover(source, ("input", "target"), labels=FUSION_LABELS)
+    pairs = [FusionPair(pair_id, paths["input"], paths["target"], paths.get("arrangement")) for pair_id, paths in found.pairs]
+    return Discovery(pairs, found.rejects)
 
 
 def discover_pointer_pairs(source: str | os.PathLike) -> Discovery:
@@ -116,7 +125,7 @@ def discover_pointer_pairs(source: str | os.PathLike) -> Discovery:
     return Discovery(pairs, found.rejects)
 
 
-def _discover(source: str | os.PathLike, roles: tuple[str, str], labels: dict[str, str] | None = None) -> Discovery:
+def _discover(source: str | os.PathLike, roles: tuple[str, str], labels: dict[str, str | tuple[str, ...]] | None = None) -> Discovery:
     """(pair id, role -> path) of every complete pair, and rejects for the rest."""
     source = Path(source)
     if not source.exists():
@@ -142,14 +151,16 @@ def _audio_files(folder: Path) -> dict[str, Path]:
     return found
 
 
-def _label_files(folder: Path, suffix: str) -> dict[str, Path]:
+def _label_files(folder: Path, suffix: str | tuple[str, ...]) -> dict[str, Path]:
+    if isinstance(suffix, tuple):  # audio: every WAV below the folder
+        return _audio_files(folder) if folder.is_dir() else {}
     found = {}
     for path in sorted(folder.rglob(f"*{suffix}")) if folder.is_dir() else []:
         found[str(path.relative_to(folder).with_suffix("")).replace(os.sep, "/")] = path
     return found
 
 
-def _discover_folder(root: Path, roles: tuple[str, str], labels: dict[str, str]) -> Discovery:
+def _discover_folder(root: Path, roles: tuple[str, str], labels: dict[str, str | tuple[str, ...]]) -> Discovery:
     first, second = roles
     first_dir, second_dir = root / first, root / second
     missing = [str(d) for d in (first_dir, second_dir) if not d.is_dir()]
@@ -201,7 +212,7 @@ def _read_manifest_rows(manifest: Path, roles: tuple[str, str]) -> list[dict]:
     return rows
 
 
-def _discover_manifest(manifest: Path, roles: tuple[str, str], labels: dict[str, str]) -> Discovery:
+def _discover_manifest(manifest: Path, roles: tuple[str, str], labels: dict[str, str | tuple[str, ...]]) -> Discovery:
     base = manifest.parent
     found = Discovery()
     seen: set[str] = set()
@@ -225,7 +236,10 @@ def check_pairs(pairs: list[FusionPair], segmenting: Segmenting) -> tuple[list[C
     minimum = segmenting.min_seconds()
     for pair in pairs:
         infos, bad = {}, False
-        for role, path in (("input", pair.input_path), ("target", pair.target_path)):
+        roles = (("input", pair.input_path), ("target", pair.target_path))
+        if pair.arrangement_path:
+            roles += (("arrangement", pair.arrangement_path),)
+        for role, path in roles:
             try:
                 infos[role] = probe(path)
             except AudioError as error:
@@ -245,7 +259,8 @@ def check_pairs(pairs: list[FusionPair], segmenting: Segmenting) -> tuple[list[C
                 )
                 bad = True
         if not bad:
-            checked.append(CheckedPair(pair, infos["input"], infos["target"], fingerprint_files(pair.input_path, pair.target_path)))
+            files = [pair.input_path, pair.target_path] + ([pair.arrangement_path] if pair.arrangement_path else [])
+            checked.append(CheckedPair(pair, infos["input"], infos["target"], fingerprint_files(*files)))
     return checked, rejects
 
 

@@ -75,9 +75,13 @@ REJECT_SCHEMA = pa.schema(
 )
 
 
-def fusion_schema(*, dim: int, frames: int, latent_dtype: str, codec_id: str) -> pa.Schema:
+def fusion_schema(*, dim: int, frames: int, latent_dtype: str, codec_id: str, arrangements: bool = False) -> pa.Schema:
     """Row schema of fusion shards. Latents are ``arrow.fixed_shape_tensor`` columns, so
-    their [D, T] shape travels in the schema and plain pyarrow can rebuild the arrays."""
+    their [D, T] shape travels in the schema and plain pyarrow can rebuild the arrays.
+
+    With ``arrangements`` (pairs that come with reference arrangements), two more columns:
+    ``arrangement_latent`` (the arrangement's window, encoded like the others; the codec's
+    silence where the pair has none) and ``has_arrangement``."""
     if latent_dtype not in LATENT_DTYPES:
         raise ValueError(f"latent_dtype must be one of {LATENT_DTYPES}, got {latent_dtype!r}")
     latent = pa.fixed_shape_tensor(pa.from_numpy_dtype(np.dtype(latent_dtype)), [dim, frames])
@@ -95,6 +99,7 @@ def fusion_schema(*, dim: int, frames: int, latent_dtype: str, codec_id: str) ->
             ("audio_sha256", pa.string()),
             ("input_latent", latent),
             ("target_latent", latent),
+            *([("arrangement_latent", latent), ("has_arrangement", pa.bool_())] if arrangements else []),
         ],
         metadata={
             "jingle.kind": "fusion",
@@ -325,9 +330,9 @@ class ShardStore:
                     f"--out {self.root} has schema version {manifest.get('schema_version')}, this jingle writes {SCHEMA_VERSION}"
                 )
             differences = [
-                f"{key}: folder has {manifest['settings'].get(key)!r}, this run {value!r}"
-                for key, value in self.settings.items()
-                if manifest["settings"].get(key) != value
+                f"{key}: folder has {manifest['settings'].get(key)!r}, this run {self.settings.get(key)!r}"
+                for key in dict.fromkeys([*self.settings, *manifest["settings"]])
+                if manifest["settings"].get(key) != self.settings.get(key)
             ]
             if differences:
                 raise InputError(

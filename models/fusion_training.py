@@ -37,6 +37,8 @@ class PreparedBatch:
     target: torch.Tensor  # [B, D, T], shuffled and masked in training
     input_reference: torch.Tensor  # [B, D, T]
     target_reference: torch.Tensor  # [B, D, T]
+    arrangement: torch.Tensor | None = None  # [B, D, T], the pairs' reference arrangements
+    has_arrangement: torch.Tensor | None = None  # [B] bool
 
 
 @dataclass
@@ -62,17 +64,30 @@ class FusionObjective(nn.Module):
         self.loss = FusionLoss(config.losses, domain=self.domain, sample_rate=codec.sample_rate)
         self.masking: MaskingConfig | None = config.masking if cascade and config.masking.strategy != "none" else None
         self.shuffle_targets = config.losses.shuffle_targets
+        self.teacher = config.losses.teacher_weight > 0
         self.discriminator = build_discriminator() if self.loss.needs_discriminator else None
         self.register_buffer("silence", codec.silence_latent().float(), persistent=False)  # [D]
 
     def prepare(self, batch: dict[str, torch.Tensor], *, training: bool, generator: torch.Generator | None) -> PreparedBatch:
+        """Model inputs and references of a batch. With the teacher term, a row with a
+        reference arrangement keeps its own target (the arrangement is of that pair);
+        the others are shuffled among themselves."""
         device = self.silence.device
         input = batch["input_latent"].to(device, torch.float32)  # [B, D, T]
         target = batch["target_latent"].to(device, torch.float32)  # [B, D, T]
-        if training and self.shuffle_targets and len(target) > 1:
-            target = target[derangement(len(target), generator).to(device)]
+        arrangement = has_arrangement = None
+        if self.teacher and "arrangement_latent" in batch:
+            arrangement = batch["arrangement_latent"].to(device, torch.float32)  # [B, D, T]
+            has_arrangement = torch.as_tensor(batch["has_arrangement"], dtype=torch.bool, device=device)  # [B]
+        if training and self.shuffle_targets:
+            movable = torch.arange(len(target), device=device)
+            if has_arrangement is not None:
+                movable = movable[~has_arrangement]
+            if len(movable) > 1:
+                target = target.clone()
+                target[movable] = target[movable[derangement(len(movable), generator).to(device)]]
         if not (training and self.masking is not None):
-            return PreparedBatch(input, target, input, target)
+            return PreparedBatch(input, target, input, target, arrangement, has_arrangement)
         masked = apply_complementary_mask(
             input,
             target,
@@ -81,7 +96,7 @@ class FusionObjective(nn.Module):
             energy=self._frame_energy(input),
             fill_value=self.silence.view(1, -1, 1),
         )
-        return PreparedBatch(masked.input, masked.target, input, target)
+        return PreparedBatch(masked.input, masked.target, input, target, arrangement, has_arrangement)
 
     def _frame_energy(self, latent: torch.Tensor) -> torch.Tensor | None:
         """Loudness per frame for the energy mask: log-mel frames know it; EnCodec latents
@@ -90,19 +105,25 @@ class FusionObjective(nn.Module):
             return torch.logsumexp(latent, dim=1)  # [B, T]
         return None
 
-    def forward(self, output: FusionOutput) -> ObjectiveResult:
-        """Losses of every output against its references, averaged over outputs (pairs)."""
+    def forward(self, output: FusionOutput, prepared: PreparedBatch | None = None) -> ObjectiveResult:
+        """Losses of every output against its references, averaged over outputs (pairs);
+        ``prepared`` brings the reference arrangements of the teacher term."""
         results, fakes, reals = [], [], []
+        arrangement = prepared.arrangement if prepared is not None else None
+        has_arrangement = prepared.has_arrangement if prepared is not None else None
         for index, latent in enumerate(output.outputs):
             novelty = output.novelty[index]
             if self.domain == "mel":
-                results.append(self.loss(latent, output.input_references[index], output.target_references[index], novelty=novelty))
+                results.append(self.loss(latent, output.input_references[index], output.target_references[index], novelty=novelty,
+                                         arrangement=arrangement, has_arrangement=has_arrangement))
                 continue
             fake = self.codec.decode(latent)  # [B, 1, S], gradients flow through the frozen decoder
             with torch.no_grad():
                 input_audio = self.codec.decode(output.input_references[index])
                 target_audio = self.codec.decode(output.target_references[index])
-            results.append(self.loss(fake, input_audio, target_audio, novelty=novelty, discriminator=self.discriminator))
+                arrangement_audio = self.codec.decode(arrangement) if arrangement is not None else None
+            results.append(self.loss(fake, input_audio, target_audio, novelty=novelty, discriminator=self.discriminator,
+                                     arrangement=arrangement_audio, has_arrangement=has_arrangement))
             fakes.append(fake)
             reals.append(target_audio)
         loss = _mean_results(results)
@@ -178,7 +199,7 @@ def train_step(
             target_reference=prepared.target_reference,
             generator=generator,
         )
-        result = objective(output)
+        result = objective(output, prepared)
     step = optimizer_step(model, result.loss.total, optimizer, scheduler=scheduler, grad_clip=grad_clip)
     metrics = {**step_metrics(result.loss, output), **step}
     if objective.discriminator is not None and discriminator_optimizer is not None and result.fake_audio is not None:
@@ -200,7 +221,7 @@ def evaluate(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], objec
     for batch in batches:
         prepared = objective.prepare(batch, training=False, generator=None)
         output = model(prepared.input, prepared.target)
-        metrics = step_metrics(objective(output).loss, output)
+        metrics = step_metrics(objective(output, prepared).loss, output)
         size = len(prepared.input)
         for name, value in metrics.items():
             sums[name] = sums.get(name, 0.0) + value * size

@@ -8,6 +8,7 @@
           + mask_reg_weight * novelty          (design note 004)
           + corr_weight * corr_cost            (design note 003)
           + gan_weight * gan                   (EnCodec's MS-STFT discriminator, optional)
+          + teacher_weight * teacher           (the pair's reference arrangement, where known)
 
 ``loss_weight_input`` and ``loss_weight_target`` balance the two spectral comparisons
 against each other (note 000); ``loss_weight_spectral`` scales their sum.
@@ -460,6 +461,12 @@ class LossWeights:
             decorrelated bursts of near-silence). Chosen by hand with
             bench/fusion_quality.py (README: Fusion quality): 5 and 10 did alike and
             best, 1 left the model at noise under the input's loudness.
+        teacher_weight: 0.0, off: the spectral loss (``spectral``'s, multi-resolution) of
+            the output against the pair's reference arrangement, on the rows that have one
+            (pairs preprocessed with ``arrangement/`` files: the generated corpus renders
+            one, ``datasets/synth.py``). User data usually has none, so it is off by
+            default; on generated data it shows the model what an arrangement of these two
+            sources sounds like, which no other term can (bench/fusion_quality.py).
     """
 
     loss_weight_spectral: float = 0.01
@@ -471,9 +478,11 @@ class LossWeights:
     shuffle_targets: bool = True
     discriminator_learning_rate: float = 1e-4
     reconstruction_weight: float = 10.0
+    teacher_weight: float = 0.0
 
     WEIGHTS: ClassVar[tuple[str, ...]] = (
-        "reconstruction_weight", "loss_weight_spectral", "loss_weight_input", "loss_weight_target", "mask_reg_weight", "corr_weight", "gan_weight",
+        "reconstruction_weight", "loss_weight_spectral", "loss_weight_input", "loss_weight_target", "mask_reg_weight", "corr_weight",
+        "gan_weight", "teacher_weight",
     )
 
     def __post_init__(self) -> None:
@@ -539,6 +548,8 @@ class FusionLoss(nn.Module):
         *,
         novelty: NoveltyTerms | None = None,
         discriminator: nn.Module | None = None,
+        arrangement: torch.Tensor | None = None,
+        has_arrangement: torch.Tensor | None = None,
     ) -> LossResult:
         """Every term, and their weighted total.
 
@@ -557,6 +568,9 @@ class FusionLoss(nn.Module):
             discriminator: the MS-STFT discriminator (audio domain only); the ``gan`` term
                 is computed only when one is passed. Its parameters receive gradients from
                 this loss too: the training step zeroes them before the discriminator's update.
+            arrangement: the pairs' reference arrangements, in ``output``'s domain and shape,
+                and ``has_arrangement`` [B] bool: the ``teacher`` term is the spectral loss
+                of the rows that have one (absent when none does).
         """
         self._check_inputs(output, input, target, discriminator)
         weights = self.weights
@@ -599,12 +613,18 @@ class FusionLoss(nn.Module):
             fake_logits, _ = discriminator(output)
             terms["gan"] = hinge_generator_loss(fake_logits)
 
+        if arrangement is not None:
+            rows = has_arrangement if has_arrangement is not None else torch.ones(len(output), dtype=torch.bool, device=output.device)
+            if bool(rows.any()):
+                terms["teacher"] = self.spectral(output[rows], arrangement[rows])
+
         weighted = [
             (weights.reconstruction_weight, "reconstruction"),
             (weights.loss_weight_spectral, "spectral"),
             (weights.mask_reg_weight, "novelty"),
             (weights.corr_weight, "corr_cost"),
             (weights.gan_weight, "gan"),
+            (weights.teacher_weight, "teacher"),
         ]
         total = output.new_zeros(())
         for weight, name in weighted:

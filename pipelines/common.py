@@ -77,7 +77,9 @@ def init_ray(num_cpus: int | None = None, *, debug: bool = False) -> None:
             handler.setLevel(logging.WARNING)
     if ray.is_initialized():
         return
-    # The job's workers reach storage with the driver's credentials and endpoint.
+    # The job's workers reach storage at the driver's endpoint and region; credentials are the
+    # node's own (runtime_env shows in every worker's command line and in Ray's logs). A local
+    # Ray started here inherits this process's environment, credentials included.
     environment = storage_environment()
     quiet = {"logging_level": logging.WARNING, "log_to_driver": debug, **({"runtime_env": {"env_vars": environment}} if environment else {})}
     if os.environ.get("RAY_ADDRESS"):

@@ -154,6 +154,11 @@ def run(args: argparse.Namespace) -> Summary:
         "segmenting": segmenting.to_dict(),
         "latent_dtype": args.latent_dtype,
     }
+    # Pairs with reference arrangements (arrangement/ or a manifest column) make shards with
+    # two more columns; the key is written only then, so folders made before it still match.
+    arrangements = any(pair.arrangement_path for pair in found.pairs)
+    if arrangements:
+        settings["arrangements"] = True
 
     def pipeline(store: ShardStore, work: list, pairs: dict):
         resources = Resources.for_cluster(actors=args.encoder_actors, threads=args.encoder_threads, encode_batch=args.encode_batch)
@@ -168,6 +173,7 @@ def run(args: argparse.Namespace) -> Summary:
             rows_per_shard=args.rows_per_shard,
             resources=resources,
             on_progress=progress_printer(args.quiet),
+            arrangements=arrangements,
         )
 
     return preprocess_into_store(

@@ -148,7 +148,8 @@ class DataPlan:
         import ray.data
 
         def read(files: tuple[str, ...]) -> Any:
-            dataset = ray.data.read_parquet(list(files), num_cpus=DATA_TASK_CPUS).select_columns([*self.columns, "pair_id"])
+            columns = present_columns(files, self.columns)
+            dataset = ray.data.read_parquet(list(files), num_cpus=DATA_TASK_CPUS).select_columns([*columns, "pair_id"])
             # Progress bars of the workers' splits would interleave with training logs, every epoch.
             dataset.context.enable_progress_bars = False
             return dataset
@@ -157,7 +158,8 @@ class DataPlan:
         sides = {"train": (training, set(self.train_ids)),
                  "validation": (read(self.validation_files) if self.validation_files else training, set(self.validation_ids))}
         return {
-            name: dataset.filter(_PairFilter(ids), num_cpus=DATA_TASK_CPUS).select_columns(list(self.columns))
+            name: dataset.filter(_PairFilter(ids), num_cpus=DATA_TASK_CPUS).select_columns(
+                list(present_columns(self.validation_files if name == "validation" and self.validation_files else self.files, self.columns)))
             for name, (dataset, ids) in sides.items()
             if ids
         }
@@ -172,9 +174,24 @@ class DataPlan:
         train = MemoryRows.from_table(table, self.columns, self.train_ids, shuffle_seed=seed, rank=context.rank, world_size=context.world_size)
         if not self.validation_ids:
             return train, None
-        held_out = MemoryRows.read_table(self.validation_files, self.columns) if self.validation_files else table
+        columns = self.columns
+        if self.validation_files:  # a validation folder may lack columns only training reads (arrangements)
+            columns = present_columns(self.validation_files, self.columns)
+            held_out = MemoryRows.read_table(self.validation_files, columns)
+        else:
+            held_out = table
         # interleaved: the segments validation scores first span every validation pair
-        return train, MemoryRows.from_table(held_out, self.columns, self.validation_ids, interleave=True)
+        return train, MemoryRows.from_table(held_out, columns, self.validation_ids, interleave=True)
+
+
+def present_columns(files: tuple[str, ...], columns: tuple[str, ...]) -> tuple[str, ...]:
+    """``columns`` less those the shards' schema lacks (the first file's, which every file shares)."""
+    if not files:
+        return columns
+    import pyarrow.parquet as pq
+
+    names = set(pq.read_schema(files[0]).names)  # a path or an s3:// / gs:// URI, as MemoryRows reads them
+    return tuple(column for column in columns if column in names)
 
 
 class _PairFilter:

@@ -235,7 +235,7 @@ def run(task_name: str, args: argparse.Namespace) -> TrainSummary:
         task=task.name,
         config=config.to_dict(),
         task_plan=task_plan,
-        data=data.plan(task.columns, train_ids, validation_ids, max_in_memory_mb=training.max_in_memory_mb, validation=validation),
+        data=data.plan(task.data_columns(config), train_ids, validation_ids, max_in_memory_mb=training.max_in_memory_mb, validation=validation),
         loop=LoopSettings(
             epochs=training.epochs,
             steps_per_epoch=task_plan.steps_per_epoch,

@@ -140,7 +140,7 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
         task=task.name,
         config=config.to_dict(),
         task_plan=task_plan,
-        data=setup.data.plan(task.columns, setup.train_ids, setup.validation_ids, max_in_memory_mb=config.training.max_in_memory_mb,
+        data=setup.data.plan(task.data_columns(config), setup.train_ids, setup.validation_ids, max_in_memory_mb=config.training.max_in_memory_mb,
                              validation=setup.validation),
         loop=LoopSettings(epochs=setup.max_epochs, steps_per_epoch=task_plan.steps_per_epoch, run_dir=str(run_dir),
                           selection=task.selection),

@@ -155,3 +155,26 @@ def test_config_round_trips_through_json_and_refuses_unknown_keys():
     assert again.adaptive_window.compositional == again.compositional
     with pytest.raises(ValueError, match="unknown CascadeConfig key"):
         CascadeConfig.from_dict({"layers": 3})
+
+
+@pytest.mark.parametrize("agent", ["compositional", "none"])
+def test_target_skip_adds_the_last_stage_to_the_target(agent):
+    torch.manual_seed(0)
+    input, target = torch.randn(2, 16, 30), torch.randn(2, 16, 30)
+    skipping = build_fusion_model(tiny(agent, target_skip=True)).eval()
+    plain = build_fusion_model(tiny(agent)).eval()
+    plain.load_state_dict(skipping.state_dict())  # same parameters: the skip adds none
+    last = skipping.stage2 if agent == "compositional" else skipping.stage1
+    with torch.no_grad():
+        difference = skipping(input, target).outputs[0] - plain(input, target).outputs[0]
+        assert torch.allclose(difference, target, atol=1e-5)
+        last.project_out.weight.zero_()
+        last.project_out.bias.zero_()
+        assert torch.equal(skipping(input, target).outputs[0], target)  # a silent last stage keeps the target
+
+
+def test_target_skip_is_refused_with_the_adaptive_window_agent():
+    with pytest.raises(ValueError, match="target_skip works with the compositional agent"):
+        tiny("adaptive_window", target_skip=True)
+    with pytest.raises(ValueError, match="target_skip must be true or false"):
+        tiny(target_skip=1)

@@ -149,6 +149,31 @@ def test_targets_stay_in_place_without_shuffling_and_in_evaluation(mel_batch):
             assert torch.equal(prepared.input_reference, batch["input_latent"])
 
 
+def test_with_the_teacher_rows_with_an_arrangement_keep_their_target_and_learn_from_it(mel_batch):
+    codec, _ = mel_batch
+    config = FusionTrainConfig.from_dict({**tiny_config().to_dict(), "losses": {"teacher_weight": 1.0}})
+    objective = FusionObjective(codec=codec, config=config, cascade=True)
+    for seed in range(10):
+        batch = latent_batch(5, seed)
+        batch["arrangement_latent"] = batch["target_latent"] + 1.0
+        batch["has_arrangement"] = torch.tensor([True, False, True, False, False])
+        prepared = objective.prepare(batch, training=True, generator=torch.Generator().manual_seed(seed))
+        sources = source_rows(prepared.target_reference, batch["target_latent"])
+        assert sources[0] == 0 and sources[2] == 2  # the arrangement is of this pair
+        assert sorted(sources[i] for i in (1, 3, 4)) == [1, 3, 4] and all(sources[i] != i for i in (1, 3, 4))
+        assert torch.equal(prepared.arrangement, batch["arrangement_latent"].float())
+    model = build_fusion_model(config.model).eval()
+    output = model(prepared.input, prepared.target)
+    terms = objective(output, prepared).loss.terms
+    assert "teacher" in terms and float(terms["teacher"]) > 0
+    assert "teacher" not in objective(output).loss.terms  # no arrangement given, no term
+    # without the teacher weight the arrangement is not read and every row is shuffled
+    plain = FusionObjective(codec=codec, config=tiny_config(), cascade=True)
+    prepared = plain.prepare(batch, training=True, generator=torch.Generator().manual_seed(0))
+    assert prepared.arrangement is None
+    assert all(source != row for row, source in enumerate(source_rows(prepared.target_reference, batch["target_latent"])))
+
+
 def test_derangement_moves_every_index_and_reaches_every_derangement():
     for size in (2, 3, 4, 5, 8):
         generator = torch.Generator().manual_seed(size)

@@ -71,6 +71,7 @@ class Head:
     agent_address: str  # http://127.0.0.1:<agent port>: the head node's agent, which runs the jobs
     temp_dir: Path
     token_path: Path
+    gcs_address: str = ""  # 127.0.0.1:<port>: what a driver joins with ray.init (RAY_ADDRESS)
 
     @property
     def token(self) -> str:
@@ -99,7 +100,9 @@ class Head:
         return "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-characters:]}" for p in logs if p.exists())
 
 
-def start_head(temp_dir: Path) -> Head:
+def start_head(temp_dir: Path, *, node_environment: dict[str, str] | None = None) -> Head:
+    """Start a head in ``temp_dir``; ``node_environment``: variables the node has in its own
+    environment (as a cluster node has its storage credentials), which its workers inherit."""
     token_path = temp_dir / "auth_token"
     token_path.write_text(secrets.token_hex(32))
     token_path.chmod(0o600)
@@ -107,6 +110,7 @@ def start_head(temp_dir: Path) -> Head:
      object_manager) = free_ports(9)
     env = {
         **without_ray_variables(dict(os.environ)),
+        **(node_environment or {}),
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN_PATH": str(token_path),
         # On SIGTERM, stop at once rather than drain the node for up to 30 s (for Serve).
@@ -129,7 +133,8 @@ def start_head(temp_dir: Path) -> Head:
     with open(temp_dir / "head.log", "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    env=env, cwd=temp_dir, start_new_session=True)
-    return Head(process, f"http://127.0.0.1:{dashboard}", f"http://127.0.0.1:{agent_http}", temp_dir, token_path)
+    return Head(process, f"http://127.0.0.1:{dashboard}", f"http://127.0.0.1:{agent_http}", temp_dir, token_path,
+                f"127.0.0.1:{gcs}")
 
 
 def wait_for_jobs_api(head: Head) -> None:

@@ -11,6 +11,7 @@ import torch
 from models.losses import (
     FusionLoss,
     LogMelFrames,
+    MultiResolutionLogMelLoss,
     arrangement_reconstruction,
     LossWeights,
     build_discriminator,
@@ -333,6 +334,7 @@ def test_loss_weights_round_trip_and_validation():
         "shuffle_targets": True,
         "discriminator_learning_rate": 1e-4,
         "reconstruction_weight": 10.0,
+        "teacher_weight": 0.0,
     }
     for bad in (-0.1, float("nan"), float("inf"), True, "0.5"):
         with pytest.raises(ValueError, match="corr_weight") as error:
@@ -380,3 +382,22 @@ def test_feature_matching_is_zero_on_equal_maps_and_trains_the_fake_only():
     assert feature_matching_loss(real_maps, [[real_maps[0][0].detach()]]).item() == 0.0
     feature_matching_loss(real_maps, fake_maps).backward()
     assert fake_maps[0][0].grad is not None and real_maps[0][0].grad is None
+
+
+def test_the_teacher_term_is_the_spectral_loss_of_the_rows_with_an_arrangement():
+    torch.manual_seed(0)
+    output, input, target, arrangement = (torch.randn(3, 8, 20) for _ in range(4))
+    loss = FusionLoss(LossWeights(teacher_weight=2.0), domain="mel")
+    has = torch.tensor([True, False, True])
+    result = loss(output, input, target, arrangement=arrangement, has_arrangement=has)
+    expected = MultiResolutionLogMelLoss()(output[has], arrangement[has])
+    assert float(result.terms["teacher"]) == pytest.approx(float(expected), rel=1e-6)
+    without = loss(output, input, target)
+    assert "teacher" not in without.terms
+    assert float(result.total - without.total) == pytest.approx(2.0 * float(expected), rel=1e-5)
+    # the output equal to the arrangement on those rows: nothing to learn there
+    output[has] = arrangement[has]
+    assert float(loss(output, input, target, arrangement=arrangement, has_arrangement=has).terms["teacher"]) == 0.0
+    # no row with an arrangement: no term, not a zero that would dilute the mean
+    none = loss(output, input, target, arrangement=arrangement, has_arrangement=torch.zeros(3, dtype=torch.bool))
+    assert "teacher" not in none.terms

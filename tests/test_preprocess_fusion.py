@@ -322,3 +322,36 @@ def test_a_second_run_exits_busy_or_waits_for_the_lock(ray_address, clean_run, c
     stdout, stderr = waiting.communicate(timeout=120)
     assert waiting.returncode == 0, stderr[-2000:]
     assert stdout.startswith("nothing to do: 4 pairs already in")
+
+
+def test_reference_arrangements_are_encoded_beside_the_pairs(ray_session, tmp_path):
+    """A pairs folder with arrangement/ (datasets/synth.py renders one per pair) gives shards
+    with the arrangement's windows encoded like the sources; a pair without one holds the
+    codec's silence and has_arrangement false. The folder's setting then sticks."""
+    pairs = tmp_path / "pairs"
+    write_fusion_corpus(pairs, CorpusSpec(pairs=3, min_seconds=2.2, max_seconds=2.2, seed=3), arrangements=True)
+    (pairs / "arrangement" / "pair_0002.wav").unlink()
+    out = tmp_path / "out"
+    summary = preprocess(pairs, out)
+    assert summary.pairs_processed == 3 and not summary.rejects
+    assert json.loads((out / "manifest.json").read_text())["settings"]["arrangements"] is True
+    codec = build_codec("mel")
+    for path in shard_paths(out):
+        table = pq.read_table(path)
+        latents = latents_to_numpy(table["arrangement_latent"])  # [N, D, T]
+        for row, (pair_id, index, has) in enumerate(zip(table["pair_id"].to_pylist(), table["segment_index"].to_pylist(),
+                                                         table["has_arrangement"].to_pylist())):
+            if pair_id == "pair_0002":
+                assert has is False
+                np.testing.assert_array_equal(latents[row], np.broadcast_to(codec.silence_latent().numpy()[:, None], latents[row].shape))
+                continue
+            assert has is True
+            window = read_mono(pairs / "arrangement" / f"{pair_id}.wav", 24_000)[index * 24_000 : (index + 1) * 24_000]
+            expected = codec.encode(torch.from_numpy(window)[None, None])[0].numpy()
+            np.testing.assert_allclose(latents[row], expected, atol=1e-3)
+    # without its arrangement/ folder the same --out is refused, not silently mixed
+    import shutil
+
+    shutil.rmtree(pairs / "arrangement")
+    with pytest.raises(Exception, match="other settings.*arrangements"):
+        preprocess(pairs, out)

@@ -2,9 +2,10 @@
 train from it with checkpoints in it, resume, fuse from a checkpoint in it into it; the
 bucket lock; a missing bucket refused in one line.
 
-The commands run as subprocesses joined to the session's Ray (``RAY_ADDRESS``): the
-driver's credentials and endpoint reach the job's Ray workers through ``init_ray``, as
-they would on a cluster submitted from a machine with those variables set.
+The commands run as subprocesses joined (``RAY_ADDRESS``, with its token) to a head of
+their own, whose node holds the bucket's credentials in its environment, as a cluster node
+holds its own: ``init_ray`` hands the job's workers the driver's endpoint and region, never
+its credentials (docs/security.md).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -24,6 +27,7 @@ from core.storage import Location, StorageError, check_writable
 from datasets.shards import LOCK, FolderBusy, ShardStore
 from datasets.synth import CorpusSpec, write_fusion_corpus
 from tests.test_fusion_training import TINY_MODEL
+from tests.test_job_submit import Head, start_head, stop_head, wait_for_jobs_api
 
 REPO = Path(__file__).resolve().parent.parent
 BUCKET = "jingle-test"
@@ -55,6 +59,22 @@ def s3(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def storage_head(s3):
+    """A head whose node has the bucket's credentials, and nothing else of ``s3``, in its
+    environment; stopped with the module."""
+    credentials = {key: s3[key] for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    # Unix socket paths under the temp dir must stay short (~107 characters).
+    temp_dir = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))
+    head = start_head(temp_dir, node_environment=credentials)
+    try:
+        wait_for_jobs_api(head)
+        yield head
+    finally:
+        stop_head(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
 @pytest.fixture
 def s3_env(s3, monkeypatch):
     for key, value in s3.items():
@@ -62,9 +82,9 @@ def s3_env(s3, monkeypatch):
     return s3
 
 
-def jingle(module: str, *args: str, env: dict, ray_address: str, timeout: int = 420) -> subprocess.CompletedProcess:
+def jingle(module: str, *args: str, env: dict, head: Head, timeout: int = 420) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", f"pipelines.{module}", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **env, "RAY_ADDRESS": ray_address})
+                          timeout=timeout, env={**head.client_env(), **env, "RAY_ADDRESS": head.gcs_address})
 
 
 def test_a_location_reads_writes_and_lists_a_bucket(s3_env):
@@ -80,10 +100,10 @@ def test_a_location_reads_writes_and_lists_a_bucket(s3_env):
         (root / "b.bin").read_bytes()
 
 
-def test_a_missing_bucket_is_refused_in_one_line(s3, ray_address, tmp_path):
+def test_a_missing_bucket_is_refused_in_one_line(s3, storage_head, tmp_path):
     write_fusion_corpus(tmp_path / "pairs", CorpusSpec(pairs=1, min_seconds=2.0, max_seconds=2.0, seed=1))
     result = jingle("preprocess_fusion", "--pairs", str(tmp_path / "pairs"), "--out", "s3://no-such-bucket/shards", "--quiet",
-                    env=s3, ray_address=ray_address, timeout=120)
+                    env=s3, head=storage_head, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip() == "jingle preprocess fusion: error: --out s3://no-such-bucket/shards: bucket 'no-such-bucket' does not exist"
 
@@ -106,19 +126,19 @@ def test_a_bucket_folder_is_locked_by_an_object_and_a_dead_runs_lock_is_taken_ov
 
 
 @pytest.fixture(scope="module")
-def bucket_run(s3, ray_address, tmp_path_factory):
+def bucket_run(s3, storage_head, tmp_path_factory):
     """Preprocess into the bucket, train one epoch there, then resume to a second."""
     root = tmp_path_factory.mktemp("s3-run")
     write_fusion_corpus(root / "pairs", CorpusSpec(pairs=4, min_seconds=3.2, max_seconds=3.2, seed=7))
     (root / "config.json").write_text(json.dumps(CONFIG))
     shards, storage = f"s3://{BUCKET}/shards", f"s3://{BUCKET}/runs"
     preprocessed = jingle("preprocess_fusion", "--pairs", str(root / "pairs"), "--out", shards, "--segment-seconds", "1",
-                          "--quiet", env=s3, ray_address=ray_address)
+                          "--quiet", env=s3, head=storage_head)
     rerun = jingle("preprocess_fusion", "--pairs", str(root / "pairs"), "--out", shards, "--segment-seconds", "1", "--quiet",
-                   env=s3, ray_address=ray_address)
+                   env=s3, head=storage_head)
     train = ["--data", shards, "--config", str(root / "config.json"), "--storage", storage, "--workers", "1", "--name", "s3run"]
-    first = jingle("train_fusion", *train, env=s3, ray_address=ray_address)
-    resumed = jingle("train_fusion", *train, "--resume", "--override", "training.epochs=2", env=s3, ray_address=ray_address)
+    first = jingle("train_fusion", *train, env=s3, head=storage_head)
+    resumed = jingle("train_fusion", *train, "--resume", "--override", "training.epochs=2", env=s3, head=storage_head)
     return {"root": root, "shards": shards, "storage": storage, "preprocessed": preprocessed, "rerun": rerun,
             "first": first, "resumed": resumed}
 
@@ -158,11 +178,11 @@ def test_training_checkpoints_into_the_bucket_and_resumes_from_it(bucket_run, s3
     assert MlflowClient(uri).list_artifacts(run_id) and len(MlflowClient(uri).get_metric_history(run_id, "total")) == 2
 
 
-def test_fusing_from_a_bucket_checkpoint_into_the_bucket(bucket_run, s3, s3_env, ray_address):
+def test_fusing_from_a_bucket_checkpoint_into_the_bucket(bucket_run, s3, s3_env, storage_head):
     best = bucket_run.get("best") or pytest.skip("training into the bucket failed")
     out = f"s3://{BUCKET}/fused"
     result = jingle("fuse", "--checkpoint", best, "--batch", str(bucket_run["root"] / "pairs"), "--out", out,
-                    env=s3, ray_address=ray_address)
+                    env=s3, head=storage_head)
     assert result.returncode == 0, result.stderr[-3000:]
     names = sorted(entry.name for entry in Location.of(out).list())
     assert len([name for name in names if name.endswith(".wav")]) == 4
@@ -176,12 +196,12 @@ def test_check_writable_names_the_missing_bucket(s3_env):
         check_writable(Location.of("s3://nope-bucket/x"), "--storage")
 
 
-def test_a_search_keeps_its_trials_and_outputs_in_the_bucket(bucket_run, s3, s3_env, ray_address):
+def test_a_search_keeps_its_trials_and_outputs_in_the_bucket(bucket_run, s3, s3_env, storage_head):
     (bucket_run["root"] / "space.yaml").write_text("parameters:\n  training.learning_rate: {loguniform: [1.0e-4, 1.0e-2]}\n")
     storage = f"s3://{BUCKET}/searches"
     result = jingle("tune_fusion", "--data", bucket_run["shards"], "--space", str(bucket_run["root"] / "space.yaml"),
                     "--config", str(bucket_run["root"] / "config.json"), "--storage", storage, "--name", "s3search",
-                    "--samples", "1", "--max-epochs", "1", env=s3, ray_address=ray_address)
+                    "--samples", "1", "--max-epochs", "1", env=s3, head=storage_head)
     assert result.returncode == 0, result.stderr[-3000:]
     search = Location.of(storage) / "s3search"
     assert json.loads((search / "best_config.json").read_text())["training"]["epochs"] == 1

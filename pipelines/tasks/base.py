@@ -99,6 +99,10 @@ class Task:
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Flags of this task's ``jingle train`` beyond the shared ones."""
 
+    def data_columns(self, config: SectionedConfig) -> tuple[str, ...]:
+        """The shard columns a training with ``config`` reads (default: ``columns``)."""
+        return self.columns
+
     def plan(self, config: SectionedConfig, data: Any, *, train_ids: list[str], workers: int, args: argparse.Namespace) -> TaskPlan:
         raise NotImplementedError
 

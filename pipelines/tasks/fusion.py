@@ -30,8 +30,10 @@ from pipelines.loop import Selection
 from pipelines.tasks.base import Task, TaskPlan, TaskWorker
 
 LATENT_COLUMNS = ("input_latent", "target_latent")
-# Validation terms reported (present for every model and codec).
-VALIDATION_TERMS = ("total", "reconstruction", "spectral", "spectral_input", "spectral_target", "rms_in", "rms_tgt", "novelty", "corr_cost")
+ARRANGEMENT_COLUMNS = ("arrangement_latent", "has_arrangement")  # shards of pairs with reference arrangements
+# Validation terms reported (the teacher's only where the validation pairs have arrangements).
+VALIDATION_TERMS = ("total", "reconstruction", "spectral", "spectral_input", "spectral_target", "rms_in", "rms_tgt", "novelty", "corr_cost",
+                    "teacher")
 
 
 class FusionTask(Task):
@@ -45,12 +47,23 @@ class FusionTask(Task):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--codec-checkpoint", default=None, help="EnCodec weights when the shards used EnCodec")
 
+    def data_columns(self, config: FusionTrainConfig) -> tuple[str, ...]:
+        """The latents, and with the teacher term the reference arrangements."""
+        return LATENT_COLUMNS + (ARRANGEMENT_COLUMNS if config.losses.teacher_weight > 0 else ())
+
     def plan(self, config: FusionTrainConfig, data: Any, *, train_ids: list[str], workers: int, args: argparse.Namespace) -> TaskPlan:
         codec = build_codec(data.codec["name"], checkpoint=getattr(args, "codec_checkpoint", None))
         if codec.id != data.codec["id"]:
             raise UsageError(f"--data was encoded with codec {data.codec['id']}, but the codec given is {codec.id}")
         if config.model.latent_dim != codec.dim:
             raise UsageError(f"model.latent_dim is {config.model.latent_dim} but the codec's latents have {codec.dim} channels")
+        if config.losses.teacher_weight > 0 and not data.settings.get("arrangements"):
+            raise UsageError(
+                f"losses.teacher_weight is {config.losses.teacher_weight} but --data {data.root} holds no reference arrangements: "
+                "preprocess pairs that have arrangement/ files, or set losses.teacher_weight to 0"
+            )
+        if config.losses.teacher_weight > 0 and config.model.agent == "adaptive_window":
+            raise UsageError("losses.teacher_weight needs an output of the pair's frames: the adaptive window agent writes windows")
         segment_seconds = data.segmenting["segment_seconds"]
         frames = codec.frames_for_seconds(segment_seconds)
         needed = config.model.adaptive_window.min_source_frames
@@ -99,7 +112,9 @@ class FusionWorker(TaskWorker):
 
     def _tensors(self, rows: Rows, batch_size: int, *, epoch: int, drop_last: bool) -> Iterator[dict[str, torch.Tensor]]:
         for batch in rows.batches(batch_size, epoch=epoch, drop_last=drop_last):
-            yield {name: torch.as_tensor(np.asarray(batch[name])).to(self.device) for name in LATENT_COLUMNS}  # [B, D, T]
+            # [B, D, T] latents (and [B] has_arrangement where the shards hold arrangements)
+            yield {name: torch.as_tensor(np.asarray(batch[name])).to(self.device) for name in LATENT_COLUMNS + ARRANGEMENT_COLUMNS
+                   if name in batch}
 
     def batches(self, rows: Rows, *, epoch: int, rank: int, step: int) -> Iterator[dict[str, torch.Tensor]]:
         # target order, masks and noise: from (seed, rank, step), so a resumed run draws alike
