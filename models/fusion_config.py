@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from core.config import SectionedConfig, TrainingConfig, config_from_dict, require_int
+from core.config import SectionedConfig, TrainingConfig, config_from_dict, require_bool, require_int
 from models.cascade import CascadeConfig
 from models.losses import LossWeights
 from models.masking import MaskingConfig
@@ -29,12 +29,18 @@ class ValidationConfig:
             order; 0 turns the score off (checkpoints are then chosen by the last epoch).
             Decoding costs ~1.5 s per 16 s segment with the mel codec's Griffin-Lim on
             one CPU core, so the default keeps a validation short.
+        score_shortcuts: also score the shortcuts on those segments, once per worker
+            (``val_score_<shortcut>``): every epoch then shows whether the model beats them.
+            They cost the first validation ~0.3 s per segment and shortcut on one CPU core;
+            a short run (the demo) may leave them to ``jingle evaluate fusion``.
     """
 
     score_segments: int = 8
+    score_shortcuts: bool = True
 
     def __post_init__(self) -> None:
         require_int("score_segments", self.score_segments, minimum=0)
+        require_bool("score_shortcuts", self.score_shortcuts)
 
 
 @dataclass(frozen=True)

@@ -252,6 +252,7 @@ class ArrangementValidator:
 
     codec: nn.Module
     segments: int
+    shortcuts: bool = True  # score the shortcuts too (once per worker)
     _held_out: dict[int, Any] = field(default_factory=dict)  # segment index -> PreparedPair
 
     @torch.no_grad()
@@ -310,7 +311,7 @@ class ArrangementValidator:
         if cache and index in self._held_out:
             return self._held_out[index]
         input_audio, target_audio = self._decode(torch.stack([input, target]))  # [S] each
-        prepared = prepare_pair(input_audio, target_audio, self.codec.sample_rate, seed=index)
+        prepared = prepare_pair(input_audio, target_audio, self.codec.sample_rate, seed=index, shortcuts=self.shortcuts)
         if cache:
             self._held_out[index] = prepared
         return prepared

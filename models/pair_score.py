@@ -46,7 +46,8 @@ class PairScore:
 
 
 def prepare_pair(
-    input: np.ndarray, target: np.ndarray, sample_rate: int, *, arrangement: np.ndarray | None = None, seed: int = 0
+    input: np.ndarray, target: np.ndarray, sample_rate: int, *, arrangement: np.ndarray | None = None, seed: int = 0,
+    shortcuts: bool = True,
 ) -> PreparedPair:
     """Analyse one pair and make and score its shortcuts.
 
@@ -55,13 +56,14 @@ def prepare_pair(
         arrangement: the pair's reference arrangement when known ([S] at ``sample_rate``):
             its time-smeared copy becomes the shortcut ``smeared_arrangement``.
         seed: of the shortcuts' noise and Griffin-Lim.
+        shortcuts: False: the sources only (no shortcut is made or scored).
     """
     sources = analyse_sources(input, target, sample_rate)
-    shortcuts = shortcut_outputs(input, target, sample_rate, seed=seed)
-    if arrangement is not None:
-        shortcuts.update(reference_shortcuts(arrangement, sample_rate, seed=seed))
-    scores = {name: score_output(sources, audio, sample_rate) for name, audio in shortcuts.items()}
-    return PreparedPair(sources, sample_rate, shortcuts, scores)
+    made = shortcut_outputs(input, target, sample_rate, seed=seed) if shortcuts else {}
+    if arrangement is not None and shortcuts:
+        made.update(reference_shortcuts(arrangement, sample_rate, seed=seed))
+    scores = {name: score_output(sources, audio, sample_rate) for name, audio in made.items()}
+    return PreparedPair(sources, sample_rate, made, scores)
 
 
 def score_pair(pair: PreparedPair, outputs: Mapping[str, np.ndarray], sample_rate: int) -> PairScore:

@@ -1,9 +1,12 @@
 """``jingle demo``: the end-to-end run on one machine, with nothing downloaded.
 
 Fusion: generates a small corpus of fusion pairs (drum loops as inputs, chord progressions
-as targets) and one held-out pair, preprocesses the corpus into latent shards through Ray
-Data, trains the fusion model with Ray Train (2 workers, ``configs/demo.json``: a small
-model, a few epochs) and fuses the held-out pair with the best checkpoint.
+as targets, each with its rendered arrangement) and one held-out pair, preprocesses the
+corpus into 4 s latent segments through Ray Data, trains the fusion model with Ray Train
+(one worker with both cores: a small model on small batches gains nothing from DDP on 2
+cores; ``configs/demo.json``: a small model that learns from the rendered arrangements),
+fuses the held-out pair with the best checkpoint and scores it against the shortcuts and
+the held-out pair's own rendered arrangement.
 
 Pointer network: generates raw recordings and edits of them (cuts, repeats, reorders; half
 of them post-processed), half labelled with pointers and half left to the alignment,
@@ -37,6 +40,7 @@ PROG = "jingle demo"
 DEMO_CONFIG = PROJECT_ROOT / "configs" / "demo.json"
 POINTER_DEMO_CONFIG = PROJECT_ROOT / "configs" / "pointer" / "demo.json"
 MODELS = ("fusion", "pointer")
+SEGMENT_SECONDS = 4  # short segments: a validation decodes and scores them, and attention costs T^2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairs", type=int, default=8, help="generated training pairs (default: 8)")
     parser.add_argument("--seed", type=int, default=0, help="corpus seed (default: 0)")
     parser.add_argument("--config", default=str(DEMO_CONFIG), help="training config (default: configs/demo.json)")
-    parser.add_argument("--workers", type=int, default=2, help="training workers (default: 2)")
+    parser.add_argument("--workers", type=int, default=2, help="pointer network training workers (default: 2)")
+    parser.add_argument("--fusion-workers", type=int, default=1, help="fusion model training workers (default: 1)")
     parser.add_argument("--models", default="fusion,pointer", help="which models to run, comma-separated (default: fusion,pointer)")
     add_common_arguments(parser)
 
@@ -85,7 +90,7 @@ def held_out_summary(outputs: list[dict]) -> str:
     by_name = {entry["name"]: entry for entry in outputs}
     best = max((entry for entry in outputs if entry.get("shortcut")), key=lambda entry: entry["score"])
     columns = [("model", by_name["model"]), ("arrangement (decoded)", by_name["arrangement_decoded"]), (f"best shortcut: {best['name']}", best)]
-    width = max(len(label) for label, _ in HELD_OUT_FIGURES + [("arrangement score", "")])
+    width = max(len(label) for label, _ in (*HELD_OUT_FIGURES, ("arrangement score", "")))
     lines = ["held-out fusion, against the rendered arrangement and the shortcuts (higher is better):",
              " " * (width + 2) + "".join(f"{label:>28}" for label, _ in columns)]
     rows = [("arrangement score", None)] + list(HELD_OUT_FIGURES)
@@ -100,7 +105,7 @@ def held_out_summary(outputs: list[dict]) -> str:
 def fusion_demo(args: argparse.Namespace, out: Path, lines: list[str], trainings: list) -> int:
     corpus, held_out = out / "corpus", out / "held-out"
     if not (corpus / "input").is_dir():
-        ids = write_fusion_corpus(corpus, CorpusSpec(pairs=args.pairs, min_seconds=20, max_seconds=40, seed=args.seed))
+        ids = write_fusion_corpus(corpus, CorpusSpec(pairs=args.pairs, min_seconds=20, max_seconds=40, seed=args.seed), arrangements=True)
         # generated from the same seed but an index the corpus never uses: a pair no worker saw
         write_fusion_corpus(held_out, CorpusSpec(pairs=1, min_seconds=20, max_seconds=20, seed=args.seed), first_index=10_000,
                             arrangements=True)
@@ -114,15 +119,16 @@ def fusion_demo(args: argparse.Namespace, out: Path, lines: list[str], trainings
     print("[demo] fusion 1/4: preprocessing", file=sys.stderr)
     summary = preprocess_fusion.run(
         preprocess_fusion.build_parser().parse_args(
-            ["--pairs", str(corpus), "--out", str(shards), "--codec", args.codec, "--rows-per-shard", "8"] + codec_flags + cpu_flags
+            ["--pairs", str(corpus), "--out", str(shards), "--codec", args.codec, "--rows-per-shard", "16",
+             "--segment-seconds", str(SEGMENT_SECONDS)] + codec_flags + cpu_flags
         )
     )
     print(summary.report())
 
-    print(f"[demo] fusion 2/4: training with {args.workers} workers", file=sys.stderr)
+    print(f"[demo] fusion 2/4: training with {args.fusion_workers} worker(s)", file=sys.stderr)
     trained = train_fusion.run(
         train_fusion.build_parser().parse_args(
-            ["--data", str(shards), "--config", args.config, "--workers", str(args.workers), "--storage", str(out / "runs"),
+            ["--data", str(shards), "--config", args.config, "--workers", str(args.fusion_workers), "--storage", str(out / "runs"),
              "--name", f"demo-{args.codec}"] + codec_flags
         )
     )

@@ -36,7 +36,9 @@ def fusion_figure(
     sample_rate: int,
     title: str = "",
 ) -> Path:
-    """Write a PNG of a fusion: input, target and output, each as envelope and spectrogram.
+    """Write a PNG of a fusion: input, target and output, each as envelope and spectrogram,
+    and below them the notes: the output's transcribed notes over the target's, with the
+    input's onsets (``notes_axis``), what the arrangement score hears.
 
     Args:
         path: the PNG to write (its folder is created).
@@ -48,10 +50,41 @@ def fusion_figure(
         ``path`` as a ``Path``.
     """
     rows = {"input": input_audio, "target": target_audio, "output": output_audio}
-    return audio_figure(path, rows, sample_rate=sample_rate, title=title)
+    clips = {label: np.nan_to_num(np.asarray(audio, dtype=np.float32)) for label, audio in rows.items()}
+    return audio_figure(path, rows, sample_rate=sample_rate, title=title,
+                        extra=lambda axis: notes_axis(axis, clips["input"], clips["target"], clips["output"], sample_rate))
 
 
-def audio_figure(path: str | os.PathLike, rows: Mapping[str, np.ndarray], *, sample_rate: int, title: str = "") -> Path:
+def notes_axis(axis, input_audio: np.ndarray, target_audio: np.ndarray, output_audio: np.ndarray, sample_rate: int) -> None:
+    """A piano roll on ``axis``: the target's transcribed notes (grey), the output's (a
+    bar per note, green where the target sounds its pitch class then, red where not) and
+    the input's onsets (dotted lines): notes starting on the lines, in green, are an
+    arrangement; bars spanning several lines, or red, are not."""
+    from models.notes import detect_onsets, pitch_class_roll
+    from models.transcription import FRAME_RATE, transcribe
+
+    target, output = transcribe(target_audio, sample_rate), transcribe(output_audio, sample_rate)
+    frames = int(np.ceil(max(len(target_audio), len(output_audio)) / sample_rate * FRAME_RATE)) + 1
+    sounding = pitch_class_roll(target.notes, frames)  # [T, 12]
+    for onset in detect_onsets(input_audio, sample_rate):
+        axis.axvline(onset, color="tab:blue", linewidth=0.5, linestyle=":", alpha=0.6)
+    for note in target.notes:
+        axis.broken_barh([(note.onset_seconds, note.offset_seconds - note.onset_seconds)], (note.midi - 0.45, 0.9),
+                         facecolors="0.8", edgecolors="none")
+    for note in output.notes:
+        frame = min(frames - 1, int(round(note.onset_seconds * FRAME_RATE)))
+        colour = "tab:green" if sounding[frame, note.pitch_class] else "tab:red"
+        axis.broken_barh([(note.onset_seconds, note.offset_seconds - note.onset_seconds)], (note.midi - 0.35, 0.7),
+                         facecolors=colour, edgecolors="black", linewidth=0.3)
+    pitches = [note.midi for note in (*target.notes, *output.notes)] or [60]
+    axis.set_ylim(min(pitches) - 2, max(pitches) + 2)
+    axis.set_ylabel("MIDI pitch")
+    axis.set_title(f"notes (Basic Pitch): output {len(output.notes)} (green: in the target's harmony, red: not) over the "
+                   f"target's {len(target.notes)} (grey); dotted: the input's onsets", fontsize=10)
+
+
+def audio_figure(path: str | os.PathLike, rows: Mapping[str, np.ndarray], *, sample_rate: int, title: str = "",
+                 extra=None) -> Path:
     """Write a PNG with one row per named clip: envelope (left), log spectrogram (right).
 
     All panels share the time axis (seconds); the spectrograms share one colour scale
@@ -62,6 +95,7 @@ def audio_figure(path: str | os.PathLike, rows: Mapping[str, np.ndarray], *, sam
         rows: row label -> [S] float waveform at ``sample_rate``.
         sample_rate: in Hz.
         title: shown above the rows.
+        extra: ``draw(axis)`` for one more row across both columns, below the clips.
     """
     if not rows:
         raise ValueError("audio_figure needs at least one row")
@@ -80,9 +114,16 @@ def audio_figure(path: str | os.PathLike, rows: Mapping[str, np.ndarray], *, sam
     spectrograms = {label: log_spectrogram(audio, sample_rate) for label, audio in clips.items()}
     loudest = max((float(s.db.max()) for s in spectrograms.values() if s.db.size), default=0.0)
 
-    figure = Figure(figsize=(14, 2.4 * len(clips) + 0.6), layout="constrained")
+    figure = Figure(figsize=(14, 2.4 * len(clips) + (3.2 if extra else 0.0) + 0.6), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(len(clips), 2, sharex=True, squeeze=False, width_ratios=(1, 2))
+    if extra is None:
+        axes = figure.subplots(len(clips), 2, sharex=True, squeeze=False, width_ratios=(1, 2))
+    else:
+        grid = figure.add_gridspec(len(clips) + 1, 2, width_ratios=(1, 2), height_ratios=[1] * len(clips) + [1.4])
+        axes = np.array([[figure.add_subplot(grid[row, column]) for column in range(2)] for row in range(len(clips))])
+        for axis in axes.flat[1:]:
+            axis.sharex(axes.flat[0])
+        extra_axis = figure.add_subplot(grid[len(clips), :], sharex=axes.flat[0])
     for (label, audio), (envelope_axis, spectrogram_axis) in zip(clips.items(), axes):
         seconds = len(audio) / sample_rate
         times, peaks = max_envelope(audio, sample_rate)
@@ -108,6 +149,10 @@ def audio_figure(path: str | os.PathLike, rows: Mapping[str, np.ndarray], *, sam
     for axis in axes[-1]:
         axis.set_xlabel("time (s)")
         axis.set_xlim(0.0, max(longest, 1.0 / sample_rate))
+    if extra is not None:
+        extra(extra_axis)
+        extra_axis.set_xlabel("time (s)")
+        extra_axis.set_xlim(0.0, max(longest, 1.0 / sample_rate))
     return save_figure(figure, path, title)
 
 

@@ -22,5 +22,7 @@ def test_fusion_quality_benchmark_smoke(ray_address, tmp_path):
     means = results["means"]
     assert set(means) == {"model", "arrangement", "arrangement_decoded", *ALL_SHORTCUTS}
     assert means["arrangement"]["score"] > max(means[name]["score"] for name in ALL_SHORTCUTS)
-    assert {"note_onset_f1", "pitch_class_precision", "pitch_class_recall", "clarity"} <= set(means["model"])
+    assert {"note_onset_f1", "pitch_class_precision", "pitch_class_recall", "clarity"} <= set(means["arrangement"])
+    # a tiny model may write no notes: its precision is then undefined (left out), never NaN
+    assert {"note_onset_f1", "pitch_class_recall", "clarity"} <= set(means["model"])
     assert results["steps"] > 0 and results["timings"]["train"] > 0

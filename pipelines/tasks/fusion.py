@@ -100,7 +100,7 @@ class FusionWorker(TaskWorker):
         self.config, self.device, self.model = config, device, model
         self.codec = build_codec(plan.payload["codec_name"], state=plan.shared.get("codec_state")).to(device)
         self.objective = FusionObjective(codec=self.codec, config=config, cascade=config.model.num_stages == 2).to(device)
-        self.validator = ArrangementValidator(self.codec, config.validation.score_segments)
+        self.validator = ArrangementValidator(self.codec, config.validation.score_segments, config.validation.score_shortcuts)
         discriminator = self.objective.discriminator
         self.discriminator_optimizer = (
             torch.optim.AdamW(discriminator.parameters(), lr=config.losses.discriminator_learning_rate) if discriminator is not None else None
