@@ -54,11 +54,13 @@ HELD_OUT_FIRST_INDEX = 10_000  # seeds the corpus never uses
 
 
 def build_config(work: Path, *, epochs: int | None = None) -> Path:
-    """configs/demo.json's model, masking and training with configs/fusion.json's losses
-    (and ``epochs`` when given), written to ``WORK/config.json``."""
+    """configs/demo.json's model size, masking and training with configs/fusion.json's
+    defaults for everything else (losses, validation, ``model.target_skip``; the demo's own
+    levers are ``--variant``s) and ``epochs`` when given, written to ``WORK/config.json``."""
     demo = json.loads((ROOT / "configs" / "demo.json").read_text())
     full = json.loads((ROOT / "configs" / "fusion.json").read_text())
-    config = {**demo, "losses": full["losses"]}
+    model = {**demo["model"], "target_skip": full["model"]["target_skip"]}
+    config = {**demo, "model": model, "losses": full["losses"], "validation": full["validation"]}
     if epochs is not None:
         config["training"] = {**demo["training"], "epochs": epochs}
     path = work / "config.json"

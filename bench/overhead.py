@@ -33,6 +33,7 @@ from bench.machine import add_ray_address_argument, describe_machine, start_ray 
 from datasets.edits import make_conform_pair, write_pointer_corpus  # noqa: E402
 from datasets.synth import CorpusSpec, write_fusion_corpus  # noqa: E402
 from pipelines import preprocess_fusion, preprocess_pointer, train_fusion, train_pointer  # noqa: E402
+from pipelines.demo import SEGMENT_SECONDS  # noqa: E402
 from pipelines.pointer_config import PointerTrainConfig  # noqa: E402
 
 CONFIGS = {"fusion": REPO_ROOT / "configs" / "demo.json", "pointer": REPO_ROOT / "configs" / "pointer" / "demo.json"}
@@ -45,9 +46,10 @@ MODES = {"streamed": ["--override", "training.max_in_memory_mb=0"], "in memory":
 
 def fusion_shards(out: Path, pairs: int, seconds: float) -> Path:
     corpus, shards = out / "fusion-corpus", out / "fusion-shards"
-    write_fusion_corpus(corpus, CorpusSpec(pairs=pairs, min_seconds=seconds, max_seconds=2 * seconds, seed=0))
+    write_fusion_corpus(corpus, CorpusSpec(pairs=pairs, min_seconds=seconds, max_seconds=2 * seconds, seed=0), arrangements=True)
     preprocess_fusion.run(preprocess_fusion.build_parser().parse_args(
-        ["--pairs", str(corpus), "--out", str(shards), "--codec", "mel", "--rows-per-shard", "8", "--quiet"]))
+        ["--pairs", str(corpus), "--out", str(shards), "--codec", "mel", "--rows-per-shard", "16",
+         "--segment-seconds", str(SEGMENT_SECONDS), "--quiet"]))
     return shards
 
 

@@ -350,6 +350,7 @@ def run_ray_train(shards: Path, config_path: Path, storage: Path, *, workers: in
         "training.epochs": 1,
         "training.checkpoint_every_steps": report_every,
         "training.num_to_keep": 1_000_000,  # keep every report: mid-epoch ones score worst (val_total inf)
+        "losses.teacher_weight": 0,  # the generated pairs here bring no reference arrangement
     }
     arguments = ["--data", str(shards), "--config", str(config_path), "--workers", str(workers), "--storage", str(storage), "--name", "bench"]
     for key, value in overrides.items():

@@ -20,6 +20,10 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, NoReturn, TypeVar
 
 SCHEDULES = ("constant", "cosine")
+# The largest training seed. Workers seed torch generators with it and with
+# ``seed * 1_000_003 + rank * 10_007 + step``, which must stay below 2**64 (torch refuses more,
+# in a worker, after the run has started); 32 bits keep that and suit every other generator.
+MAX_SEED = 2**32 - 1
 Config = TypeVar("Config")
 
 
@@ -43,11 +47,13 @@ def require_bool(name: str, value: Any) -> None:
         fail(name, f"must be true or false, got {value!r}")
 
 
-def require_int(name: str, value: Any, *, minimum: int) -> None:
+def require_int(name: str, value: Any, *, minimum: int, maximum: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         fail(name, f"must be an integer, got {value!r}")
     if value < minimum:
         fail(name, f"must be ≥ {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        fail(name, f"must be ≤ {maximum}, got {value}")
 
 
 def require_number(name: str, value: Any, *, minimum: float = -math.inf, maximum: float = math.inf,
@@ -99,7 +105,8 @@ class TrainingConfig:
         warmup_steps: linear warm-up steps.
         grad_clip: max gradient norm (0 turns clipping off).
         mixed_precision: autocast to bfloat16 on GPU (ignored on CPU).
-        seed: seeds model init and every random draw of the run (worker rank is added).
+        seed: seeds model init and every random draw of the run (worker rank is added);
+            0 to 2**32 - 1.
         validation_fraction: share of pair ids held out (split by pair, never by segment).
         checkpoint_every_steps: also checkpoint every N steps (0: once per epoch only).
         num_to_keep: checkpoints kept, best validation metric first.
@@ -128,8 +135,9 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "num_to_keep"):
             require_int(name, getattr(self, name), minimum=1)
-        for name in ("warmup_steps", "checkpoint_every_steps", "seed", "max_in_memory_mb"):
+        for name in ("warmup_steps", "checkpoint_every_steps", "max_in_memory_mb"):
             require_int(name, getattr(self, name), minimum=0)
+        require_int("seed", self.seed, minimum=0, maximum=MAX_SEED)
         require_int("max_failures", self.max_failures, minimum=-1)
         require_number("learning_rate", self.learning_rate, minimum=0.0, open_minimum=True)
         for name in ("weight_decay", "grad_clip"):

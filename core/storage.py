@@ -186,11 +186,19 @@ class Location:
             path = Path(self.uri)
             path.parent.mkdir(parents=True, exist_ok=True)
             temporary = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-            with open(temporary, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
+            try:
+                with open(temporary, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temporary, path)
+            except BaseException as error:  # a full disk, Ctrl-C...: leave no temporary file behind
+                with contextlib.suppress(OSError):
+                    temporary.unlink()
+                if isinstance(error, OSError) and error.errno is not None:
+                    # name the file the user knows (write() and fsync() name none; open() the temporary)
+                    raise OSError(error.errno, error.strerror, str(path)) from error
+                raise
             return
         try:
             with self.fs.open_output_stream(self.path) as stream:
@@ -213,8 +221,10 @@ class Location:
 
 
 def check_writable(location: Location, flag: str) -> None:
-    """Refuse, in one line, a bucket that does not exist or refuses access (before any work)."""
+    """Refuse, in one line, a local folder this process cannot write (a read-only file system,
+    no permission), or a bucket that does not exist or refuses access (before any work)."""
     if location.is_local:
+        _check_local_writable(Path(location.uri), flag)
         return
     probe = location / f".jingle-probe-{uuid.uuid4().hex}"
     try:
@@ -227,6 +237,24 @@ def check_writable(location: Location, flag: str) -> None:
         elif "ACCESS_DENIED" in reason or "AccessDenied" in reason or "Forbidden" in reason or "403" in reason:
             reason = f"access to bucket {location.bucket!r} is refused (check the credentials)"
         raise StorageError(f"{flag} {location.uri}: {reason}") from None
+
+
+def _check_local_writable(path: Path, flag: str) -> None:
+    """Refuse ``path`` when the folder it is in, or will be made in, cannot be written.
+
+    Nothing is created: ``os.access`` asks the kernel, which answers for this process (a
+    read-only mount refuses even root; permission bits do not stop root, who can write).
+    """
+    existing = path
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():  # a file given as a folder: the command's own checks name it
+        return
+    if os.access(existing, os.W_OK | os.X_OK):
+        return
+    reason = "is on a read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY else "is not writable by this user"
+    where = reason if existing == path else f"cannot be created: {existing} {reason}"
+    raise StorageError(f"{flag} {path}: {where} (give a folder this user can write)")
 
 
 def check_readable(location: Location, flag: str) -> None:

@@ -442,11 +442,17 @@ class ShardStore:
         """
         line = json.dumps(entry, sort_keys=True)
         if self.root.is_local:
-            if self._journal_file is None:
-                self._journal_file = open(Path(self.root.uri) / JOURNAL, "a")
-            self._journal_file.write(line + "\n")
-            self._journal_file.flush()
-            os.fsync(self._journal_file.fileno())
+            journal = Path(self.root.uri) / JOURNAL
+            try:
+                if self._journal_file is None:
+                    self._journal_file = open(journal, "a")
+                self._journal_file.write(line + "\n")
+                self._journal_file.flush()
+                os.fsync(self._journal_file.fileno())
+            except OSError as error:  # write() and fsync() name no file: name the journal
+                if error.errno is None:
+                    raise
+                raise OSError(error.errno, error.strerror, str(journal)) from error
         else:
             (self.root / JOURNAL_DIR / f"{self._commits:08d}-{uuid.uuid4().hex[:8]}.json").write_text(line)
         self._commits += 1
@@ -512,16 +518,27 @@ class ShardStore:
             },
             schema=REJECT_SCHEMA,
         )
-        path = self.root / REJECTS
-        try:
-            if pq.read_table(io.BytesIO(path.read_bytes())).equals(table):
-                return False
-        except (FileNotFoundError, pa.ArrowInvalid, OSError):
-            pass
+        stored = self._stored_rejects()
+        if stored is not None and stored.equals(table):
+            return False
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
-        path.write_bytes(buffer.getvalue())
+        (self.root / REJECTS).write_bytes(buffer.getvalue())
         return True
+
+    def _stored_rejects(self) -> pa.Table | None:
+        """The folder's ``rejects.parquet`` as the last run wrote it (None: none, or unreadable)."""
+        try:
+            return pq.read_table(io.BytesIO((self.root / REJECTS).read_bytes()))
+        except (FileNotFoundError, pa.ArrowInvalid, OSError):
+            return None
+
+    def new_rejects(self, rejects: list[Reject]) -> int:
+        """How many of ``rejects`` (path and reason) the folder's rejects table does not hold
+        yet: all of them on a first run. Call before ``finish``, which rewrites the table."""
+        stored = self._stored_rejects()
+        known = set() if stored is None else set(zip(stored["path"].to_pylist(), stored["reason"].to_pylist()))
+        return sum((reject.path, reject.reason) not in known for reject in rejects)
 
     def _close_journal(self) -> None:
         if self._journal_file is not None:

@@ -7,8 +7,10 @@ Exit codes (ARCHITECTURE.md): 0 success, 2 bad usage or bad input that stops the
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -77,11 +79,7 @@ def init_ray(num_cpus: int | None = None, *, debug: bool = False) -> None:
             handler.setLevel(logging.WARNING)
     if ray.is_initialized():
         return
-    # The job's workers reach storage at the driver's endpoint and region; credentials are the
-    # node's own (runtime_env shows in every worker's command line and in Ray's logs). A local
-    # Ray started here inherits this process's environment, credentials included.
-    environment = storage_environment()
-    quiet = {"logging_level": logging.WARNING, "log_to_driver": debug, **({"runtime_env": {"env_vars": environment}} if environment else {})}
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": debug, **job_runtime_env()}
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], **quiet)
         return
@@ -90,6 +88,20 @@ def init_ray(num_cpus: int | None = None, *, debug: bool = False) -> None:
         ray.init(address=address, **quiet)
     else:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **quiet)
+
+
+def job_runtime_env() -> dict:
+    """``ray.init``'s ``runtime_env`` argument for a job: the driver's storage settings
+    (endpoint, region), never its credentials; empty when none is set.
+
+    ``runtime_env`` is no secret channel: it shows in every worker's command line
+    (``--serialized-runtime-env-context``), in the session's world-readable
+    ``runtime_env_agent.log`` and, on a cluster, in the Jobs API. A local Ray started by
+    ``init_ray`` inherits the driver's environment, credentials included (its raylet starts
+    the workers); a cluster's nodes use their own (instance role, ``~/.aws/credentials``).
+    """
+    environment = storage_environment()
+    return {"runtime_env": {"env_vars": environment}} if environment else {}
 
 
 def running_cluster_address(timeout_seconds: float = 1.0) -> str | None:
@@ -128,9 +140,48 @@ def run_main(run: Callable[[argparse.Namespace], int | None], args: argparse.Nam
     except Exception as error:  # an internal failure: say what, hide the stack unless asked
         if getattr(args, "debug", False):
             traceback.print_exc()
+        full = disk_full(error)
+        if full:  # not the user's input, not a bug either: the line says what to do
+            print(f"{prog}: error: {full} (free some space, then rerun)", file=sys.stderr)
+            return 1
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         print(f"{prog}: internal error: {type(error).__name__}: {first} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+# Error numbers of a write that found no room: the disk is full, or the user's quota is.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(error: BaseException) -> str | None:
+    """``"PATH: No space left on device"`` when ``error`` comes from a write that found no
+    room (the path when known), else None.
+
+    Looks through the error's causes and Ray's wrappers: a task's exception reaches the
+    driver as a ``RayTaskError`` whose ``cause`` is that exception (its file name intact);
+    Ray Data wraps it once more in a ``UserCodeException`` whose own cause is lost on the
+    way, so there the worker's traceback text, which Ray keeps, is read instead.
+    """
+    chain, pending = [], [error]
+    while pending:
+        current = pending.pop()
+        if any(current is seen for seen in chain):
+            continue
+        chain.append(current)
+        if isinstance(current, OSError) and current.errno in DISK_FULL_ERRNOS:
+            reason = current.strerror or os.strerror(current.errno)
+            return f"{current.filename}: {reason}" if current.filename else reason
+        pending += [cause for cause in (current.__cause__, current.__context__, getattr(current, "cause", None))
+                    if isinstance(cause, BaseException)]
+    for current in chain:
+        text = f"{getattr(current, 'traceback_str', '')}\n{current}"
+        for number in DISK_FULL_ERRNOS:
+            reason = os.strerror(number)
+            # how Python prints such an OSError: [Errno 28] No space left on device: '/the/path'
+            match = re.search(rf"\[Errno {number}\] {re.escape(reason)}(?:: (['\"])(.+?)\1)?", text)
+            if match:
+                return f"{match.group(2)}: {reason}" if match.group(2) else reason
+    return None
 
 
 @dataclass(frozen=True)

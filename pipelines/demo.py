@@ -91,12 +91,13 @@ def held_out_summary(outputs: list[dict]) -> str:
     best = max((entry for entry in outputs if entry.get("shortcut")), key=lambda entry: entry["score"])
     columns = [("model", by_name["model"]), ("arrangement (decoded)", by_name["arrangement_decoded"]), (f"best shortcut: {best['name']}", best)]
     width = max(len(label) for label, _ in (*HELD_OUT_FIGURES, ("arrangement score", "")))
+    cell = max(len(label) for label, _ in columns) + 2
     lines = ["held-out fusion, against the rendered arrangement and the shortcuts (higher is better):",
-             " " * (width + 2) + "".join(f"{label:>28}" for label, _ in columns)]
+             " " * (width + 2) + "".join(f"{label:>{cell}}" for label, _ in columns)]
     rows = [("arrangement score", None)] + list(HELD_OUT_FIGURES)
     for label, figure in rows:
         cells = [entry["score"] if figure is None else entry["figures"].get(figure) for _, entry in columns]
-        lines.append(f"  {label:<{width}}" + "".join(f"{'n/a' if value is None else f'{value:.3f}':>28}" for value in cells))
+        lines.append(f"  {label:<{width}}" + "".join(f"{'n/a' if value is None else f'{value:.3f}':>{cell}}" for value in cells))
     verdict = "beats" if by_name["model"]["score"] > best["score"] else "does not beat"
     lines.append(f"  the model {verdict} every shortcut on the score")
     return "\n".join(lines)

@@ -227,6 +227,7 @@ def preprocess_into_store(
             init_ray(args.num_cpus, debug=args.debug)
             progress = pipeline(store, work, pairs)
         rejects = store.all_rejects(found.rejects + probe_rejects, present={c.pair.pair_id for c in checked})
+        summary.new_rejects = store.new_rejects(rejects)  # before finish() rewrites the table
         summary.changed = store.finish(rejects) or bool(work)
         summary.rejects = rejects
         summary.total_rows = sum(entry["rows"] for entry in store.files.values())
@@ -236,7 +237,6 @@ def preprocess_into_store(
         summary.segments_written = progress.rows
         summary.shards_written = progress.shards
         summary.audio_seconds = progress.audio_seconds
-        summary.new_rejects = len(progress.decode_rejects)
         summary.files_read = 2 * len(work) - sum(r.reason.startswith(f"{first_role}:") for r in progress.decode_rejects)
     summary.wall_seconds = time.perf_counter() - started
     return summary

@@ -27,7 +27,7 @@ from pipelines.common import EntryPoint, UsageError, add_common_arguments, init_
 from pipelines.loop import VALIDATION_METRIC, LoopSettings
 from pipelines.shard_data import ShardData
 from pipelines.tasks import Task, get_task
-from pipelines.tracking import open_tracking_run
+from pipelines.tracking import ending_tracking_run, open_tracking_run
 from pipelines.worker import WorkerPlan
 
 # Logical CPUs left to Ray Data's read tasks when the data streams: workers that took
@@ -218,6 +218,7 @@ def run(task_name: str, args: argparse.Namespace) -> TrainSummary:
     started = time.perf_counter()
     task = get_task(task_name)
     config = task.config_class.from_file(args.config).with_overrides(parse_overrides(args.override))
+    storage_location(args.storage)  # a read-only folder or a missing bucket is refused before any work
     training = config.training
     data = ShardData.open(args.data, kind=task.name)
     validation = ShardData.open(args.validation, kind=task.name, flag="--validation") if getattr(args, "validation", None) else None
@@ -231,24 +232,28 @@ def run(task_name: str, args: argparse.Namespace) -> TrainSummary:
         storage=place.storage, experiment=f"jingle-{task.name}", run_name=place.name,
         params={"config": config.to_dict(), "data": data.root, "workers": workers},
     )
-    plan = WorkerPlan(
-        task=task.name,
-        config=config.to_dict(),
-        task_plan=task_plan,
-        data=data.plan(task.data_columns(config), train_ids, validation_ids, max_in_memory_mb=training.max_in_memory_mb, validation=validation),
-        loop=LoopSettings(
-            epochs=training.epochs,
-            steps_per_epoch=task_plan.steps_per_epoch,
-            checkpoint_every_steps=training.checkpoint_every_steps,
-            fail_at_step=training.fail_at_step,
-            run_dir=str(place.run_dir),
-            selection=task.selection,
-        ),
-        tracking=tracking,
-    )
-    result = run_trainer(plan, workers=workers, use_gpu=use_gpu, place=place, num_to_keep=training.num_to_keep, max_failures=training.max_failures)
-    return summarize(result, task=task, place=place, has_validation=bool(validation_ids), tracking_uri=tracking.uri,
-                     run_id=tracking.run_id, seconds=time.perf_counter() - started)
+    # Rank 0 logs into the run; the driver, which knows how the training ended, ends it:
+    # FINISHED, FAILED (an exception here, in fit() or in the summary) or KILLED (Ctrl-C, SIGTERM).
+    with ending_tracking_run(tracking):
+        plan = WorkerPlan(
+            task=task.name,
+            config=config.to_dict(),
+            task_plan=task_plan,
+            data=data.plan(task.data_columns(config), train_ids, validation_ids, max_in_memory_mb=training.max_in_memory_mb, validation=validation),
+            loop=LoopSettings(
+                epochs=training.epochs,
+                steps_per_epoch=task_plan.steps_per_epoch,
+                checkpoint_every_steps=training.checkpoint_every_steps,
+                fail_at_step=training.fail_at_step,
+                run_dir=str(place.run_dir),
+                selection=task.selection,
+            ),
+            tracking=tracking,
+        )
+        result = run_trainer(plan, workers=workers, use_gpu=use_gpu, place=place, num_to_keep=training.num_to_keep,
+                             max_failures=training.max_failures)
+        return summarize(result, task=task, place=place, has_validation=bool(validation_ids), tracking_uri=tracking.uri,
+                         run_id=tracking.run_id, seconds=time.perf_counter() - started)
 
 
 def summarize(result: Any, *, task: Task, place: RunPlace, has_validation: bool, tracking_uri: str, run_id: str, seconds: float) -> TrainSummary:

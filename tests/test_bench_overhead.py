@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import run_benchmark
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.bench]  # not in the default run: `pytest -m bench`
 
 
 def test_overhead_benchmark_smoke(ray_address, tmp_path):

@@ -30,5 +30,5 @@ def test_search_transfer_benchmark_smoke(ray_address, tmp_path):
     for name in ("split", "folder"):
         trials = results["searches"][name]["trials"]
         assert len(trials) == 2 and all(0 < trial["test"]["score"] <= 1 for trial in trials)
-    assert set(results["full"]) == {"default", "best of folder"}
+    assert set(results["full"]) == {"default"}
     assert all(0 < entry["test"]["score"] <= 1 for entry in results["full"].values())

@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.bench]  # not in the default run: `pytest -m bench`
 
 
 def test_train_benchmark_smoke(ray_address, tmp_path):

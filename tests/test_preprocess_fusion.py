@@ -187,10 +187,13 @@ def test_bad_inputs_are_rejected_and_good_files_still_written(ray_session, tmp_p
     assert {r["stage"] for r in rejects.values()} == {"discovery", "probe", "decode"}
     assert [(p, i) for p, i, _ in rows_on_disk(out)] == [("good1", 0), ("good1", 1), ("good2", 0), ("good2", 1), ("good2", 2)]
     assert len(summary.rejects) == len(bad)
+    # a first run: every reject is new (discovery, probe and decode alike)
+    assert f"  files rejected     {len(bad)} ({len(bad)} new)" in summary.report().splitlines()
     # a rerun neither retries the bad files nor rewrites the rejects table
     mtime = (out / "rejects.parquet").stat().st_mtime_ns
     again = preprocess(pairs, out)
     assert again.pairs_processed == 0 and len(again.rejects) == len(bad)
+    assert f"  files rejected     {len(bad)} (0 new)" in again.report().splitlines()
     assert (out / "rejects.parquet").stat().st_mtime_ns == mtime
 
 

@@ -79,6 +79,7 @@ def test_training_completes_with_checkpoints_and_the_loss_falls(clean_run):
 
 def test_workers_ran_and_the_mlflow_run_holds_metrics_and_artifacts(clean_run):
     client, run = mlflow_run(clean_run)
+    assert run.info.status == "FINISHED" and run.info.end_time >= run.info.start_time  # ended by the driver
     metrics = set(run.data.metrics)
     assert {"total", "spectral", "rms_in", "rms_tgt", "novelty", "corr_cost", "val_total", "grad_norm"} <= metrics
     assert {"input_rhythm", "input_harmony", "input_timbre", "target_rhythm", "target_harmony", "target_timbre"} <= metrics

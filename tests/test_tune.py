@@ -91,7 +91,7 @@ def test_best_config_is_complete_and_trains_with_jingle_train(search, fusion_dat
         assert best[section][name] == value
     # the base config's own values are kept where the space did not search
     assert best["training"]["epochs"] == 4 and best["training"]["batch_size"] == CONFIG["training"]["batch_size"]
-    assert best["model"]["model_dim"] == TINY_MODEL["model_dim"] and best["validation"] == CONFIG["validation"]
+    assert best["model"]["model_dim"] == TINY_MODEL["model_dim"] and best["validation"]["score_segments"] == CONFIG["validation"]["score_segments"]
     trained = train_fusion.run(train_fusion.build_parser().parse_args(
         ["--data", str(fusion_data / "shards"), "--config", summary.best_config, "--storage", str(tmp_path), "--workers", "1",
          "--override", "training.epochs=1"]
