@@ -138,6 +138,21 @@ def write_shard(out_dir: str | os.PathLike, table: pa.Table, keys: list[tuple[st
     return {"file": name, "rows": table.num_rows, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
+def shard_problem(path: Location, entry: dict, *, verify: bool) -> str | None:
+    """What is wrong with one committed shard against its manifest entry, or None.
+
+    Existence and size always (a stat); the content's sha256 with ``verify`` (a full read).
+    """
+    if not path.exists():
+        return "is missing"
+    size = path.size()
+    if "bytes" in entry and size != entry["bytes"]:
+        return f"has {size} bytes, the manifest says {entry['bytes']} (truncated or replaced)"
+    if verify and "sha256" in entry and hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+        return "does not match the manifest's sha256 (corrupt)"
+    return None
+
+
 @dataclass
 class ItemState:
     fingerprint: str
@@ -275,14 +290,19 @@ class ShardStore:
         settings: everything that makes rows incompatible when it changes (codec id,
             segmenting, latent dtype...). A folder written with other settings is refused.
         wait: when another run holds the folder, wait for it (else ``FolderBusy``).
+        verify: also check every committed shard's sha256 against the manifest (a full
+            read); existence and size are always checked. A damaged shard is dropped, and
+            the rows it held (of every pair in it) are made again by the run.
 
     Raises:
         FolderBusy: another run holds the folder.
         InputError: the folder cannot be created, or its settings differ.
     """
 
-    def __init__(self, out_dir: str | os.PathLike | Location, *, kind: str, settings: dict, wait: bool = False) -> None:
+    def __init__(self, out_dir: str | os.PathLike | Location, *, kind: str, settings: dict, wait: bool = False,
+                 verify: bool = False) -> None:
         self.root = Location.of(out_dir)
+        self.verify = verify
         self.kind = kind
         self.settings = settings
         self.shard_dir = self.root / SHARD_DIR
@@ -297,6 +317,7 @@ class ShardStore:
         self.recovered_shards = 0
         self.removed_orphans = 0
         self.invalidated_files = 0
+        self.damaged_files: list[tuple[str, str]] = []  # (shard name, what was wrong): dropped, their pairs redone
         self._journal_file = None  # local: the open journal.jsonl
         self._commits = 0  # commits of this run
         try:
@@ -351,7 +372,8 @@ class ShardStore:
             self._apply(entry)
             self.recovered_shards += entry.get("file") is not None
         self._remove_orphans()
-        if journal:
+        self._drop_damaged()
+        if journal or self.damaged_files:
             self._write_manifest()
             self._clear_journal()
 
@@ -377,6 +399,15 @@ class ShardStore:
             if path.name.startswith(".tmp-") or (path.name.endswith(".parquet") and path.name not in self.files):
                 path.delete()
                 self.removed_orphans += not path.name.startswith(".tmp-")
+
+    def _drop_damaged(self) -> None:
+        """Drop committed shards that are missing, of the wrong size or (``verify``) of the
+        wrong content: their rows count as not done, so ``plan`` makes them again."""
+        for name in sorted(self.files):
+            problem = shard_problem(self.shard_dir / name, self.files[name], verify=self.verify)
+            if problem is not None:
+                self.damaged_files.append((name, problem))
+                self._drop_file(name)
 
     def _apply(self, entry: dict) -> None:
         if entry.get("file"):

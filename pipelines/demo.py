@@ -89,10 +89,11 @@ def held_out_summary(outputs: list[dict]) -> str:
     (as decoded through the codec, the way the model's output is) and the best shortcut's."""
     by_name = {entry["name"]: entry for entry in outputs}
     best = max((entry for entry in outputs if entry.get("shortcut")), key=lambda entry: entry["score"])
-    columns = [("model", by_name["model"]), ("arrangement (decoded)", by_name["arrangement_decoded"]), (f"best shortcut: {best['name']}", best)]
+    columns = [("model", by_name["model"]), ("arrangement", by_name["arrangement_decoded"]), ("best shortcut", best)]
     width = max(len(label) for label, _ in (*HELD_OUT_FIGURES, ("arrangement score", "")))
     cell = max(len(label) for label, _ in columns) + 2
-    lines = ["held-out fusion, against the rendered arrangement and the shortcuts (higher is better):",
+    lines = ["held-out fusion, against the rendered arrangement (decoded through the codec, as the model's output is) "
+             f"and the best shortcut ({best['name']}); higher is better:",
              " " * (width + 2) + "".join(f"{label:>{cell}}" for label, _ in columns)]
     rows = [("arrangement score", None)] + list(HELD_OUT_FIGURES)
     for label, figure in rows:

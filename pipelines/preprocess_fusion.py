@@ -60,9 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
-    """The output folder's lock: what a run does when another run holds it."""
+    """The output folder's lock (what a run does when another run holds it) and the check of
+    its shards against the manifest."""
     parser.add_argument("--if-busy", choices=("exit", "wait"), default="exit",
                         help="when another run is writing --out: exit at once with status 75, or wait for it (default: exit)")
+    parser.add_argument("--verify", action="store_true",
+                        help="also check every shard's sha256 against the manifest (existence and size are always checked); "
+                             "a damaged shard's rows are made again")
 
 
 @dataclass
@@ -84,6 +88,7 @@ class Summary:
     total_files: int = 0
     removed_orphans: int = 0
     invalidated_files: int = 0
+    damaged_files: list[tuple[str, str]] = field(default_factory=list)  # (shard, problem): dropped and made again
     changed: bool = False
     took_over: dict | None = None  # the lock of a run that did not finish (host, pid, started)
 
@@ -124,6 +129,10 @@ class Summary:
                 f"  recovered          removed {self.removed_orphans} unfinished shards of an interrupted run, "
                 f"{self.invalidated_files} shards of changed pairs"
             )
+        for name, problem in self.damaged_files[:20]:
+            lines.append(f"  damaged shard      {name} {problem}: its rows were made again")
+        if len(self.damaged_files) > 20:
+            lines.append(f"  damaged shards     ... and {len(self.damaged_files) - 20} more, made again")
         return "\n".join(lines)
 
 
@@ -215,13 +224,14 @@ def preprocess_into_store(
     out = Location.of(args.out)
     check_writable(out, "--out")
     summary = Summary(out_dir=str(out), pairs_found=len(found.pairs))
-    with ShardStore(out, kind=kind, settings=settings, wait=args.if_busy == "wait") as store:
+    with ShardStore(out, kind=kind, settings=settings, wait=args.if_busy == "wait", verify=getattr(args, "verify", False)) as store:
         summary.took_over = store.took_over
         checked, probe_rejects = check(found.pairs)
         pairs = {c.pair.pair_id: c.pair for c in checked}
         work = store.plan({c.pair.pair_id: c.fingerprint for c in checked})
         summary.pairs_already_done = sum(1 for c in checked if store.items.get(c.pair.pair_id) and store.items[c.pair.pair_id].complete())
         summary.removed_orphans, summary.invalidated_files = store.removed_orphans, store.invalidated_files
+        summary.damaged_files = list(store.damaged_files)
         progress = None
         if work:
             init_ray(args.num_cpus, debug=args.debug)

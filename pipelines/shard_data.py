@@ -12,7 +12,7 @@ from typing import Any
 from core.storage import Location, check_readable
 from datasets.pairs import InputError
 from datasets.shard_rows import MemoryRows, Rows, StreamedRows
-from datasets.shards import read_manifest, shard_paths
+from datasets.shards import read_manifest, shard_paths, shard_problem
 
 # What one read or filter task of a streamed dataset asks for: they mostly wait on storage.
 DATA_TASK_CPUS = 0.25
@@ -80,6 +80,13 @@ class ShardData:
                 rows[pair_id] = rows.get(pair_id, 0) + len(indices)
         if not rows:
             raise InputError(f"{flag} {root} holds no rows: run jingle preprocess {kind} first")
+        # A lost or truncated shard would fail every worker the same way, retry after retry:
+        # refuse it here, in one line (the content's sha256 is preprocessing's --verify).
+        for name, entry in sorted(manifest["files"].items()):
+            problem = shard_problem(location / manifest["shard_dir"] / name, entry, verify=False)
+            if problem is not None:
+                raise InputError(f"{flag} {root}: shard {manifest['shard_dir']}/{name} {problem}; rerun jingle preprocess "
+                                 f"{kind} with the same --pairs and --out (it makes that shard's rows again)")
         return cls(root, kind, manifest["settings"], rows, tuple(shard_paths(location)))
 
     def plan(

@@ -12,7 +12,6 @@ import pytest
 from bench.search_transfer import spearman
 from tests.conftest import run_benchmark
 
-pytestmark = pytest.mark.ray
 
 
 def test_spearman_is_the_rank_correlation():
@@ -22,6 +21,8 @@ def test_spearman_is_the_rank_correlation():
     assert spearman([1, 2], [1, 2]) is None  # too few trials to rank
 
 
+@pytest.mark.ray
+@pytest.mark.bench  # not in the default run: `pytest -m bench`
 def test_search_transfer_benchmark_smoke(ray_address, tmp_path):
     result = run_benchmark("search_transfer.py", ray_address, "--smoke", "--work", str(tmp_path / "work"))
     assert result.returncode == 0, result.stderr[-3000:]

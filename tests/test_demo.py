@@ -9,6 +9,7 @@ import re
 import pytest
 
 from datasets.shards import shard_paths
+from models.shortcuts import ALL_SHORTCUTS
 
 
 def test_demo_runs_end_to_end(ray_session, tmp_path, capsys):
@@ -29,7 +30,9 @@ def test_demo_runs_end_to_end(ray_session, tmp_path, capsys):
     scores = {entry["name"]: entry["score"] for entry in scored}
     assert {"model", "arrangement", "arrangement_decoded", "plain_mix", "smeared_arrangement"} <= set(scores)
     assert scores["arrangement"] == max(scores.values())
-    assert "held-out fusion, against the rendered arrangement and the shortcuts" in printed
+    # the demo's model writes an arrangement: it beats every shortcut (measured 0.66 against 0.43)
+    assert scores["model"] > max(scores[name] for name in ALL_SHORTCUTS) + 0.05, scores
+    assert "held-out fusion, against the rendered arrangement (decoded through the codec" in printed
     assert re.search(r"note onsets on the input's hits, F1 +\d\.\d{3} +\d\.\d{3}", printed)
     # the pointer network's half: alignment-labelled pairs, a trained conform model, two EDLs
     assert "preprocessed 8 pairs" in printed.split("trained to step")[1]
