@@ -23,7 +23,7 @@ under ``OUT/journal/``, and the lock is an object with a heartbeat (no ``flock``
 One run at a time holds a folder (``OUT/.lock``). A second run waits for it or stops with
 one line (``busy``); a lock whose run is gone (killed, even by SIGKILL) is taken over: a
 local lock is an ``flock`` the kernel drops with its process, an object-store lock names
-its host and process and is refreshed every ``LOCK_HEARTBEAT_S``; it is stale when that
+its host and process and is refreshed every ``LOCK_HEARTBEAT_S`` (``datasets/folder_lock.py``); it is stale when that
 process is gone (same host) or its heartbeat is older than ``LOCK_STALE_S``.
 
 Rows are keyed by (item id, segment index), so a rerun makes exactly the missing rows:
@@ -33,14 +33,10 @@ shard holding its rows; the other items of those shards are redone too.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
 import os
-import socket
-import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +47,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.storage import Location, StorageError
+from datasets.folder_lock import LOCK, FolderBusy, FolderLock  # noqa: F401 (LOCK, FolderBusy: imported from here)
 from datasets.pairs import InputError, Reject
 
 SCHEMA_VERSION = 1
@@ -59,10 +56,6 @@ MANIFEST = "manifest.json"
 JOURNAL = "journal.jsonl"
 JOURNAL_DIR = "journal"  # object stores: one object per commit
 REJECTS = "rejects.parquet"
-LOCK = ".lock"
-LOCK_HEARTBEAT_S = 30.0
-LOCK_STALE_S = 300.0
-BUSY_POLL_S = 2.0
 LATENT_DTYPES = ("float32", "float16")
 
 REJECT_SCHEMA = pa.schema(
@@ -173,112 +166,6 @@ class WorkItem:
     item_id: str
     fingerprint: str
     skip: tuple[int, ...] = ()
-
-
-class FolderBusy(InputError):
-    """Another run holds the output folder (and this one was told not to wait)."""
-
-
-class FolderLock:
-    """One run at a time per output folder (see the module's docstring).
-
-    Args:
-        root: the output folder.
-        wait: wait for a running holder to finish instead of raising ``FolderBusy``.
-    """
-
-    def __init__(self, root: Location, *, wait: bool = False) -> None:
-        self.location = root / LOCK
-        self.took_over: dict | None = None  # what a stale lock said, when one was taken over
-        self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), "heartbeat": time.time()}
-        self._handle = None
-        self._stop = threading.Event()
-        self._heartbeat: threading.Thread | None = None
-        while not self._try_acquire():
-            if not wait:
-                holder = self.holder_line()
-                raise FolderBusy(f"--out {root} is being written by another jingle run{holder}; "
-                                 f"rerun with --if-busy wait to wait for it")
-            time.sleep(BUSY_POLL_S)
-
-    def holder_line(self) -> str:
-        try:
-            holder = json.loads(self.location.read_text())
-            return f" (pid {holder['pid']} on {holder['host']}, since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder['started']))})"
-        except (FileNotFoundError, StorageError, ValueError, KeyError):
-            return ""
-
-    def _try_acquire(self) -> bool:
-        if self.location.is_local:
-            return self._try_flock()
-        try:
-            held = json.loads(self.location.read_text())
-        except FileNotFoundError:
-            held = None
-        except ValueError:
-            held = None  # a torn or foreign object: nobody can be holding it through that
-        if held is not None and not _stale(held):
-            return False
-        self.took_over = held
-        self.location.write_text(json.dumps(self.owner))
-        self._heartbeat = threading.Thread(target=self._beat, name="jingle-lock-heartbeat", daemon=True)
-        self._heartbeat.start()
-        return True
-
-    def _try_flock(self) -> bool:
-        path = self.location.uri
-        handle = open(path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            return False
-        handle.seek(0)
-        try:
-            earlier = json.loads(handle.read() or "null")
-        except ValueError:
-            earlier = None
-        # The kernel dropped the previous holder's flock with its process: a lock file
-        # that still names a process means that run did not end by itself.
-        self.took_over = earlier if isinstance(earlier, dict) else None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps(self.owner))
-        handle.flush()
-        self._handle = handle
-        return True
-
-    def _beat(self) -> None:
-        while not self._stop.wait(LOCK_HEARTBEAT_S):
-            self.owner["heartbeat"] = time.time()
-            try:
-                self.location.write_text(json.dumps(self.owner))
-            except StorageError:
-                pass  # the next beat tries again; the run itself fails on its own writes
-
-    def release(self) -> None:
-        self._stop.set()
-        if self._handle is not None:
-            self._handle.seek(0)
-            self._handle.truncate()  # an empty lock file: this run ended by itself
-            self._handle.close()
-            self._handle = None
-        elif self._heartbeat is not None:
-            self._heartbeat.join(timeout=5)
-            self.location.delete()
-            self._heartbeat = None
-
-
-def _stale(held: dict) -> bool:
-    """Whether an object-store lock's run is gone."""
-    if held.get("host") == socket.gethostname():
-        try:
-            os.kill(int(held["pid"]), 0)
-        except ProcessLookupError:
-            return True
-        except (PermissionError, KeyError, ValueError, TypeError):
-            pass
-    return time.time() - float(held.get("heartbeat", 0)) > LOCK_STALE_S
 
 
 class ShardStore:

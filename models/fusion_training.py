@@ -24,7 +24,8 @@ from torch import nn
 from models.cascade import FusionOutput
 from models.fusion_config import FusionTrainConfig
 from models.loss_result import LossResult
-from models.losses import FusionLoss, build_discriminator, discriminator_loss, loss_domain
+from models.adversarial import build_discriminator, discriminator_loss
+from models.losses import FusionLoss, loss_domain
 from models.masking import MaskingConfig, apply_complementary_mask
 from models.optimization import autocast, optimizer_step
 

@@ -25,16 +25,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping
 
-import auraloss
 import torch
 import torch.nn.functional as F
-from encodec.msstftd import MultiScaleSTFTDiscriminator
 from torch import nn
 
 from core.config import config_from_dict, require_bool, require_number
+from models.adversarial import hinge_generator_loss
 from models.loss_result import LossResult
+from models.spectral_losses import LogMelFrames, MultiResolutionLogMelLoss, MultiResolutionSpectralLoss, rms_difference
 
 NOVELTY_THRESHOLD = 0.7
 ENVELOPE_PARTS = 250  # note 003: 384,000 samples / 250 = 1,536 samples ≈ 64 ms at 24 kHz
@@ -207,80 +207,6 @@ def modulation_correlation(
     return correlation_cost(envelope(input_audio, parts), envelope(target_audio, parts), envelope(output_audio, parts))
 
 
-# --------------------------------------------------------------------------- spectral
-
-
-class MultiResolutionSpectralLoss(nn.Module):
-    """Multi-resolution STFT loss on audio (auraloss: spectral convergence + log-magnitude L1).
-
-    The default resolutions (FFT 512/1024/2048, hop a quarter of the FFT) span ~21 to
-    ~85 ms windows at 24 kHz: short ones for drum transients, long ones for pitch.
-
-    Args (forward):
-        output, reference: [B, 1, S] waveforms.
-    Returns:
-        scalar loss, averaged over the resolutions.
-    """
-
-    def __init__(
-        self,
-        *,
-        fft_sizes: Sequence[int] = (512, 1024, 2048),
-        hop_sizes: Sequence[int] | None = None,
-        win_lengths: Sequence[int] | None = None,
-    ) -> None:
-        super().__init__()
-        fft_sizes = list(fft_sizes)
-        hop_sizes = list(hop_sizes) if hop_sizes is not None else [size // 4 for size in fft_sizes]
-        win_lengths = list(win_lengths) if win_lengths is not None else list(fft_sizes)
-        if not fft_sizes or not (len(fft_sizes) == len(hop_sizes) == len(win_lengths)):
-            raise ValueError(
-                f"need as many hop sizes and window lengths as FFT sizes, got {fft_sizes}, {hop_sizes}, {win_lengths}"
-            )
-        self.stft_loss = auraloss.freq.MultiResolutionSTFTLoss(
-            fft_sizes=fft_sizes, hop_sizes=hop_sizes, win_lengths=win_lengths
-        )
-
-    def forward(self, output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        return self.stft_loss(output, reference)
-
-
-class MultiResolutionLogMelLoss(nn.Module):
-    """L1 between log-mel frames at several time resolutions (the mel codec's spectral loss).
-
-    The mel codec decodes with Griffin-Lim, which passes no gradient, so the spectral loss
-    is taken on the frames themselves. They already are a log-magnitude spectrogram, so an
-    L1 on them is the log-magnitude half of a multi-resolution STFT loss; the resolutions
-    come from average-pooling the frames in time (by 1, 2, 4 frames: 13, 27, 53 ms at
-    75 frames/s), which lets coarse scales reward the right spectral shape even where the
-    fine timing differs.
-
-    Args (forward):
-        output, reference: [B, D, T] natural-log mel frames.
-    Returns:
-        scalar loss, averaged over the resolutions.
-    """
-
-    def __init__(self, *, pool_sizes: Sequence[int] = (1, 2, 4)) -> None:
-        super().__init__()
-        if not pool_sizes or any(size < 1 for size in pool_sizes):
-            raise ValueError(f"pool_sizes must be positive frame counts, got {tuple(pool_sizes)}")
-        self.pool_sizes = tuple(pool_sizes)
-
-    def forward(self, output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        losses = [
-            # ceil_mode keeps the last, partial window (averaged over the frames it has)
-            F.l1_loss(F.avg_pool1d(output, size, ceil_mode=True), F.avg_pool1d(reference, size, ceil_mode=True))
-            for size in self.pool_sizes
-        ]
-        return torch.stack(losses).mean()
-
-
-def rms_difference(output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """sqrt(mean((output - reference)²)) over everything: note 000's rms_in / rms_tgt."""
-    return torch.sqrt(F.mse_loss(output, reference))
-
-
 # --------------------------------------------------------------------------- reconstruction (the arrangement's parts)
 
 
@@ -347,86 +273,6 @@ def arrangement_reconstruction(
     else:  # one frame has no contour to follow
         rhythm = output.new_zeros(())
     return ReconstructionTerms(harmony + rhythm, harmony, rhythm)
-
-
-class LogMelFrames(nn.Module):
-    """Decoded audio as natural-log mel frames at ~75 frames/s, where the reconstruction
-    term is taken in the audio domain (the mel codec's latents already are such frames).
-
-    Args (forward):
-        audio: [B, 1, S] waveform.
-    Returns:
-        [B, M, T] with M = ``mels``.
-    """
-
-    def __init__(self, sample_rate: int, *, mels: int = 64, frame_rate: int = 75) -> None:
-        super().__init__()
-        import torchaudio  # only the audio domain needs it
-
-        hop = max(1, sample_rate // frame_rate)
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=sample_rate, n_fft=4 * hop, hop_length=hop, n_mels=mels, power=1.0
-        )
-
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        return torch.log(self.mel(audio[:, 0]).clamp_min(1e-5))  # [B, M, T]
-
-
-# --------------------------------------------------------------------------- GAN (EnCodec's MS-STFT discriminator)
-
-
-def build_discriminator(filters: int = 32, **kwargs: Any) -> MultiScaleSTFTDiscriminator:
-    """EnCodec's multi-scale STFT discriminator (FFT 1024/2048/512); kwargs go to it.
-
-    Its forward maps [B, 1, S] audio (S >= the largest FFT) to ``(logits, feature_maps)``:
-    one logit map [B, 1, T', F'] per scale K, and per scale a list of 5 feature maps.
-    """
-    if filters < 1:
-        raise ValueError(f"filters must be positive, got {filters}")
-    return MultiScaleSTFTDiscriminator(filters=filters, **kwargs)
-
-
-def hinge_generator_loss(fake_logits: Sequence[torch.Tensor]) -> torch.Tensor:
-    """EnCodec's adversarial generator loss: mean over scales of mean(relu(1 - D_k(fake)))."""
-    return torch.stack([F.relu(1.0 - logits).mean() for logits in fake_logits]).mean()
-
-
-def hinge_discriminator_loss(real_logits: Sequence[torch.Tensor], fake_logits: Sequence[torch.Tensor]) -> torch.Tensor:
-    """EnCodec's discriminator loss: mean over scales of mean(relu(1 - D_k(real))) + mean(relu(1 + D_k(fake)))."""
-    if len(real_logits) != len(fake_logits):
-        raise ValueError(f"need logits of as many scales for real and fake, got {len(real_logits)} and {len(fake_logits)}")
-    per_scale = [F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean() for real, fake in zip(real_logits, fake_logits)]
-    return torch.stack(per_scale).mean()
-
-
-def feature_matching_loss(
-    real_feature_maps: Sequence[Sequence[torch.Tensor]], fake_feature_maps: Sequence[Sequence[torch.Tensor]]
-) -> torch.Tensor:
-    """EnCodec's relative feature-matching L1: mean over scales and layers of
-    mean|real - fake| / mean|real|, with the real features detached.
-
-    Not part of ``FusionLoss``: a fusion has no real counterpart, and matching the features
-    of the input or the target would reward copying it. It is here for a reconstruction
-    stage where there is one.
-    """
-    terms = [
-        F.l1_loss(fake, real.detach()) / (real.detach().abs().mean() + 1e-8)
-        for real_scale, fake_scale in zip(real_feature_maps, fake_feature_maps, strict=True)
-        for real, fake in zip(real_scale, fake_scale, strict=True)
-    ]
-    return torch.stack(terms).mean()
-
-
-def discriminator_loss(discriminator: nn.Module, real_audio: torch.Tensor, fake_audio: torch.Tensor) -> torch.Tensor:
-    """Hinge loss for the discriminator's own update; the fake audio is detached so that
-    this step trains the discriminator only.
-
-    Args:
-        real_audio, fake_audio: [B, 1, S] waveforms.
-    """
-    real_logits, _ = discriminator(real_audio)
-    fake_logits, _ = discriminator(fake_audio.detach())
-    return hinge_discriminator_loss(real_logits, fake_logits)
 
 
 # --------------------------------------------------------------------------- weights and the combined loss

@@ -14,7 +14,8 @@ from models.cascade import build_fusion_model
 from models.codecs import build_codec
 from models.fusion_config import FusionTrainConfig
 from models.fusion_training import FusionObjective, train_step
-from models.losses import build_discriminator, correlation_cost, envelope, hinge_discriminator_loss
+from models.adversarial import build_discriminator, hinge_discriminator_loss
+from models.losses import correlation_cost, envelope
 from models.optimization import build_optimizer
 from tests.test_fusion_training import TINY_MODEL
 

@@ -8,25 +8,26 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from models.losses import (
-    FusionLoss,
-    LogMelFrames,
-    MultiResolutionLogMelLoss,
-    arrangement_reconstruction,
-    LossWeights,
+from models.adversarial import (
     build_discriminator,
-    correlation_cost,
     discriminator_loss,
-    envelope,
     feature_matching_loss,
-    frame_envelope,
     hinge_discriminator_loss,
     hinge_generator_loss,
+)
+from models.losses import (
+    FusionLoss,
+    arrangement_reconstruction,
+    LossWeights,
+    correlation_cost,
+    envelope,
+    frame_envelope,
     loss_domain,
     modulation_correlation,
     novelty_loss,
     pearson,
 )
+from models.spectral_losses import LogMelFrames, MultiResolutionLogMelLoss
 
 PARTS = 250
 RECONSTRUCTION_TERMS = {"reconstruction", "reconstruction_harmony", "reconstruction_rhythm"}
