@@ -110,7 +110,9 @@ class TrainingConfig:
         validation_fraction: share of pair ids held out (split by pair, never by segment).
         checkpoint_every_steps: also checkpoint every N steps (0: once per epoch only).
         num_to_keep: checkpoints kept, best validation metric first.
-        max_failures: worker failures a run survives (FailureConfig).
+        max_failures: worker crashes a run survives (a killed process, a lost node), each
+            restart from the latest checkpoint; -1: no limit. An error that would happen
+            again (bad data, a bad config value, a bug) is never retried.
         fail_at_step: fault injection for tests: the last worker exits once at this step.
         max_in_memory_mb: shards up to this size (MB of Parquet) are read once by every
             worker and kept in memory; larger ones stream through Ray Data every epoch.

@@ -7,6 +7,10 @@ WAV files are read with ``soundfile`` (libsndfile), resampled with torchaudio. T
 cover what libsndfile lets through: ``probe`` compares the byte count that a WAV header
 declares for its audio with what the file holds, and ``read_mono`` compares the frames it
 actually read with the header's count.
+
+A recording of any length is read with ``stream_mono`` (blocks of mono at the codec's
+rate, resampled as they come: ``StreamingResampler``) and cut with ``cut_stream``, so that
+memory does not grow with the file; ``read_mono`` joins the same blocks for a short clip.
 """
 
 from __future__ import annotations
@@ -17,15 +21,15 @@ import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 import soundfile
 import torch
 import torchaudio
 
-# Reading in blocks keeps a multichannel file's memory at one mono copy.
-_READ_BLOCK_FRAMES = 1 << 18
+# File frames read at a time: what a reader holds besides its output (6 s at 44.1 kHz).
+READ_BLOCK_FRAMES = 1 << 18
 
 
 class AudioError(ValueError):
@@ -123,7 +127,8 @@ def _check_riff_data_size(path: Path, size: int) -> None:
 def read_mono(path: str | os.PathLike, sample_rate: int, *, info: AudioInfo | None = None) -> np.ndarray:
     """Read a file as float32 mono at ``sample_rate``.
 
-    Channels are averaged; the signal is resampled with torchaudio's windowed sinc.
+    Channels are averaged; the signal is resampled with torchaudio's windowed sinc. The
+    whole clip is returned: for a recording of any length, use ``stream_mono``.
 
     Returns:
         [S] float32 array.
@@ -133,26 +138,90 @@ def read_mono(path: str | os.PathLike, sample_rate: int, *, info: AudioInfo | No
             samples, or all-zero audio.
     """
     info = info or probe(path)
-    mono = np.empty(info.frames, dtype=np.float32)
-    read = 0
+    audio = np.empty(resampled_length(info.frames, info.sample_rate, sample_rate), dtype=np.float32)  # [S]
+    filled = 0
+    for block in stream_mono(path, sample_rate, info=info):
+        audio[filled : filled + len(block)] = block
+        filled += len(block)
+    assert filled == len(audio), f"{filled} samples streamed, {len(audio)} expected"
+    return audio
+
+
+def stream_mono(
+    path: str | os.PathLike, sample_rate: int, *, info: AudioInfo | None = None, block_frames: int = READ_BLOCK_FRAMES
+) -> Iterator[np.ndarray]:
+    """Read a file as float32 mono at ``sample_rate``, one block at a time.
+
+    The blocks, joined, are ``read_mono``'s samples exactly; what is held at once is a block
+    of ``block_frames`` file frames and the resampler's context, whatever the file's length.
+
+    Yields:
+        [S_block] float32 arrays (lengths vary; none is empty).
+
+    Raises:
+        AudioError: as ``read_mono``, with the same reasons. Truncation, NaN/Inf and
+            silence are known only at the end of the file, so the error comes from the
+            last ``next``, after blocks were yielded: do not commit anything made from
+            the blocks before the iterator is exhausted (or ``check_mono`` first).
+    """
+    if block_frames <= 0:
+        raise ValueError(f"block_frames must be positive, got {block_frames}")
+    info = info or probe(path)
+    resampler = StreamingResampler(info.sample_rate, sample_rate)
+    for mono in _mono_blocks(path, info, block_frames):
+        resampled = resampler.push(mono)
+        if len(resampled):
+            yield resampled
+    resampled = resampler.finish()
+    if len(resampled):
+        yield resampled
+
+
+def check_mono(path: str | os.PathLike, *, info: AudioInfo | None = None, block_frames: int = READ_BLOCK_FRAMES) -> AudioInfo:
+    """Make every check of ``read_mono`` on a whole file, holding one block at a time and
+    resampling nothing; returns the file's header.
+
+    Raises:
+        AudioError: as ``read_mono``.
+    """
+    info = info or probe(path)
+    for _ in _mono_blocks(path, info, block_frames):
+        pass
+    return info
+
+
+def _mono_blocks(path: str | os.PathLike, info: AudioInfo, block_frames: int) -> Iterator[np.ndarray]:
+    """The file's channel average at its own rate, [S_block] float32 blocks; the checks
+    that need every sample raise after the last block."""
+    read = nonfinite = 0
+    audible = False
+
+    def failed(error: Exception) -> AudioError:
+        return AudioError(f"decoding failed after {read} of {info.frames} frames ({_first_line(error)})")
+
     try:
-        with soundfile.SoundFile(str(path)) as handle:
-            while read < info.frames:
-                block = handle.read(min(_READ_BLOCK_FRAMES, info.frames - read), dtype="float32", always_2d=True)
-                if len(block) == 0:
-                    break
-                mono[read : read + len(block)] = block.mean(axis=1)
-                read += len(block)
+        handle = soundfile.SoundFile(str(path))
     except (RuntimeError, soundfile.LibsndfileError, OSError) as error:
-        raise AudioError(f"decoding failed after {read} of {info.frames} frames ({_first_line(error)})") from None
+        raise failed(error) from None
+    with handle:
+        while read < info.frames:
+            try:
+                block = handle.read(min(block_frames, info.frames - read), dtype="float32", always_2d=True)  # [S, C]
+            except (RuntimeError, soundfile.LibsndfileError, OSError) as error:
+                raise failed(error) from None
+            if len(block) == 0:
+                break
+            mono = block.mean(axis=1)  # [S]
+            read += len(mono)
+            nonfinite += len(mono) - int(np.count_nonzero(np.isfinite(mono)))
+            audible = audible or bool(np.any(mono))
+            yield mono
     if read < info.frames:
         raise AudioError(f"truncated: header says {info.frames} frames, read {read}")
-    if not np.isfinite(mono).all():
-        bad = int((~np.isfinite(mono)).sum())
-        raise AudioError(f"contains {bad} NaN/Inf samples")
-    if not np.any(mono):
+    if nonfinite:
+        raise AudioError(f"contains {nonfinite} NaN/Inf samples")
+    if not audible:
         raise AudioError("silent: every sample is zero")
-    return resample(mono, info.sample_rate, sample_rate)
 
 
 def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
@@ -163,6 +232,120 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     with torch.inference_mode():
         out = resampler(torch.from_numpy(audio))
     return out.numpy().astype(np.float32, copy=False)
+
+
+def resampled_length(num_samples: int, from_rate: int, to_rate: int) -> int:
+    """How many samples ``resample`` returns for ``num_samples`` input samples."""
+    if from_rate == to_rate:
+        return num_samples
+    gcd = math.gcd(from_rate, to_rate)
+    # torchaudio's own expression, float32 rounding included (it can differ from the exact
+    # ceiling for signals of over 2**24 samples)
+    return int(torch.ceil(torch.as_tensor(to_rate // gcd * num_samples / (from_rate // gcd))).long())
+
+
+# A CPU conv1d runs in oneDNN when its input holds more than 20480 samples, and in torch's
+# own kernel otherwise; the two round differently in the last bit. ``StreamingResampler``
+# gives every convolution more input than that (or, for a signal too short for it, the
+# whole signal, as ``resample`` does), so that it gives ``resample``'s samples bit for bit
+# and preprocessing's window hashes do not depend on how a file was read.
+_ONEDNN_MIN_INPUT = 20_481
+# Input of one streaming convolution (3 s at 44.1 kHz). Every call has the same length:
+# oneDNN builds (and caches) a kernel per input length, and a new length cost 1.3 ms of CPU
+# on top of the 0.6 ms the convolution itself took (one thread, 2-core machine).
+_CONVOLVE_INPUT = 1 << 17
+
+
+class StreamingResampler:
+    """``resample`` for a signal that arrives in blocks: the same samples, in pieces.
+
+    torchaudio's resampler is a strided convolution: every ``stride`` input samples
+    (from_rate / gcd) make one *position* of ``phases`` output samples (to_rate / gcd),
+    each from the ``span`` input samples starting ``width`` before the position, the
+    signal zero-padded by ``width`` before and ``width + stride`` after. Input is gathered
+    until a convolution of ``positions_per_call`` positions has all of its input; what
+    follows the last position computed is carried to the next call, so that every
+    position is computed once, from the same samples, however the blocks fall.
+
+    Usage: ``push`` every block in order, then ``finish`` once; join what they return.
+    """
+
+    def __init__(self, from_rate: int, to_rate: int) -> None:
+        if from_rate <= 0 or to_rate <= 0:
+            raise ValueError(f"sample rates must be positive, got {from_rate} -> {to_rate}")
+        self.from_rate, self.to_rate = from_rate, to_rate
+        self._received = self._emitted = 0
+        if from_rate == to_rate:
+            return
+        transform = _resampler(from_rate, to_rate)
+        gcd = math.gcd(from_rate, to_rate)
+        self._stride, self._phases = from_rate // gcd, to_rate // gcd
+        self._kernel = transform.kernel  # [phases, 1, span]
+        self._width = transform.width
+        span = self._kernel.shape[-1]
+        self._positions_per_call = -(-_CONVOLVE_INPUT // self._stride)
+        self._call_input = (self._positions_per_call - 1) * self._stride + span  # at least _CONVOLVE_INPUT
+        # input not yet convolved, from the next position's first sample (the zero padding at
+        # first), in the blocks it came in: they are joined when a call's worth has come
+        self._pending = [np.zeros(self._width, dtype=np.float32)]
+        self._pending_length = self._width
+        self._convolved = False
+
+    def push(self, block: np.ndarray) -> np.ndarray:
+        """[S_in] float32 -> the [S_out] samples it completes (may be none)."""
+        self._received += len(block)
+        if self.from_rate == self.to_rate:
+            self._emitted += len(block)
+            return block
+        self._pending.append(np.asarray(block, dtype=np.float32))
+        self._pending_length += len(block)
+        if self._pending_length < self._call_input:
+            return np.zeros(0, dtype=np.float32)
+        pending = np.concatenate(self._pending)
+        calls = (len(pending) - self._call_input) // self._step + 1
+        out = self._convolve_calls(pending, calls)
+        self._pending = [pending[calls * self._step :]]
+        self._pending_length = len(pending) - calls * self._step
+        self._emitted += len(out)
+        return out
+
+    def finish(self) -> np.ndarray:
+        """The last samples: the signal's end, zero-padded, cut to ``resample``'s length."""
+        total = resampled_length(self._received, self.from_rate, self.to_rate)
+        if self.from_rate == self.to_rate:
+            return np.zeros(0, dtype=np.float32)
+        tail = np.concatenate([*self._pending, np.zeros(self._width + self._stride, dtype=np.float32)])
+        self._pending, self._pending_length = [], 0
+        if not self._convolved and len(tail) < _ONEDNN_MIN_INPUT:
+            out = self._convolve(tail)  # a short signal whole, as ``resample`` convolves it
+        else:
+            # Zeros after the padding make whole calls (the same input length as every
+            # other); the positions they add lie past the end and are cut off below.
+            calls = max(1, -(-(len(tail) - self._call_input) // self._step) + 1)
+            tail = np.pad(tail, (0, (calls - 1) * self._step + self._call_input - len(tail)))
+            out = self._convolve_calls(tail, calls)
+        out = out[: max(0, total - self._emitted)]
+        self._emitted += len(out)
+        return out
+
+    @property
+    def _step(self) -> int:
+        """Input samples between the starts of two calls."""
+        return self._positions_per_call * self._stride
+
+    def _convolve_calls(self, signal: np.ndarray, calls: int) -> np.ndarray:
+        """``calls`` convolutions of ``_call_input`` samples, ``_step`` apart, from the start of ``signal``."""
+        out = [self._convolve(signal[call * self._step : call * self._step + self._call_input]) for call in range(calls)]
+        self._convolved = True
+        return np.concatenate(out)
+
+    def _convolve(self, signal: np.ndarray) -> np.ndarray:
+        """[L] input from a position's first sample -> [n * phases] output of its n whole
+        positions; the input past the last whole position is left alone, as in ``resample``."""
+        with torch.inference_mode():
+            out = torch.nn.functional.conv1d(torch.from_numpy(signal)[None, None], self._kernel, stride=self._stride)
+        # [1, phases, n] -> [n * phases]: position-major, as torchaudio orders it
+        return out[0].T.reshape(-1).numpy()
 
 
 @lru_cache(maxsize=16)
@@ -312,6 +495,41 @@ def cut(audio: np.ndarray, bounds: list[tuple[int, int]]) -> np.ndarray:
         piece = audio[start:min(end, len(audio))]
         out[row, : len(piece)] = piece
     return out
+
+
+def cut_stream(blocks: Iterable[np.ndarray], bounds: list[tuple[int, int]]) -> Iterator[np.ndarray]:
+    """``cut`` for audio that arrives in blocks (``stream_mono``): the same windows, one at a
+    time, holding at most one window and one block of audio.
+
+    Args:
+        blocks: [S_block] float32 pieces of the audio, in order.
+        bounds: window ranges as ``Segmenting.bounds`` gives them, starts in order.
+    Yields:
+        [window] float32 per bound, zero-padded past the end of the audio. Reading stops
+        after the last window: the rest of ``blocks`` is left unread.
+    """
+    if any(later[0] < earlier[0] for earlier, later in zip(bounds, bounds[1:])):
+        raise ValueError("cut_stream needs windows in order of their starts")
+    blocks = iter(blocks)
+    held = np.zeros(0, dtype=np.float32)  # the audio's samples [held_start, held_start + len(held))
+    arrived = []  # blocks after ``held``, joined to it once a window is complete
+    held_start = received = 0
+    for start, end in bounds:
+        while received < end and (block := next(blocks, None)) is not None:
+            if received + len(block) <= start:  # wholly before this window: never needed
+                held, arrived, held_start = held[:0], [], received + len(block)
+            else:
+                arrived.append(block)
+            received += len(block)
+        if arrived:
+            held, arrived = np.concatenate([held, *arrived]), []
+        # forget what comes before this window: later windows start no earlier
+        forget = min(start, received) - held_start
+        held, held_start = held[forget:], held_start + forget
+        window = np.zeros(bounds[0][1] - bounds[0][0], dtype=np.float32)  # [window]
+        piece = held[start - held_start : end - held_start]
+        window[: len(piece)] = piece
+        yield window
 
 
 def splice(audio: np.ndarray, spans: list[tuple[int, int]], *, crossfade: int) -> np.ndarray:

@@ -4,14 +4,16 @@ The stages, each streaming into the next (nothing is collected on the driver but
 small commit record per shard written)::
 
     from_items(work items)                      driver: pair ids, paths, segments to skip
-      -> map_batches(decode_fusion_pairs)       tasks: read, check, resample, cut windows
+      -> map_batches(decode_fusion_pairs)       tasks: check, then stream, resample, cut windows
       -> map_batches(SegmentEncoder)            actor pool: codec loaded once per actor
       -> map_batches(write_fusion_shard)        tasks: one Parquet shard per batch
       -> iter_rows() on the driver              journal commit per shard
 
-A file that fails in decode becomes a row with ``reject_reason`` set (its audio columns are
-zeros and are never encoded), so bad files travel with the stream to the driver's commit
-instead of raising. Column names ending in ``_audio`` hold [N, S] float32 windows.
+Decoding streams: a task holds a few blocks of each file and a block of windows, never a
+recording, so its memory does not grow with the recordings' length. A file that fails in
+decode becomes a row with ``reject_reason`` set (its audio columns are zeros and are never
+encoded), so bad files travel with the stream to the driver's commit instead of raising.
+Column names ending in ``_audio`` hold [N, S] float32 windows.
 
 The encoder adds an ``encoded_on`` column (the Ray node id of the actor that encoded each
 row); the writer turns it into the shard's journal entry (``encoded_on``: node ids) and
@@ -31,7 +33,7 @@ import pyarrow as pa
 import ray
 import torch
 
-from datasets.audio import AudioError, Segmenting, read_mono
+from datasets.audio import READ_BLOCK_FRAMES, AudioError, Segmenting, check_mono, cut_stream, resampled_length, stream_mono
 from datasets.pairs import Reject
 from datasets.shards import ShardStore, WorkItem, fusion_schema, write_shard
 from models.codecs import build_codec
@@ -49,7 +51,12 @@ _WINDOWS_PER_BLOCK = 8
 
 
 def decode_fusion_pairs(
-    batch: dict[str, np.ndarray], *, sample_rate: int, segmenting: dict, arrangements: bool = False
+    batch: dict[str, np.ndarray],
+    *,
+    sample_rate: int,
+    segmenting: dict,
+    arrangements: bool = False,
+    block_frames: int = READ_BLOCK_FRAMES,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Read each pair of the batch and cut both sides into aligned windows.
 
@@ -57,6 +64,12 @@ def decode_fusion_pairs(
     empty) is cut into the same windows (zeros past its end, and where it has none, with
     ``has_arrangement`` false). Yields batches with one row per window (or one reject row
     per failed pair).
+
+    Every file is read twice, ``block_frames`` frames at a time, and never held whole:
+    first checked to its end (truncation, NaN/Inf and silence show only there, and a
+    rejected pair must not have sent windows on to be written), then its roles are read
+    side by side and cut as the audio comes. A task holds a few blocks and
+    ``_WINDOWS_PER_BLOCK`` windows per role, whatever the recordings' length.
     """
     cutter = Segmenting(**segmenting)
     window = round(cutter.segment_seconds * sample_rate)
@@ -66,16 +79,17 @@ def decode_fusion_pairs(
         if arrangements and str(batch["arrangement_path"][row]):
             paths["arrangement"] = str(batch["arrangement_path"][row])
         skip = set(json.loads(str(batch["skip"][row])))
-        audio = {}
+        infos = {}
         failure = None
         for role, path in paths.items():
             try:
-                audio[role] = read_mono(path, sample_rate)
+                infos[role] = check_mono(path, block_frames=block_frames)
             except AudioError as error:
                 failure = Reject(pair_id, path, f"{role}: {error}", "decode")
                 break
         if failure is None:
-            length = min(len(audio["input"]), len(audio["target"]))
+            # the length each side has once resampled, known from its header
+            length = min(resampled_length(infos[role].frames, infos[role].sample_rate, sample_rate) for role in ("input", "target"))
             bounds = cutter.bounds(length, sample_rate)
             if not bounds:
                 failure = Reject(pair_id, paths["input"], f"shorter than one segment after resampling ({length / sample_rate:.2f} s)", "decode")
@@ -83,45 +97,67 @@ def decode_fusion_pairs(
             yield _reject_rows(batch, row, failure, window, arrangements=arrangements)
             continue
         todo = [(index, span) for index, span in enumerate(bounds) if index not in skip]
-        for offset in range(0, len(todo), _WINDOWS_PER_BLOCK):
-            chunk = todo[offset : offset + _WINDOWS_PER_BLOCK]
-            input_windows = _cut(audio["input"], [span for _, span in chunk], window)
-            target_windows = _cut(audio["target"], [span for _, span in chunk], window)
-            count = len(chunk)
-            extra = {}
-            if arrangements:
-                has = "arrangement" in audio
-                extra["arrangement_audio"] = (
-                    _cut(audio["arrangement"], [span for _, span in chunk], window) if has else np.zeros_like(input_windows)
-                )
-                extra["has_arrangement"] = np.full(count, has)
-            yield {
-                "pair_id": np.array([pair_id] * count, dtype=object),
-                "segment_index": np.array([index for index, _ in chunk], dtype=np.int32),
-                "segments_total": np.full(count, len(bounds), dtype=np.int32),
-                "input_path": np.array([paths["input"]] * count, dtype=object),
-                "target_path": np.array([paths["target"]] * count, dtype=object),
-                "fingerprint": np.array([str(batch["fingerprint"][row])] * count, dtype=object),
-                "start_s": np.array([start / sample_rate for _, (start, _) in chunk]),
-                "end_s": np.array([min(end, length) / sample_rate for _, (_, end) in chunk]),
-                "audio_sha256": np.array(
-                    [_window_hash(i, t) for i, t in zip(input_windows, target_windows)], dtype=object
-                ),
-                "reject_reason": np.array([""] * count, dtype=object),
-                "reject_path": np.array([""] * count, dtype=object),
-                "reject_stage": np.array([""] * count, dtype=object),
-                "input_audio": input_windows,
-                "target_audio": target_windows,
-                **extra,
-            }
+        streams = {role: stream_mono(path, sample_rate, info=infos[role], block_frames=block_frames) for role, path in paths.items()}
+        windows = {role: cut_stream(stream, [span for _, span in todo]) for role, stream in streams.items()}
+        try:
+            for offset in range(0, len(todo), _WINDOWS_PER_BLOCK):
+                chunk = todo[offset : offset + _WINDOWS_PER_BLOCK]
+                cut, failure = _next_windows(windows, len(chunk), pair_id, paths)
+                if failure is not None:
+                    # The file passed its check and fails now, so it changed in between;
+                    # its new fingerprint makes the next run read the pair again.
+                    yield _reject_rows(batch, row, failure, window, arrangements=arrangements)
+                    break
+                yield _window_rows(batch, row, chunk, cut, paths, len(bounds), length, sample_rate, arrangements=arrangements)
+        finally:
+            for stream in streams.values():
+                stream.close()
 
 
-def _cut(audio: np.ndarray, spans: list[tuple[int, int]], window: int) -> np.ndarray:
-    out = np.zeros((len(spans), window), dtype=np.float32)  # [N, S]
-    for row, (start, end) in enumerate(spans):
-        piece = audio[start : min(end, len(audio))]
-        out[row, : len(piece)] = piece
-    return out
+def _next_windows(
+    windows: dict[str, Iterator[np.ndarray]], count: int, pair_id: str, paths: dict[str, str]
+) -> tuple[dict[str, np.ndarray], Reject | None]:
+    """The next ``count`` windows of every role, [N, S] each, taken role after role (so the
+    files are read side by side); or the reject of the role whose file failed."""
+    cut = {}
+    for role, stream in windows.items():
+        try:
+            cut[role] = np.stack([next(stream) for _ in range(count)])  # [N, S]
+        except AudioError as error:
+            return cut, Reject(pair_id, paths[role], f"{role}: {error}", "decode")
+    return cut, None
+
+
+def _window_rows(
+    batch: dict, row: int, chunk: list[tuple[int, tuple[int, int]]], cut: dict[str, np.ndarray], paths: dict[str, str],
+    segments_total: int, length: int, sample_rate: int, *, arrangements: bool,
+) -> dict[str, np.ndarray]:
+    """The rows of one block of a pair's windows: ``chunk`` (segment index, span) pairs and
+    each role's [N, S] windows of them."""
+    pair_id = str(batch["pair_id"][row])
+    count = len(chunk)
+    extra = {}
+    if arrangements:
+        has = "arrangement" in cut
+        extra["arrangement_audio"] = cut["arrangement"] if has else np.zeros_like(cut["input"])
+        extra["has_arrangement"] = np.full(count, has)
+    return {
+        "pair_id": np.array([pair_id] * count, dtype=object),
+        "segment_index": np.array([index for index, _ in chunk], dtype=np.int32),
+        "segments_total": np.full(count, segments_total, dtype=np.int32),
+        "input_path": np.array([paths["input"]] * count, dtype=object),
+        "target_path": np.array([paths["target"]] * count, dtype=object),
+        "fingerprint": np.array([str(batch["fingerprint"][row])] * count, dtype=object),
+        "start_s": np.array([start / sample_rate for _, (start, _) in chunk]),
+        "end_s": np.array([min(end, length) / sample_rate for _, (_, end) in chunk]),
+        "audio_sha256": np.array([_window_hash(i, t) for i, t in zip(cut["input"], cut["target"])], dtype=object),
+        "reject_reason": np.array([""] * count, dtype=object),
+        "reject_path": np.array([""] * count, dtype=object),
+        "reject_stage": np.array([""] * count, dtype=object),
+        "input_audio": cut["input"],
+        "target_audio": cut["target"],
+        **extra,
+    }
 
 
 def _window_hash(input_window: np.ndarray, target_window: np.ndarray) -> str:

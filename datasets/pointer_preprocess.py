@@ -4,7 +4,7 @@ The stages (the shard store, journal, rejects and commit loop are the fusion
 preprocessing's, ``datasets/fusion_preprocess.py`` and ``datasets/shards.py``)::
 
     from_items(work items)                  driver: pair ids, paths, label files
-      -> map_batches(featurize_pointer_pairs)   tasks: read both WAVs, log-mel, pointers
+      -> map_batches(featurize_pointer_pairs)   tasks: stream both WAVs into log-mels, pointers
       -> map_batches(write_pointer_shard)       tasks: one Parquet shard per batch
       -> stream_commits on the driver           journal commit per shard
 
@@ -24,13 +24,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import ray
 
-from datasets.audio import AudioError, read_mono
+from datasets.audio import READ_BLOCK_FRAMES, AudioError, stream_mono
 from datasets.features import MelFeatures
 from datasets.pairs import PointerPair
 from datasets.fusion_preprocess import Progress, cap_in_flight, shard_entry, stream_commits
@@ -175,8 +175,15 @@ _COLUMNS = (
 )
 
 
-def featurize_pointer_pairs(batch: dict[str, np.ndarray], *, features: dict, alignment: dict) -> dict[str, np.ndarray]:
-    """Task: read each pair, compute both log-mels and the pointers (one row per pair)."""
+def featurize_pointer_pairs(
+    batch: dict[str, np.ndarray], *, features: dict, alignment: dict, block_frames: int = READ_BLOCK_FRAMES
+) -> dict[str, np.ndarray]:
+    """Task: read each pair, compute both log-mels and the pointers (one row per pair).
+
+    The recordings are read ``block_frames`` file frames at a time and their log-mels
+    made a chunk at a time (``streamed_log_mel``): audio is never held whole, the mels
+    (and the alignment, when there are no labels) are.
+    """
     from datasets.alignment import AlignmentConfig, align
 
     mel = MelFeatures(**features)
@@ -194,13 +201,15 @@ def featurize_pointer_pairs(batch: dict[str, np.ndarray], *, features: dict, ali
                    edit_path=pair.edit_path, fingerprint=str(batch["fingerprint"][index]),
                    reject_reason="", reject_path="", reject_stage="")
         try:
-            audio = {}
+            digest = hashlib.sha256()  # of the raw's samples, then the edit's
+            mels, samples = {}, {}
             for role, path in (("raw", pair.raw_path), ("edit", pair.edit_path)):
+                blocks = _hashed(stream_mono(path, mel.sample_rate, block_frames=block_frames), digest)
                 try:
-                    audio[role] = read_mono(path, mel.sample_rate)
+                    mels[role], samples[role] = streamed_log_mel(blocks, mel)
                 except AudioError as error:
                     raise LabelError(f"{role}: {error}", path) from None
-            raw_mel, edit_mel = mel.log_mel(audio["raw"]), mel.log_mel(audio["edit"])  # [M, T]
+            raw_mel, edit_mel = mels["raw"], mels["edit"]  # [M, T]
             labels = read_pointer_labels(pair, raw_frames=raw_mel.shape[1], edit_frames=edit_mel.shape[1], frame_rate=mel.frame_rate)
             if labels is None:
                 found = align(raw_mel, edit_mel, AlignmentConfig(**alignment))
@@ -213,14 +222,12 @@ def featurize_pointer_pairs(batch: dict[str, np.ndarray], *, features: dict, ali
             row.update(reject_reason=str(error), reject_path=error.path, reject_stage="decode")
             rows.append(row)
             continue
-        digest = hashlib.sha256(audio["raw"].tobytes())
-        digest.update(audio["edit"].tobytes())
         row.update(
             label_source=source,
             raw_frames=raw_mel.shape[1],
             edit_frames=edit_mel.shape[1],
-            raw_seconds=len(audio["raw"]) / mel.sample_rate,
-            edit_seconds=len(audio["edit"]) / mel.sample_rate,
+            raw_seconds=samples["raw"] / mel.sample_rate,
+            edit_seconds=samples["edit"] / mel.sample_rate,
             raw_mel=raw_mel.reshape(-1),
             edit_mel=edit_mel.reshape(-1),
             pointers=pointers.astype(np.int32),
@@ -230,6 +237,64 @@ def featurize_pointer_pairs(batch: dict[str, np.ndarray], *, features: dict, ali
         )
         rows.append(row)
     return _to_batch(rows)
+
+
+# Audio samples a log-mel is computed on at a time (16 s at 16 kHz), besides its context.
+_MEL_CHUNK_SAMPLES = 1 << 18
+
+
+def streamed_log_mel(
+    blocks: Iterable[np.ndarray], mel: MelFeatures, *, chunk_samples: int = _MEL_CHUNK_SAMPLES
+) -> tuple[np.ndarray, int]:
+    """``mel.log_mel`` of audio that arrives in blocks, made a chunk at a time: the same
+    frames, holding a chunk of audio rather than the recording.
+
+    Frame t's STFT window covers samples [t * hop - n_fft // 2, t * hop - n_fft // 2 + n_fft),
+    reflected at the recording's two ends. A chunk that starts a whole number of hops
+    before the first frame not yet made gives, exactly, the frames whose windows lie
+    inside it; the others wait for the next chunk. The first chunk starts at the
+    recording's start and the last ends at its end, so their reflections are the whole
+    recording's.
+
+    Args:
+        blocks: [S_block] float32 mono at ``mel.sample_rate``, in order.
+        mel: the features.
+        chunk_samples: audio gathered before a chunk's frames are made (at least n_fft).
+    Returns:
+        ([M, T] float32 log-mel, S samples received).
+    """
+    if chunk_samples < mel.n_fft:
+        raise ValueError(f"chunk_samples must be at least n_fft ({mel.n_fft}), got {chunk_samples}")
+    hop = mel.hop_length
+    reach_before, reach_after = mel.n_fft // 2, mel.n_fft - mel.n_fft // 2  # a window around its frame's sample
+    # Hops of audio kept before the next frame to make: its window's reach, and one more
+    # so that the last chunk is always longer than the reflection at its end.
+    context_hops = -(-reach_before // hop) + 1
+    held = [np.zeros(0, dtype=np.float32)]  # samples [held_start, received), as they came
+    held_start = received = made = 0  # held_start: a multiple of hop
+    pieces = []  # [M, T_chunk] each
+    for block in blocks:
+        held.append(block)
+        received += len(block)
+        last = (received - reach_after) // hop  # the last frame whose window has all arrived
+        if received - held_start < chunk_samples or last < made:
+            continue
+        chunk = np.concatenate(held)
+        frames = mel.log_mel(chunk)  # [M, T_chunk]: frame k is the recording's frame held_start / hop + k
+        pieces.append(frames[:, made - held_start // hop : last + 1 - held_start // hop])
+        made = last + 1
+        keep = max(0, (made - context_hops) * hop)
+        held, held_start = [chunk[keep - held_start :]], keep
+    frames = mel.log_mel(np.concatenate(held))
+    pieces.append(frames[:, made - held_start // hop :])
+    return np.concatenate(pieces, axis=1), received  # [M, T]
+
+
+def _hashed(blocks: Iterable[np.ndarray], digest) -> Iterator[np.ndarray]:
+    """The blocks, each added to ``digest`` as it passes."""
+    for block in blocks:
+        digest.update(block.tobytes())
+        yield block
 
 
 _ARRAY_DTYPES = {"raw_mel": np.float32, "edit_mel": np.float32, "pointers": np.int32, "confidence": np.float32}

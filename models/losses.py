@@ -9,6 +9,7 @@
           + corr_weight * corr_cost            (design note 003)
           + gan_weight * gan                   (EnCodec's MS-STFT discriminator, optional)
           + teacher_weight * teacher           (the pair's reference arrangement, where known)
+          + onset_weight * onsets              (notes start on the input's hits, on the target's partials)
 
 ``loss_weight_input`` and ``loss_weight_target`` balance the two spectral comparisons
 against each other (note 000); ``loss_weight_spectral`` scales their sum.
@@ -33,13 +34,13 @@ from torch import nn
 
 from core.config import config_from_dict, require_bool, require_number
 from models.adversarial import hinge_generator_loss
+from models.arrangement_losses import arrangement_reconstruction, note_onset_loss, pearson
 from models.loss_result import LossResult
 from models.spectral_losses import LogMelFrames, MultiResolutionLogMelLoss, MultiResolutionSpectralLoss, rms_difference
 
 NOVELTY_THRESHOLD = 0.7
 ENVELOPE_PARTS = 250  # note 003: 384,000 samples / 250 = 1,536 samples ≈ 64 ms at 24 kHz
 CORRELATION_CLAMP = 0.999  # note 003: caps the cost at -ln(0.001) ≈ 6.91
-RECONSTRUCTION_POOL_FRAMES = 32  # ~0.43 s at 75 frames/s: a beat at 140 bpm
 DOMAINS = ("audio", "mel")
 
 
@@ -161,29 +162,6 @@ def frame_envelope(log_mel: torch.Tensor, parts: int = ENVELOPE_PARTS) -> torch.
     return F.adaptive_max_pool1d(energy, parts)[:, 0]  # [B, N]
 
 
-def pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation per row, the formula of note 003 (n - 1 normalisation, 1e-8).
-
-    Args:
-        x, y: [B, N] with N >= 2.
-    Returns:
-        [B] in [-1, 1].
-    """
-    if x.shape != y.shape or x.dim() != 2 or x.shape[1] < 2:
-        raise ValueError(f"pearson expects two [B, N>=2] tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
-    n = x.shape[1]
-    x_centered = x - x.mean(dim=1, keepdim=True)
-    y_centered = y - y.mean(dim=1, keepdim=True)
-    covariance = (x_centered * y_centered).sum(dim=1) / (n - 1)
-    # The clamp leaves every value as the notes compute it (sqrt(tiny) ~ 1e-19 is lost
-    # next to the 1e-8) but stops sqrt'(0) = inf turning a flat envelope's gradient to NaN.
-    tiny = torch.finfo(x.dtype).tiny
-    std_x = torch.sqrt(((x_centered**2).sum(dim=1) / (n - 1)).clamp_min(tiny))
-    std_y = torch.sqrt(((y_centered**2).sum(dim=1) / (n - 1)).clamp_min(tiny))
-    corr = covariance / (std_x * std_y + 1e-8)
-    return torch.clamp(corr, -1.0, 1.0)
-
-
 def correlation_cost(input_env: torch.Tensor, target_env: torch.Tensor, output_env: torch.Tensor) -> CorrelationTerms:
     """Note 003's cost: -ln(1 - |corr|) for input and for target, summed, batch mean.
 
@@ -208,71 +186,6 @@ def modulation_correlation(
 
 
 # --------------------------------------------------------------------------- reconstruction (the arrangement's parts)
-
-
-@dataclass
-class ReconstructionTerms:
-    """The reconstruction term: what of each source an arrangement keeps.
-
-    Attributes:
-        loss: scalar, ``harmony + rhythm``.
-        harmony: scalar in [0, 1], total-variation distance between the output's and the
-            target's spectral shapes (each frame's magnitude distribution over the mel
-            bands), average-pooled over ``pool_frames``.
-        rhythm: scalar, ``1 - pearson`` of the output's and the input's frame log
-            energies (0 when the loudness follows the input's, 2 when inverted).
-    """
-
-    loss: torch.Tensor
-    harmony: torch.Tensor
-    rhythm: torch.Tensor
-
-
-def arrangement_reconstruction(
-    output: torch.Tensor, input: torch.Tensor, target: torch.Tensor, *, pool_frames: int = RECONSTRUCTION_POOL_FRAMES
-) -> ReconstructionTerms:
-    """Note 003's combined loss begins with a reconstruction term; a fusion has no
-    ground-truth output, so this reconstructs the parts an arrangement takes from each
-    source (note 004: the input's rhythm, the target's harmony and timbre), each from
-    the one source it belongs to:
-
-    - harmony and timbre: the frame's spectral *shape* (how its energy is spread over
-      the bands, level removed) follows the target's, pooled over ``pool_frames`` (~0.4 s
-      at 75 frames/s) so that the notes' placement inside a beat is free. The shapes are
-      distributions (a softmax of the log-mel frame), compared by total variation, so the
-      loud bands (the notes' partials) count and the noise floor does not: an L1 on the
-      log frames weighs every quiet band like a partial, and a model met it by matching
-      the spectral tilt while ignoring the chords (bench/fusion_quality.py);
-    - rhythm: the frame *loudness* rises and falls with the input's (a correlation, so
-      the input's level and timbre are not asked for).
-
-    A copy of either source meets only half of it; a plain mix blurs both halves; a
-    stationary output has no loudness contour at all (rhythm = 1). Its exact minimum
-    (the target's sound modulated by the input's loudness) is what note 004 calls smart
-    mixing, so the novelty term, not this one, has to push the output beyond it.
-
-    Args:
-        output, input, target: [B, M, T] natural-log mel frames.
-        pool_frames: frames averaged per harmony comparison.
-    """
-    if not (output.shape == input.shape == target.shape) or output.dim() != 3:
-        raise ValueError(
-            f"arrangement_reconstruction needs three [B, M, T] tensors of one shape, got "
-            f"{tuple(output.shape)}, {tuple(input.shape)}, {tuple(target.shape)}"
-        )
-    if pool_frames < 1:
-        raise ValueError(f"pool_frames must be at least 1, got {pool_frames}")
-    output_level = torch.logsumexp(output, dim=1, keepdim=True)  # [B, 1, T]
-    input_level = torch.logsumexp(input, dim=1, keepdim=True)  # [B, 1, T]
-    # ceil_mode keeps the last, partial window (averaged over the frames it has)
-    output_shape = F.avg_pool1d(torch.softmax(output, dim=1), pool_frames, ceil_mode=True)  # [B, M, T/pool]
-    target_shape = F.avg_pool1d(torch.softmax(target, dim=1), pool_frames, ceil_mode=True)  # [B, M, T/pool]
-    harmony = 0.5 * (output_shape - target_shape).abs().sum(dim=1).mean()
-    if output.shape[-1] >= 2:
-        rhythm = (1.0 - pearson(output_level[:, 0], input_level[:, 0])).mean()
-    else:  # one frame has no contour to follow
-        rhythm = output.new_zeros(())
-    return ReconstructionTerms(harmony + rhythm, harmony, rhythm)
 
 
 # --------------------------------------------------------------------------- weights and the combined loss
@@ -313,6 +226,11 @@ class LossWeights:
             one, ``datasets/synth.py``). User data usually has none, so it is off by
             default; on generated data it shows the model what an arrangement of these two
             sources sounds like, which no other term can (bench/fusion_quality.py).
+        onset_weight: 0.0, off: ``note_onset_loss`` (``models/arrangement_losses.py``), the
+            output's onsets on the target's partials follow the input's onsets, and little
+            of its onset strength rises off those partials. The reconstruction's rhythm half
+            credits a broadband burst on a hit as fully as a note starting there; this term
+            does not (bench/fusion_quality.py, README: Fusion quality).
     """
 
     loss_weight_spectral: float = 0.01
@@ -325,10 +243,11 @@ class LossWeights:
     discriminator_learning_rate: float = 1e-4
     reconstruction_weight: float = 10.0
     teacher_weight: float = 0.0
+    onset_weight: float = 0.0
 
     WEIGHTS: ClassVar[tuple[str, ...]] = (
         "reconstruction_weight", "loss_weight_spectral", "loss_weight_input", "loss_weight_target", "mask_reg_weight", "corr_weight",
-        "gan_weight", "teacher_weight",
+        "gan_weight", "teacher_weight", "onset_weight",
     )
 
     def __post_init__(self) -> None:
@@ -400,7 +319,8 @@ class FusionLoss(nn.Module):
         """Every term, and their weighted total.
 
         The terms: ``reconstruction``, ``reconstruction_harmony``,
-        ``reconstruction_rhythm``, ``spectral``, ``spectral_input``, ``spectral_target``, ``rms_in``,
+        ``reconstruction_rhythm``, ``onsets``, ``onset_timing``, ``onset_purity`` (with 3
+        frames or more), ``spectral``, ``spectral_input``, ``spectral_target``, ``rms_in``,
         ``rms_tgt``, ``corr_cost``, ``corr_input``, ``corr_target``; ``novelty``,
         ``similarity_to_input``, ``similarity_to_target`` when novelty is known; ``gan``
         when a discriminator was passed.
@@ -422,10 +342,16 @@ class FusionLoss(nn.Module):
         weights = self.weights
         terms: dict[str, torch.Tensor] = {}
 
-        reconstruction = arrangement_reconstruction(self.log_mel(output), self.log_mel(input), self.log_mel(target))
+        output_mel, input_mel, target_mel = self.log_mel(output), self.log_mel(input), self.log_mel(target)
+        reconstruction = arrangement_reconstruction(output_mel, input_mel, target_mel)
         terms["reconstruction"] = reconstruction.loss
         terms["reconstruction_harmony"] = reconstruction.harmony
         terms["reconstruction_rhythm"] = reconstruction.rhythm
+        if output_mel.shape[-1] >= 3:
+            onsets = note_onset_loss(output_mel, input_mel, target_mel)
+            terms["onsets"] = onsets.loss
+            terms["onset_timing"] = onsets.timing
+            terms["onset_purity"] = onsets.purity
 
         spectral_input = self.spectral(output, input)
         spectral_target = self.spectral(output, target)
@@ -471,6 +397,7 @@ class FusionLoss(nn.Module):
             (weights.corr_weight, "corr_cost"),
             (weights.gan_weight, "gan"),
             (weights.teacher_weight, "teacher"),
+            (weights.onset_weight, "onsets"),
         ]
         total = output.new_zeros(())
         for weight, name in weighted:

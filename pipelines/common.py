@@ -27,12 +27,25 @@ from core.config import ConfigError
 from core.storage import StorageError, storage_environment
 from datasets.shards import FolderBusy
 
-# Errors a user can cause and fix: one line, exit 2.
 # The installed project (configs/ sits beside pipelines/): found from the package, so a lone
 # copy of a pipeline file (``ray submit``) or any working directory finds the same files.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-USER_ERRORS = (InputError, CodecUnavailable, CheckpointError, AudioError, ConfigError, StorageError)
+
+class DeterministicError(Exception):
+    """An error that running the same work again would meet again, found in a training
+    worker: raised there in place of the original, as one line naming the cause, so that
+    the driver ends the run at once. ``training.max_failures`` restarts the workers after a
+    crash (a killed process, a lost node), never after this. This class is a bug's (exit 1);
+    ``DeterministicInputError`` is bad data or a bad config value (exit 2)."""
+
+
+class DeterministicInputError(DeterministicError):
+    """Bad data or a bad config value met inside a training worker (one line, exit 2)."""
+
+
+# Errors a user can cause and fix: one line, exit 2.
+USER_ERRORS = (InputError, CodecUnavailable, CheckpointError, AudioError, ConfigError, StorageError, DeterministicInputError)
 # Exit status of a run that found its output folder held by another run (EX_TEMPFAIL):
 # a scheduler can tell "try again later" from a failure.
 EXIT_BUSY = 75
@@ -153,6 +166,20 @@ def run_main(run: Callable[[argparse.Namespace], int | None], args: argparse.Nam
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
+def error_chain(error: BaseException) -> list[BaseException]:
+    """``error`` and what caused it, each once: ``__cause__``, ``__context__``, and a Ray
+    task error's ``cause``."""
+    chain, pending = [], [error]
+    while pending:
+        current = pending.pop()
+        if any(current is seen for seen in chain):
+            continue
+        chain.append(current)
+        pending += [cause for cause in (current.__cause__, current.__context__, getattr(current, "cause", None))
+                    if isinstance(cause, BaseException)]
+    return chain
+
+
 def disk_full(error: BaseException) -> str | None:
     """``"PATH: No space left on device"`` when ``error`` comes from a write that found no
     room (the path when known), else None.
@@ -162,17 +189,11 @@ def disk_full(error: BaseException) -> str | None:
     Ray Data wraps it once more in a ``UserCodeException`` whose own cause is lost on the
     way, so there the worker's traceback text, which Ray keeps, is read instead.
     """
-    chain, pending = [], [error]
-    while pending:
-        current = pending.pop()
-        if any(current is seen for seen in chain):
-            continue
-        chain.append(current)
+    chain = error_chain(error)
+    for current in chain:
         if isinstance(current, OSError) and current.errno in DISK_FULL_ERRNOS:
             reason = current.strerror or os.strerror(current.errno)
             return f"{current.filename}: {reason}" if current.filename else reason
-        pending += [cause for cause in (current.__cause__, current.__context__, getattr(current, "cause", None))
-                    if isinstance(cause, BaseException)]
     for current in chain:
         text = f"{getattr(current, 'traceback_str', '')}\n{current}"
         for number in DISK_FULL_ERRNOS:

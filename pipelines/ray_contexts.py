@@ -1,5 +1,7 @@
 """The run contexts backed by Ray: a Ray Train worker, and a Tune trial that runs the loop
-in its own process. Both run ``pipelines.worker.train_worker`` unchanged.
+in its own process. Both run ``pipelines.worker.train_worker`` unchanged, and raise an error
+a restart would meet again as a ``DeterministicError`` (``pipelines.worker``): the driver's
+restarts (``pipelines.train.fit_with_restarts``) are for crashes only.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 
 from core.storage import Location
 from models.checkpoints import TrainingState, load_state, save_state
-from pipelines.worker import WorkerPlan, train_worker
+from pipelines.worker import WorkerPlan, deterministic_errors_marked, train_worker
 
 
 # The result key under which a trainer in a search trial names its workers' placement group.
@@ -97,7 +99,7 @@ class RayTrainContext(_RayReporting):
         return False
 
     def fail(self, message: str) -> None:
-        os._exit(1)  # as a crashed worker would: Ray Train restarts the group (max_failures)
+        os._exit(1)  # as a crashed worker would: the driver starts the group again (max_failures)
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         import ray.train.torch
@@ -108,19 +110,27 @@ class RayTrainContext(_RayReporting):
         return ray.train.get_dataset_shard(name)
 
     def record(self, run_dir: str) -> None:
-        """Write ``RUN/workers/rank-N.json`` (node id, host, pid): where each worker ran."""
-        info = {"rank": self.rank, "node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "pid": os.getpid()}
-        (Location.of(run_dir) / "workers" / f"rank-{self.rank}.json").write_text(json.dumps(info))
+        """Write ``RUN/workers/rank-N.json`` (node id, host, pid): where each worker ran, and
+        ``starts``: how often this rank has started in this run (restarts and resumes count)."""
+        path = Location.of(run_dir) / "workers" / f"rank-{self.rank}.json"
+        try:
+            starts = int(json.loads(path.read_text()).get("starts", 1)) + 1
+        except (OSError, ValueError, AttributeError):  # the first start (or an unreadable record)
+            starts = 1
+        info = {"rank": self.rank, "node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "pid": os.getpid(),
+                "starts": starts}
+        path.write_text(json.dumps(info))
 
 
 def ray_train_loop(loop_config: dict) -> None:
     """The TorchTrainer's per-worker function: the plan, its shared values fetched once,
     and the context's options (``run_trainer``'s ``context_options``)."""
     plan: WorkerPlan = loop_config["plan"]
-    plan = plan.with_shared({name: ray.get(refs[0]) for name, refs in loop_config["shared"].items()})
-    context = RayTrainContext(**loop_config.get("context", {}))
-    context.record(plan.loop.run_dir)
-    train_worker(context, plan)
+    with deterministic_errors_marked(plan):
+        plan = plan.with_shared({name: ray.get(refs[0]) for name, refs in loop_config["shared"].items()})
+        context = RayTrainContext(**loop_config.get("context", {}))
+        context.record(plan.loop.run_dir)
+        train_worker(context, plan)
 
 
 class TuneTrialContext(_RayReporting):
@@ -148,7 +158,7 @@ class TuneTrialContext(_RayReporting):
         return False  # a trial the scheduler stops is ended by Tune at its next report
 
     def fail(self, message: str) -> None:
-        raise RuntimeError(message)  # the trial errors; Tune retries it (FailureConfig)
+        raise RuntimeError(message)  # the trial errors (a search's Tune FailureConfig retries no trial)
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         return model.to(self.device)
@@ -161,4 +171,5 @@ def tune_trial(plan: WorkerPlan, datasets: dict[str, Any] | None = None, *, tria
                diverged: float | None = None) -> None:
     """Run a training plan as the body of a Tune function trial (in the trial's process)."""
     context = TuneTrialContext(datasets, trials_per_node=trials_per_node, selection=plan.loop.selection, diverged=diverged)
-    train_worker(context, plan)
+    with deterministic_errors_marked(plan):  # the trial's error: one line naming the cause
+        train_worker(context, plan)

@@ -10,20 +10,26 @@ run, and launches a ``TorchTrainer`` whose workers run ``pipelines.worker.train_
 memory; large ones stream through Ray Data. Checkpoints go to ``STORAGE/NAME``; rerunning
 with the same storage and name (or ``--resume``) continues from the latest one with the
 same step counter, and a killed worker costs only the steps since the last checkpoint.
+
+Restarts: a worker crash (a killed process, a lost node) starts the worker group again from
+the latest checkpoint, up to ``training.max_failures`` times; an error that would happen
+again (bad data, a bad config value, a bug: ``DeterministicError``) ends the run at once, in
+one line (exit 2 for bad input, 1 for a bug).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from core.storage import Location, check_writable
 from models.checkpoints import load_state
-from pipelines.common import EntryPoint, UsageError, add_common_arguments, init_ray, reporting
+from pipelines.common import DeterministicError, EntryPoint, UsageError, add_common_arguments, init_ray, reporting
 from pipelines.loop import VALIDATION_METRIC, LoopSettings
 from pipelines.shard_data import ShardData
 from pipelines.tasks import Task, get_task
@@ -171,10 +177,75 @@ def worker_resources(workers: int, use_gpu: bool, *, streamed: bool) -> dict[str
     return {"CPU": round(max(0.1, min(1.0, (cpus - spare) / workers)), 2)}
 
 
+def worker_died(error: BaseException) -> bool:
+    """Whether a worker's error in a ``WorkerGroupError`` is its process's death (killed,
+    OOM-killed, its node lost) rather than an exception its training function raised."""
+    from ray.exceptions import RayActorError
+
+    # A dead worker shows as Ray Train's health-check failure around the actor's death.
+    return isinstance(error, RayActorError) or isinstance(getattr(error, "health_check_failure", None), RayActorError)
+
+
+def deterministic_failure(worker_failures: dict[int, BaseException]) -> DeterministicError | None:
+    """The lowest rank's ``DeterministicError`` of a failed worker group, or None: restart.
+
+    A dead worker wins: when one rank dies, the others fail with whatever the broken
+    collective or stream raises, which says nothing of the data. An error that would
+    happen again happens again on the restart, without a death, and ends the run then.
+    """
+    if any(worker_died(error) for error in worker_failures.values()):
+        return None
+    marked = [worker_failures[rank] for rank in sorted(worker_failures) if isinstance(worker_failures[rank], DeterministicError)]
+    return marked[0] if marked else None
+
+
+def failure_line(worker_failures: dict[int, BaseException]) -> str:
+    """One line on a failed worker group: a dead worker first, else the lowest rank."""
+    rank = min(worker_failures, key=lambda rank: (not worker_died(worker_failures[rank]), rank))
+    error = worker_failures[rank]
+    error = getattr(error, "health_check_failure", None) or error
+    text = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    return f"worker {rank}: {type(error).__name__}" + (f": {text}" if text else "")
+
+
+def fit_with_restarts(fit: Callable[[], Any], *, max_failures: int, say: Callable[[str], None] | None = None) -> Any:
+    """``fit()``, called again after a worker crash, up to ``max_failures`` times (-1: no
+    limit); each call continues from the run's latest checkpoint (the same name and storage).
+
+    Ray Train would restart the workers after any error, the same bad shard or config value
+    ``max_failures`` more times, so it is given none (``FailureConfig(max_failures=0)``) and
+    the restarts are decided here: a worker's ``DeterministicError`` is raised at once.
+
+    Args:
+        fit: one ``TorchTrainer.fit()`` of the run.
+        max_failures: crashes the run survives (``training.max_failures``).
+        say: where the one line per restart goes (default: stderr).
+    """
+    from ray.train import WorkerGroupError
+
+    say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+    failures = 0
+    while True:
+        try:
+            return fit()
+        except WorkerGroupError as error:
+            deterministic = deterministic_failure(error.worker_failures)
+            if deterministic is not None:
+                raise deterministic from error
+            if max_failures != -1 and failures >= max_failures:
+                raise RuntimeError(f"training failed {failures + 1} time(s), more than training.max_failures ({max_failures}) allows; "
+                                   f"last: {failure_line(error.worker_failures)}") from error
+            failures += 1
+            limit = "no limit" if max_failures == -1 else f"{failures} of {max_failures}"
+            say(f"training: {failure_line(error.worker_failures)}; restarting from the latest checkpoint (restart {limit})")
+
+
 def run_trainer(plan: WorkerPlan, *, workers: int, use_gpu: bool, place: RunPlace, num_to_keep: int, max_failures: int,
                 resources_per_worker: dict[str, float] | None = None, callbacks: tuple = (), context_options: dict | None = None):
     """Launch a TorchTrainer over ``ray_train_loop`` and wait for it; Ray keeps the
-    ``num_to_keep`` best checkpoints by the plan's selection metric.
+    ``num_to_keep`` best checkpoints by the plan's selection metric. A crash starts it
+    again, up to ``max_failures`` times; a ``DeterministicError`` is raised at once
+    (``fit_with_restarts``).
 
     A search trial passes its workers' share of CPUs (``resources_per_worker``), Tune's
     ``TuneReportCallback`` (``callbacks``) and the workers' ``RayTrainContext`` options.
@@ -187,28 +258,32 @@ def run_trainer(plan: WorkerPlan, *, workers: int, use_gpu: bool, place: RunPlac
 
     shared = {name: [ray.put(value)] for name, value in plan.task_plan.shared.items()}  # in a list: Ray leaves it a reference
     streamed = not plan.data.in_memory
-    trainer = TorchTrainer(
-        ray_train_loop,
-        train_loop_config={"plan": plan.with_shared({}), "shared": shared, "context": context_options or {}},
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
-                                     resources_per_worker=resources_per_worker or worker_resources(workers, use_gpu, streamed=streamed)),
-        run_config=RunConfig(
-            name=place.name,
-            **ray_storage(place.storage),
-            checkpoint_config=CheckpointConfig(
-                num_to_keep=num_to_keep,
-                checkpoint_score_attribute=plan.loop.selection.metric,
-                checkpoint_score_order=plan.loop.selection.mode,
+    resources = resources_per_worker or worker_resources(workers, use_gpu, streamed=streamed)
+
+    def fit():  # a new trainer each time: the same run (name, storage) continues from its latest checkpoint
+        trainer = TorchTrainer(
+            ray_train_loop,
+            train_loop_config={"plan": plan.with_shared({}), "shared": shared, "context": context_options or {}},
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
+            run_config=RunConfig(
+                name=place.name,
+                **ray_storage(place.storage),
+                checkpoint_config=CheckpointConfig(
+                    num_to_keep=num_to_keep,
+                    checkpoint_score_attribute=plan.loop.selection.metric,
+                    checkpoint_score_order=plan.loop.selection.mode,
+                ),
+                failure_config=FailureConfig(max_failures=0),  # restarts are fit_with_restarts' to decide
+                callbacks=list(callbacks) or None,
             ),
-            failure_config=FailureConfig(max_failures=max_failures),
-            callbacks=list(callbacks) or None,
-        ),
-        datasets=plan.data.ray_datasets() if streamed else None,
-        # Only the training data is split: an equal split of a small validation set can
-        # leave a worker nothing, so every worker reads all of it (same metric on every rank).
-        dataset_config=DataConfig(datasets_to_split=["train"]),
-    )
-    return trainer.fit()
+            datasets=plan.data.ray_datasets() if streamed else None,
+            # Only the training data is split: an equal split of a small validation set can
+            # leave a worker nothing, so every worker reads all of it (same metric on every rank).
+            dataset_config=DataConfig(datasets_to_split=["train"]),
+        )
+        return trainer.fit()
+
+    return fit_with_restarts(fit, max_failures=max_failures)
 
 
 def run(task_name: str, args: argparse.Namespace) -> TrainSummary:

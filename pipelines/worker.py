@@ -3,6 +3,8 @@ loop, with the optimiser, schedule, checkpoints, resume, data and MLflow everyon
 
 ``train_worker(context, plan)`` runs under any run context (``pipelines/loop.py``): a Ray
 Train worker, a Tune trial in its own process, or a test in this one. No Ray here.
+``deterministic_errors_marked(plan)`` around it tells an error a restart would meet again
+(bad data, a bad config value, a bug) from a crash, for the driver's restarts.
 """
 
 from __future__ import annotations
@@ -11,14 +13,18 @@ import json
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
+from core.storage import Location
+from datasets.shards import read_manifest, shard_problem
 from models.checkpoints import TrainingState
 from models.optimization import build_optimizer, build_scheduler, unwrap
+from pipelines.common import USER_ERRORS, DeterministicError, DeterministicInputError, UsageError, error_chain
 from pipelines.loop import VALIDATION_METRIC, LoopSettings, LoopState, RunContext, run_epochs
 from pipelines.shard_data import DataPlan
 from pipelines.tasks import TaskPlan, get_task
@@ -120,3 +126,83 @@ def train_worker(context: RunContext, plan: WorkerPlan) -> LoopState:
             for path in [folder / "config.json", *worker.artifacts(model, folder)]:
                 tracker.artifact(path)
     return loop
+
+
+# ------------------------------------------------------- errors a restart would meet again
+
+# Bad data or a bad value: the project's own user errors, and any other ValueError (a value
+# out of range; pyarrow's ArrowInvalid for a file that is no Parquet).
+INPUT_ERRORS = (ValueError, UsageError, *USER_ERRORS)
+# Bugs: the same code on the same data fails the same way.
+BUG_ERRORS = (TypeError, LookupError, AttributeError, NameError, AssertionError, NotImplementedError, ArithmeticError, ImportError)
+# Everything else is taken for a fault a restart may cure and is retried: a RuntimeError (a
+# collective broken by a dead peer, a CUDA fault; torch's shape errors too, which it cannot
+# be told apart from), an OSError (storage, network) unless a shard is found damaged, a Ray
+# error, MemoryError.
+
+
+def one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def damaged_shard(data: DataPlan, *, kind: str) -> str | None:
+    """The first shard of the plan whose content does not match its manifest (sha256, a full
+    read), as a one-line error, or None. The driver checked only existence and size."""
+    for flag, root in (("--data", data.root), ("--validation", data.validation_root)):
+        if not root:
+            continue
+        manifest = read_manifest(root)
+        for name, entry in sorted(manifest["files"].items()):
+            problem = shard_problem(Location.of(root) / manifest["shard_dir"] / name, entry, verify=True)
+            if problem is not None:
+                return (f"{flag} {root}: shard {manifest['shard_dir']}/{name} {problem}; rerun jingle preprocess {kind} "
+                        f"with the same --pairs and --out (it makes that shard's rows again)")
+    return None
+
+
+def deterministic_error(error: BaseException, plan: WorkerPlan) -> DeterministicError | None:
+    """``error`` as the ``DeterministicError`` a restart would raise again, or None for a
+    fault worth a restart.
+
+    An unreadable file (an ``OSError`` or pyarrow error, read by this worker or by a Ray
+    Data task for it) counts when a shard of the plan fails its manifest's sha256; the line
+    then names that shard. A project error keeps its message; another one is prefixed by
+    its type (``ArrowInvalid: ...``, ``TypeError: ...``).
+    """
+    if isinstance(error, DeterministicError):
+        return error
+    chain = error_chain(error)
+    unreadable = any(type(cause).__module__.startswith("pyarrow") or isinstance(cause, OSError) for cause in chain) or any(
+        "parquet" in f"{cause}{getattr(cause, 'traceback_str', '')}".lower() for cause in chain  # Ray Data's wrapped errors
+    )
+    if unreadable:
+        try:
+            problem = damaged_shard(plan.data, kind=plan.task)
+        except Exception:  # the check could not run (storage unreachable): judge the error itself
+            problem = None
+        if problem is not None:
+            return DeterministicInputError(problem)
+    # A Ray task's error is also an instance of its cause's class; its own text is a traceback.
+    original = error.cause if isinstance(getattr(error, "cause", None), BaseException) else error
+    message = one_line(str(original))
+    named = f"{type(original).__name__}: {message}" if message else type(original).__name__
+    if isinstance(error, (UsageError, *USER_ERRORS)):
+        return DeterministicInputError(message or named)
+    if isinstance(error, INPUT_ERRORS):
+        return DeterministicInputError(named)
+    if isinstance(error, BUG_ERRORS):
+        return DeterministicError(named)
+    return None
+
+
+@contextmanager
+def deterministic_errors_marked(plan: WorkerPlan) -> Iterator[None]:
+    """Raise an error that a restart would meet again as a ``DeterministicError`` (see
+    ``deterministic_error``), from the original; let any other pass unchanged."""
+    try:
+        yield
+    except Exception as error:
+        marked = deterministic_error(error, plan)
+        if marked is None or marked is error:
+            raise
+        raise marked from error

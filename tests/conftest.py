@@ -14,6 +14,17 @@ import soundfile
 os.environ["JINGLE_OFFLINE"] = "1"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Mark the reliability table's tests (tests/reliability/cases.py) ``reliability``."""
+    from tests.reliability.cases import case_tests
+
+    listed = case_tests()
+    for item in items:
+        node = item.nodeid.split("[")[0]  # every case of a parametrised test
+        if node in listed or node.startswith("tests/reliability/"):
+            item.add_marker(pytest.mark.reliability)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_torch_hub(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch-home"))
@@ -80,3 +91,19 @@ def run_benchmark(script: str, ray_address: str, *args: str):
     repo = Path(__file__).resolve().parent.parent
     return subprocess.run([sys.executable, f"bench/{script}", *args, "--ray-address", ray_address], cwd=repo,
                           capture_output=True, text=True, timeout=600, env={**os.environ}, check=False)
+
+
+@pytest.fixture(scope="session")
+def fusion_train_shards(ray_session, tmp_path_factory) -> Path:
+    """Mel-codec shards of 6 generated pairs (3.2 to 4.5 s, 1 s segments), made once per
+    session for the training tests (tests/test_train_fusion.py, tests/reliability/)."""
+    from datasets.synth import CorpusSpec, write_fusion_corpus
+    from pipelines import preprocess_fusion
+
+    root = tmp_path_factory.mktemp("train-data")
+    write_fusion_corpus(root / "pairs", CorpusSpec(pairs=6, min_seconds=3.2, max_seconds=4.5, seed=5))
+    args = preprocess_fusion.build_parser().parse_args(
+        ["--pairs", str(root / "pairs"), "--out", str(root / "shards"), "--segment-seconds", "1", "--quiet"]
+    )
+    preprocess_fusion.run(args)
+    return root / "shards"

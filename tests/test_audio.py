@@ -6,7 +6,22 @@ import numpy as np
 import pytest
 import soundfile
 
-from datasets.audio import AudioError, Segmenting, cut, limit_peak, probe, read_mono, resample
+from datasets.audio import (
+    READ_BLOCK_FRAMES,
+    TAIL_POLICIES,
+    AudioError,
+    Segmenting,
+    StreamingResampler,
+    check_mono,
+    cut,
+    cut_stream,
+    limit_peak,
+    probe,
+    read_mono,
+    resample,
+    resampled_length,
+    stream_mono,
+)
 from tests.conftest import tone, write
 
 SUBTYPES = ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"]
@@ -202,3 +217,115 @@ def test_splice_crossfades_only_at_jumps_and_keeps_channels():
     assert np.allclose(out[20:24, 0], expected) and np.array_equal(out[24:], audio[54:60])
     with pytest.raises(ValueError, match="not inside"):
         splice(audio, [(90, 120)], crossfade=4)
+
+
+# ------------------------------------------------------------------ streaming reads
+#
+# The contract is that streaming gives the whole-file path's samples to 1e-5; the tests
+# ask for bit equality, which the resampler also gives (see ``_ONEDNN_MIN_INPUT``), because
+# preprocessing hashes the windows (``audio_sha256``) and a changed bit would change them.
+
+
+def whole_file_read(path, sample_rate: int) -> np.ndarray:
+    """The path preprocessing took before streaming: the whole file, channels averaged,
+    then torchaudio's resample of the whole signal."""
+    audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # [S, C]
+    return resample(audio.mean(axis=1), rate, sample_rate)
+
+
+def noise(seconds: float, sample_rate: int, channels: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (0.3 * rng.standard_normal((round(seconds * sample_rate), channels))).astype(np.float32)  # [S, C]
+
+
+@pytest.mark.parametrize("file_rate", [44_100, 48_000, 22_050, 24_000])
+@pytest.mark.parametrize("block_frames", [100, 4_096, READ_BLOCK_FRAMES])
+def test_streaming_equals_the_whole_file_read_and_resample(tmp_path, file_rate, block_frames):
+    path = write(tmp_path / "a.wav", noise(7.3, file_rate, channels=2), file_rate)  # several convolutions at every rate
+    expected = whole_file_read(path, 24_000)
+    blocks = list(stream_mono(path, 24_000, block_frames=block_frames))
+    streamed = np.concatenate(blocks)
+    assert all(block.dtype == np.float32 and len(block) for block in blocks)
+    assert len(blocks) > 1 or block_frames == READ_BLOCK_FRAMES
+    assert streamed.shape == expected.shape
+    assert np.abs(streamed - expected).max() <= 1e-5  # the contract
+    assert np.array_equal(streamed, expected)  # and in fact bit for bit
+    assert np.array_equal(read_mono(path, 24_000), expected)
+
+
+@pytest.mark.parametrize("channels", [3, 6])
+def test_streaming_averages_every_channel(tmp_path, channels):
+    path = write(tmp_path / "a.wav", noise(2.1, 44_100, channels, seed=channels), 44_100, "PCM_24")
+    streamed = np.concatenate(list(stream_mono(path, 24_000, block_frames=1_000)))
+    assert np.array_equal(streamed, whole_file_read(path, 24_000))
+
+
+@pytest.mark.parametrize("file_rate", [44_100, 48_000, 22_050])
+@pytest.mark.parametrize("block_frames", [20, 150])
+def test_blocks_smaller_than_the_resampler_kernel(tmp_path, file_rate, block_frames):
+    # to 24 kHz, 44.1 kHz convolves 171 input samples per 147, 22.05 kHz 161 per 147, 48 kHz
+    # 28 per 2; 6.5 s is two convolutions or more at every rate
+    path = write(tmp_path / "a.wav", noise(6.5, file_rate, channels=2, seed=1), file_rate)
+    streamed = np.concatenate(list(stream_mono(path, 24_000, block_frames=block_frames)))
+    assert np.array_equal(streamed, whole_file_read(path, 24_000))
+
+
+@pytest.mark.parametrize("length", [1, 5, 147, 20_000, 20_600, 33_333, 250_000])
+def test_resampler_pushed_in_any_blocks_equals_resample(length):
+    rng = np.random.default_rng(length)
+    signal = (0.3 * rng.standard_normal(length)).astype(np.float32)
+    for from_rate, to_rate in [(44_100, 24_000), (48_000, 24_000), (22_050, 24_000), (24_000, 16_000), (24_000, 24_000)]:
+        resampler = StreamingResampler(from_rate, to_rate)
+        cuts = np.sort(rng.integers(0, length + 1, size=6))  # uneven blocks, some empty
+        pieces = [resampler.push(part) for part in np.split(signal, cuts)] + [resampler.finish()]
+        assert np.array_equal(np.concatenate(pieces), resample(signal, from_rate, to_rate)), (from_rate, to_rate)
+        assert len(np.concatenate(pieces)) == resampled_length(length, from_rate, to_rate)
+
+
+def test_a_truncated_file_still_raises_when_streamed(tmp_path):
+    path = write(tmp_path / "a.wav", tone(1.0, 44_100), 44_100)
+    info = probe(path)
+    longer = type(info)(**{**info.__dict__, "frames": info.frames + 500})
+    with pytest.raises(AudioError, match="truncated: header says 44600 frames, read 44100"):
+        for _ in stream_mono(path, 24_000, info=longer, block_frames=4_096):
+            pass
+    with pytest.raises(AudioError, match="truncated: header says 44600 frames, read 44100"):
+        check_mono(path, info=longer, block_frames=4_096)
+    cut_short = path.with_name("cut.wav")
+    cut_short.write_bytes(path.read_bytes()[:-10_000])
+    with pytest.raises(AudioError, match="truncated: header declares"):
+        next(stream_mono(cut_short, 24_000))
+
+
+@pytest.mark.parametrize("value, reason", [(np.nan, "contains 2 NaN/Inf samples"), (0.0, "silent: every sample is zero")])
+def test_faults_known_only_at_the_end_raise_after_the_last_block(tmp_path, value, reason):
+    audio = np.zeros(48_000, dtype=np.float32) if value == 0.0 else tone(2.0, 24_000)
+    audio[[100, 47_000]] = value
+    path = write(tmp_path / "a.wav", audio, 24_000, "FLOAT")
+    blocks = []
+    with pytest.raises(AudioError, match=reason):
+        for block in stream_mono(path, 24_000, block_frames=10_000):
+            blocks.append(block)
+    assert sum(len(block) for block in blocks) == 48_000  # every block came first: commit nothing before the end
+    with pytest.raises(AudioError, match=reason):
+        check_mono(path, block_frames=10_000)
+    with pytest.raises(AudioError, match=reason):
+        read_mono(path, 24_000)
+
+
+def test_cut_stream_gives_cut_s_windows():
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        length = int(rng.integers(1, 3_000))
+        audio = rng.standard_normal(length).astype(np.float32)
+        segmenting = Segmenting(
+            segment_seconds=float(rng.integers(1, 12)), hop_seconds=float(rng.integers(1, 20)), tail=str(rng.choice(TAIL_POLICIES))
+        )
+        # the pair's length may be shorter than this side's audio; some windows skipped
+        bounds = [span for span in segmenting.bounds(int(rng.integers(1, length + 1)), 100) if rng.random() < 0.8]
+        block = int(rng.integers(1, 700))
+        windows = list(cut_stream((audio[start : start + block] for start in range(0, length, block)), bounds))
+        expected = cut(audio, bounds)
+        assert len(windows) == len(expected) and all(np.array_equal(w, e) for w, e in zip(windows, expected))
+    with pytest.raises(ValueError, match="in order"):
+        list(cut_stream([audio], [(10, 20), (0, 10)]))

@@ -39,6 +39,22 @@ def unit(name: str) -> configparser.ConfigParser:
     return parser
 
 
+def unit_entries(name: str) -> dict[str, dict[str, list[str]]]:
+    """A unit file as systemd reads it: sections of keys, each with every value it was given."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    section = None
+    for line in (DEPLOY / name).read_text().splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            section = sections.setdefault(line.strip("[]"), {})
+            continue
+        key, _, value = line.partition("=")
+        section.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
 def test_the_script_parses():
     subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
     assert SCRIPT.stat().st_mode & 0o111, "deploy/submit-preprocess.sh is not executable"
@@ -61,7 +77,10 @@ def test_the_timer_starts_the_service_hourly_and_catches_up():
     assert timer["Timer"]["OnCalendar"] == "hourly"
     assert timer["Install"]["WantedBy"] == "timers.target"
     service = unit("jingle-preprocess.service")["Service"]
-    assert service["Type"] == "oneshot" and service["EnvironmentFile"] == ENV_FILE
+    # the script reads the settings itself, as under cron: systemd's EnvironmentFile= would apply
+    # LD_PRELOAD or BASH_ENV from it before the script could refuse them
+    assert service["Type"] == "oneshot" and service["Environment"] == f"JINGLE_ENV_FILE={ENV_FILE}"
+    assert "EnvironmentFile" not in service
     assert service["ExecStart"].endswith("/deploy/submit-preprocess.sh")
     assert "75" in service["SuccessExitStatus"].split()
 
@@ -95,11 +114,12 @@ def test_systemd_accepts_the_units(tmp_path):
 FAKE_RAY = '''\
 #!{python}
 """A stand-in for `ray job submit`: records its call; refuses a submission id it has seen."""
-import json, os, sys
+import json, os, sys, tempfile
 state = os.environ["FAKE_RAY_STATE"]
 args = sys.argv[1:]
 with open(os.path.join(state, "calls.jsonl"), "a") as calls:
-    calls.write(json.dumps({{"args": args, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE")}}) + "\\n")
+    calls.write(json.dumps({{"args": args, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE"), "env": dict(os.environ),
+                            "temporary_files": sorted(os.listdir(tempfile.gettempdir()))}}) + "\\n")
 submission_id = args[args.index("--submission-id") + 1]
 seen_path = os.path.join(state, "submitted")
 seen = open(seen_path).read().split() if os.path.exists(seen_path) else []
@@ -256,3 +276,214 @@ def test_the_refusal_is_rays_own_words():
     assert ray_refusal_template().format(submission_id="X") == (
         "Job with submission_id X already exists. Please use a different submission_id.")
 
+
+
+# The settings file: data read the way systemd's EnvironmentFile= reads it, never shell code.
+
+def settings_file(folder: Path, text: str, name: str = "preprocess.env") -> Path:
+    path = folder / name
+    path.write_bytes(text.encode())
+    path.chmod(0o644)
+    return path
+
+
+def fire_with(cluster: FakeCluster, env_file: Path, **overrides: str | None) -> subprocess.CompletedProcess:
+    """A firing whose settings come from ``env_file`` only (none from the environment)."""
+    return cluster.fire(JINGLE_ENV_FILE=str(env_file), **{**dict.fromkeys(cluster.settings), **overrides})
+
+
+# What the fake `ray` finds in its environment that no settings file put there: what bash hands
+# every child, and the locale that Python's C-locale coercion (PEP 538) sets in its own.
+NOT_FROM_THE_FILE = {"_", "SHLVL", "PWD", "OLDPWD", "LC_CTYPE"}
+
+
+def test_the_settings_file_sets_exactly_its_variables_as_literal_text(cluster, tmp_path):
+    markers = [tmp_path / f"marker-{n}" for n in range(4)]
+    token = cluster.root / "token"
+    token.write_text("fake-token")
+    env_file = settings_file(tmp_path, f"""\
+# the head's dashboard (port 8265 must be reachable from here)
+RAY_ADDRESS=http://head:8265
+
+   ; an indented comment in systemd's other style
+JINGLE_DIR = {ROOT}
+JINGLE_PAIRS="/mnt/jingle pairs/new"
+JINGLE_OUT='s3://bucket/jingle/shards'
+JINGLE_NOTE=$(touch {markers[0]})
+JINGLE_NOTE_TICKS=`touch {markers[1]}`
+JINGLE_NOTE_QUOTED="$(touch {markers[2]}) \\`touch {markers[3]}\\` \\"$HOME\\" \\\\ \\n"
+JINGLE_NOTE_SINGLE='$HOME `x` "y" \\n'
+JINGLE_NOTE_ESCAPED=a\\ b\\$HOME#not-a-comment
+JINGLE_EMPTY=
+RAY_AUTH_TOKEN_PATH={token}\r
+""")
+    base = {"PATH": f"{cluster.bin}:/usr/bin:/bin", "HOME": str(cluster.home), "FAKE_RAY_STATE": str(cluster.root),
+            "JINGLE_ENV_FILE": str(env_file)}
+    result = fire_with(cluster, env_file)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not [marker for marker in markers if marker.exists()], "a value in the settings file ran as a command"
+    [call] = cluster.calls()
+    changed = {key: value for key, value in call["env"].items() if base.get(key) != value and key not in NOT_FROM_THE_FILE}
+    assert changed == {
+        "RAY_ADDRESS": "http://head:8265",
+        "JINGLE_DIR": str(ROOT),
+        "JINGLE_PAIRS": "/mnt/jingle pairs/new",
+        "JINGLE_OUT": "s3://bucket/jingle/shards",
+        "JINGLE_NOTE": f"$(touch {markers[0]})",
+        "JINGLE_NOTE_TICKS": f"`touch {markers[1]}`",
+        "JINGLE_NOTE_QUOTED": f'$(touch {markers[2]}) `touch {markers[3]}` "$HOME" \\ \\n',
+        "JINGLE_NOTE_SINGLE": '$HOME `x` "y" \\n',
+        "JINGLE_NOTE_ESCAPED": "a b$HOME#not-a-comment",
+        "JINGLE_EMPTY": "",
+        "RAY_AUTH_TOKEN_PATH": str(token),
+        "RAY_AUTH_MODE": "token",  # the script's own
+    }
+
+
+def test_quoted_values_keep_their_spaces_as_one_argument(cluster, tmp_path):
+    env_file = settings_file(tmp_path, f"""\
+RAY_ADDRESS=http://head:8265
+JINGLE_DIR={ROOT}
+JINGLE_PAIRS="  /mnt/my pairs  "
+JINGLE_OUT='/mnt/my shards/*'
+""")
+    result = fire_with(cluster, env_file)
+    assert result.returncode == 0, result.stdout + result.stderr
+    args = cluster.calls()[0]["args"]
+    assert args[args.index("--pairs") + 1] == "  /mnt/my pairs  " and args[args.index("--out") + 1] == "/mnt/my shards/*"
+
+
+@pytest.mark.parametrize("line, reason", [
+    ("export JINGLE_OUT=/mnt/shards", "'export' is shell syntax"),
+    ("JINGLE_OUT", "not a KEY=VALUE line"),
+    ("JINGLE-OUT=/mnt/shards", "is not a variable name"),
+    ("1JINGLE=/mnt/shards", "is not a variable name"),
+    ('JINGLE_OUT="/mnt/shards', "unclosed double quote"),
+    ("JINGLE_OUT='/mnt/shards", "unclosed single quote"),
+    ('JINGLE_OUT="/mnt/"shards', "text after the closing double quote"),
+    ("JINGLE_OUT=/mnt/shards \\", "ends in a backslash"),
+    ("JINGLE_OUT=/mnt/shards  # where shards go", "part of the value to systemd"),
+    ("# a comment that goes on \\", "comment ending in a backslash"),
+    ("LD_PRELOAD=/tmp/evil.so", "changes which code"),
+    ("BASH_ENV=/tmp/evil.sh", "changes which code"),
+    ("PATH=/tmp/evil:/usr/bin:/bin", "changes which code"),
+    ("PYTHONPATH=/tmp/evil", "changes which code"),
+    ("EUID=0", "read-only"),
+])
+def test_a_line_outside_the_format_exits_2_naming_file_and_line(cluster, tmp_path, line, reason):
+    marker = tmp_path / "ran"
+    env_file = settings_file(tmp_path, f"RAY_ADDRESS=http://head:8265\n\n{line}\nJINGLE_NOTE=$(touch {marker})\n")
+    result = fire_with(cluster, env_file)
+    assert result.returncode == 2, result.stdout + result.stderr
+    [message] = result.stderr.splitlines()
+    assert message.startswith(f"jingle-preprocess: {env_file}:3: ") and reason in message, message
+    assert result.stdout == "" and cluster.calls() == [] and not marker.exists()
+
+
+def test_a_settings_file_others_may_write_is_refused(cluster, tmp_path):
+    env_file = settings_file(tmp_path, "".join(f"{key}={value}\n" for key, value in cluster.settings.items()))
+    env_file.chmod(0o664)
+    result = fire_with(cluster, env_file)
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        f"jingle-preprocess: {env_file}: group or others may write it (mode 664): chmod go-w {env_file}"]
+    assert cluster.calls() == []
+    env_file.chmod(0o640)
+    assert fire_with(cluster, env_file).returncode == 0
+
+
+def test_jingle_python_must_be_an_absolute_path(cluster):
+    # relative, it would put the working folder (cron: the home folder) first on PATH
+    result = cluster.fire(JINGLE_PYTHON="venv/bin/python")
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and "absolute path" in result.stderr
+    assert cluster.calls() == []
+
+
+def test_the_cron_line_and_the_service_run_the_same_script_on_the_same_file():
+    [cron] = [line for line in (DEPLOY / "jingle-preprocess.cron").read_text().splitlines()
+              if line.strip() and not line.lstrip().startswith("#")]
+    service = unit_entries("jingle-preprocess.service")["Service"]
+    assert f"JINGLE_ENV_FILE={ENV_FILE} {service['ExecStart'][-1]} " in cron
+    assert service["Environment"] == [f"JINGLE_ENV_FILE={ENV_FILE}"]
+    # the script is the one reader: no sourcing of the file anywhere in deploy/
+    assert not re.search(r'(?m)^\s*(\.|source)\s+["$]', SCRIPT.read_text())
+
+
+# The unit's sandbox.
+
+HARDENING = {
+    "NoNewPrivileges": "yes",
+    "CapabilityBoundingSet": "",
+    "AmbientCapabilities": "",
+    "UMask": "0077",
+    "ProtectSystem": "strict",
+    "ProtectHome": "read-only",  # the token is ~/.ray/auth_token: readable, never writable
+    "PrivateTmp": "yes",
+    "PrivateMounts": "yes",
+    "PrivateDevices": "yes",
+    "ProtectProc": "invisible",
+    "ProtectKernelTunables": "yes",
+    "ProtectKernelModules": "yes",
+    "ProtectKernelLogs": "yes",
+    "ProtectControlGroups": "yes",
+    "ProtectClock": "yes",
+    "ProtectHostname": "yes",
+    "RestrictSUIDSGID": "yes",
+    "RestrictRealtime": "yes",
+    "RestrictNamespaces": "yes",
+    "LockPersonality": "yes",
+    "MemoryDenyWriteExecute": "yes",
+    "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
+    "SystemCallArchitectures": "native",
+    "SystemCallFilter": "@system-service",
+    "SystemCallErrorNumber": "EPERM",
+}
+
+
+def test_the_service_is_hardened():
+    service = unit_entries("jingle-preprocess.service")["Service"]
+    assert {key: service.get(key) for key in HARDENING} == {key: [value] for key, value in HARDENING.items()}
+    assert service["User"] == ["jingle"] and "DynamicUser" not in service  # the token lives in its home
+    assert "RemoveIPC" not in service  # would remove a same-account Ray node's shared memory
+
+
+def test_the_sandbox_lets_the_script_write_where_it_writes(cluster, tmp_path):
+    """What the script writes, it writes under TMPDIR; the unit leaves only a private /tmp
+    (and ReadWritePaths=) writable, and sets no TMPDIR, so its temporary files land there."""
+    service = unit_entries("jingle-preprocess.service")["Service"]
+    assert service["ProtectSystem"] == ["strict"] and service["PrivateTmp"] == ["yes"]
+    assert not any(value.startswith("TMPDIR=") for value in service.get("Environment", []))
+    writable = ["/tmp", "/var/tmp", *" ".join(service.get("ReadWritePaths", [])).split()]
+    checkout, work, temporary = tmp_path / "checkout", tmp_path / "cwd", tmp_path / "tmp"
+    for folder in (checkout / "pipelines", work, temporary):
+        folder.mkdir(parents=True)
+    watched = (checkout, work, cluster.home)
+
+    def snapshot() -> dict[str, tuple[int, int]]:
+        return {str(path): (path.stat().st_mtime_ns, path.stat().st_size)
+                for folder in watched for path in [folder, *folder.rglob("*")]}
+
+    before = snapshot()
+    env = {"PATH": f"{cluster.bin}:/usr/bin:/bin", "HOME": str(cluster.home), "FAKE_RAY_STATE": str(cluster.root),
+           "TMPDIR": str(temporary), **cluster.settings, "JINGLE_DIR": str(checkout)}
+    result = subprocess.run([str(SCRIPT)], env=env, cwd=work, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert snapshot() == before, "the script wrote outside TMPDIR"
+    [call] = cluster.calls()
+    assert call["temporary_files"], "the held-back output was not under TMPDIR"
+    assert list(temporary.iterdir()) == [], "the script left a temporary file behind"
+    assert "/tmp" in writable
+
+
+def test_systemd_rates_the_hardened_service(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not on PATH")
+    service = tmp_path / "jingle-preprocess.service"
+    service.write_text(re.sub(r"(?m)^ExecStart=.*$", "ExecStart=/bin/true", (DEPLOY / service.name).read_text()))
+    result = subprocess.run([analyze, "security", "--offline=true", "--no-pager", str(service)],
+                            capture_output=True, text=True, timeout=60)
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout + result.stderr)
+    if match is None:
+        pytest.skip(f"systemd-analyze security --offline is not available here: {result.stderr.strip()[:300]}")
+    # 9.2 (UNSAFE) before the hardening, 1.6 (OK) with it (systemd 252)
+    assert float(match.group(1)) <= 3.0, result.stdout

@@ -15,6 +15,7 @@ from models.adversarial import (
     hinge_discriminator_loss,
     hinge_generator_loss,
 )
+from models.arrangement_losses import note_onset_loss
 from models.losses import (
     FusionLoss,
     arrangement_reconstruction,
@@ -30,7 +31,7 @@ from models.losses import (
 from models.spectral_losses import LogMelFrames, MultiResolutionLogMelLoss
 
 PARTS = 250
-RECONSTRUCTION_TERMS = {"reconstruction", "reconstruction_harmony", "reconstruction_rhythm"}
+RECONSTRUCTION_TERMS = {"reconstruction", "reconstruction_harmony", "reconstruction_rhythm", "onsets", "onset_timing", "onset_purity"}
 BASE_TERMS = RECONSTRUCTION_TERMS | {"spectral", "spectral_input", "spectral_target", "rms_in", "rms_tgt", "corr_cost", "corr_input", "corr_target"}
 NOVELTY_TERMS = {"novelty", "similarity_to_input", "similarity_to_target"}
 
@@ -117,6 +118,46 @@ def test_reconstruction_is_zero_for_the_target_shape_on_the_input_contour():
     assert stationary.rhythm.item() == pytest.approx(1.0, abs=1e-5)
     for terms in (copy_target, copy_input, stationary):
         assert terms.loss.item() > 0.3
+
+
+def _struck(bins_at, starts: set[int], frames: int, bins: int = 48, decay: float = 0.25, floor: float = -8.0) -> torch.Tensor:
+    """[1, M, T] log-mel frames: ``bins_at(t)`` sound from each start on, decaying by ``decay`` per frame."""
+    frames_ = torch.full((bins, frames), floor)
+    since = None
+    for t in range(frames):
+        since = 0 if t in starts else (None if since is None else since + 1)
+        if since is not None:
+            frames_[list(bins_at(t)), t] = max(-decay * since, floor)
+    return frames_[None]
+
+
+def test_the_onset_term_prefers_notes_on_the_hits_to_bursts_copies_and_late_notes():
+    frames, beat = 150, 15
+    hits = set(range(0, frames, beat))
+    chord = lambda t: (8, 16, 24, 30) if t < 75 else (10, 18, 26, 32)  # noqa: E731 (one chord change)
+    every_bin = lambda t: range(48)  # noqa: E731
+    target = torch.maximum(_struck(chord, {0, 75}, frames, decay=0.0), torch.full((1, 48, frames), -8.0))
+    input = _struck(every_bin, hits, frames, decay=1.0) - 1.0  # drum hits: broadband, short
+    notes = _struck(chord, hits, frames)  # the target's chord struck on every hit
+    outputs = {
+        "burst on the hits over the held target": torch.maximum(target, input),
+        "the target copied": target,
+        "the chord struck half a beat late": _struck(chord, {t + 7 for t in hits}, frames),
+        "the input copied": input,
+    }
+    best = note_onset_loss(notes, input, target, pool_frames=16)
+    assert best.loss.item() < 0.01
+    for name, output in outputs.items():
+        terms = note_onset_loss(output, input, target, pool_frames=16)
+        assert terms.loss.item() > best.loss.item() + 0.4, name
+    burst = note_onset_loss(outputs["burst on the hits over the held target"], input, target, pool_frames=16)
+    assert burst.purity.item() > 0.5  # a burst rises off the partials
+    late = note_onset_loss(outputs["the chord struck half a beat late"], input, target, pool_frames=16)
+    assert late.purity.item() < 0.01 and late.timing.item() > 0.8  # the right notes at the wrong time
+
+    output = notes.clone().requires_grad_()
+    note_onset_loss(output + 0.1 * torch.randn_like(notes), input, target).loss.backward()
+    assert torch.isfinite(output.grad).all() and output.grad.abs().sum() > 0
 
 
 def test_reconstruction_pools_the_harmony_over_frames():
@@ -336,6 +377,7 @@ def test_loss_weights_round_trip_and_validation():
         "discriminator_learning_rate": 1e-4,
         "reconstruction_weight": 10.0,
         "teacher_weight": 0.0,
+        "onset_weight": 0.0,
     }
     for bad in (-0.1, float("nan"), float("inf"), True, "0.5"):
         with pytest.raises(ValueError, match="corr_weight") as error:

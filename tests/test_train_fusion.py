@@ -15,6 +15,7 @@ from models.checkpoints import CheckpointError, load_state
 from pipelines import preprocess_fusion, train_fusion
 from pipelines.shard_data import split_pair_ids
 from pipelines.train import TrainSummary
+from tests.reliability.test_retries import worker_starts
 from tests.test_fusion_training import TINY_MODEL
 
 pytestmark = pytest.mark.ray
@@ -28,14 +29,8 @@ CONFIG = {
 
 
 @pytest.fixture(scope="module")
-def shards(ray_session, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("train-data")
-    write_fusion_corpus(root / "pairs", CorpusSpec(pairs=6, min_seconds=3.2, max_seconds=4.5, seed=5))
-    args = preprocess_fusion.build_parser().parse_args(
-        ["--pairs", str(root / "pairs"), "--out", str(root / "shards"), "--segment-seconds", "1", "--quiet"]
-    )
-    preprocess_fusion.run(args)
-    return root / "shards"
+def shards(fusion_train_shards) -> Path:
+    return fusion_train_shards
 
 
 def write_config(folder: Path, **training) -> Path:
@@ -100,11 +95,15 @@ def test_a_rerun_with_the_same_name_resumes_the_step_counter(shards, tmp_path, c
     assert [m.step for m in client.get_metric_history(run.info.run_id, "total")] == [first.step // 2, first.step, again.step]
 
 
-def test_a_worker_killed_mid_run_costs_only_the_work_since_the_checkpoint(shards, tmp_path, clean_run):
+def test_a_worker_killed_mid_run_costs_only_the_work_since_the_checkpoint(shards, tmp_path, clean_run, capsys):
     summary = train(shards, write_config(tmp_path, fail_at_step=3, checkpoint_every_steps=2), tmp_path / "runs", "--name", "faulty")
     assert (Path(summary.run_dir) / ".fault-injected-at-3").exists()
     assert summary.step == clean_run.step
     assert load_state(summary.latest_checkpoint, kind="fusion").step == clean_run.step
+    # the driver started the group once more (training.max_failures), and said so in one line
+    assert worker_starts(Path(summary.run_dir)) == [2, 2]
+    restarts = [line for line in capsys.readouterr().err.splitlines() if "restarting from the latest checkpoint" in line]
+    assert len(restarts) == 1 and "(restart 1 of 2)" in restarts[0]
 
 
 def test_resume_needs_an_existing_run_and_bad_configs_exit_2(shards, tmp_path):

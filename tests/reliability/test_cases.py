@@ -1,0 +1,30 @@
+"""The reliability table stays true: every test it names exists, and the README's table
+names every one of them (a renamed or deleted test fails here, not silently)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.cases import CASES, case_tests
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("test", sorted(case_tests()))
+def test_every_listed_test_exists(test):
+    path, name = test.split("::")
+    source = (REPO / path).read_text()
+    assert re.search(rf"^def {re.escape(name)}\(", source, flags=re.MULTILINE), f"{test} is not defined"
+
+
+def test_the_readme_table_names_every_case_and_test():
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Reliability and security", 1)[1].split("\n## ", 1)[0]
+    for case, tests in CASES.items():
+        assert case in section, f"the README's reliability table lacks the case {case!r}"
+        for test in tests:
+            path, name = test.split("::")
+            assert name in section, f"the README's reliability table does not name {test}"
