@@ -23,6 +23,9 @@ pytestmark = pytest.mark.ray
 CONFIG = {
     "model": TINY_MODEL,
     "masking": {"strategy": "temporal", "temporal_segment": 20, "fade_frames": 4},
+    # val_score on 2 segments, without the shortcuts (tests/test_loop.py checks those): the
+    # validations of these runs' 3 epochs stay short
+    "validation": {"score_segments": 2, "score_shortcuts": False},
     "training": {"epochs": 3, "batch_size": 2, "learning_rate": 0.003, "warmup_steps": 0, "schedule": "constant",
                  "validation_fraction": 0.25, "num_to_keep": 2, "max_failures": 2},
 }

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = {
     "model": TINY_MODEL,
-    "validation": {"score_segments": 2},
+    "validation": {"score_segments": 2, "score_shortcuts": False},  # the shortcuts' scores: tests/test_loop.py
     "training": {"batch_size": 2, "learning_rate": 0.003, "warmup_steps": 0, "schedule": "constant", "validation_fraction": 0.25},
 }
 SPACE = """\
