@@ -197,7 +197,7 @@ def measure(args: argparse.Namespace) -> dict:
 def whole_file_decode(input_path: str, target_path: str, *, sample_rate: int, segmenting) -> Iterator[dict[str, np.ndarray]]:
     """The baseline: ``decode_fusion_pairs`` as it was before streaming (one pair, no
     arrangement, nothing skipped), each side held whole at both rates."""
-    from datasets.audio import resample
+    from datasets.resampling import resample
     from datasets.fusion_preprocess import _WINDOWS_PER_BLOCK, _window_hash
 
     audio = {}

@@ -33,7 +33,8 @@ import pyarrow as pa
 import ray
 import torch
 
-from datasets.audio import READ_BLOCK_FRAMES, AudioError, Segmenting, check_mono, cut_stream, resampled_length, stream_mono
+from datasets.audio import READ_BLOCK_FRAMES, AudioError, Segmenting, check_mono, cut_stream, stream_mono
+from datasets.resampling import resampled_length
 from datasets.pairs import Reject
 from datasets.shards import ShardStore, WorkItem, fusion_schema, write_shard
 from models.codecs import build_codec

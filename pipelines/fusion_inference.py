@@ -235,7 +235,7 @@ def round_trip(codec: Codec, audio: np.ndarray, sample_rate: int, *, device: str
     """``audio`` ([S] mono at ``sample_rate``) encoded and decoded by ``codec``, back at
     ``sample_rate``: what any latent goes through on its way to audio (for the mel codec,
     Griffin-Lim's phase). [S]"""
-    from datasets.audio import resample
+    from datasets.resampling import resample
 
     at_codec_rate = resample(np.asarray(audio, dtype=np.float32), sample_rate, codec.sample_rate)
     with torch.inference_mode():

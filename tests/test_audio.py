@@ -11,17 +11,15 @@ from datasets.audio import (
     TAIL_POLICIES,
     AudioError,
     Segmenting,
-    StreamingResampler,
     check_mono,
     cut,
     cut_stream,
     limit_peak,
     probe,
     read_mono,
-    resample,
-    resampled_length,
     stream_mono,
 )
+from datasets.resampling import StreamingResampler, resample, resampled_length
 from tests.conftest import tone, write
 
 SUBTYPES = ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"]
@@ -222,7 +220,7 @@ def test_splice_crossfades_only_at_jumps_and_keeps_channels():
 # ------------------------------------------------------------------ streaming reads
 #
 # The contract is that streaming gives the whole-file path's samples to 1e-5; the tests
-# ask for bit equality, which the resampler also gives (see ``_ONEDNN_MIN_INPUT``), because
+# ask for bit equality, which the resampler also gives (see ``datasets/resampling.py``), because
 # preprocessing hashes the windows (``audio_sha256``) and a changed bit would change them.
 
 
