@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import dataclass
 from functools import partial
@@ -147,7 +148,9 @@ class TrainSummary:
         return None if in_steps is None or not self.seconds else min(1.0, in_steps / self.seconds)
 
     def report(self) -> str:
-        metrics = ", ".join(f"{key} {self.metrics[key]:.4f}" for key in self.shown_metrics if key in self.metrics)
+        # a run without a score reports -inf for it (``validation.score_segments`` 0): not shown
+        metrics = ", ".join(f"{key} {self.metrics[key]:.4f}" for key in self.shown_metrics
+                            if key in self.metrics and math.isfinite(self.metrics[key]))
         ui = f"mlflow ui --backend-store-uri {self.tracking_uri}"
         lines = [f"trained to step {self.step} (epoch {self.epoch}): {metrics}"]
         if self.step_share is not None:
@@ -335,7 +338,10 @@ def summarize(result: Any, *, task: Task, place: RunPlace, has_validation: bool,
     """A finished ``trainer.fit()`` -> the summary printed to the user."""
     if result.error is not None:
         raise RuntimeError(f"training failed: {result.error}")
-    best = result.get_best_checkpoint(task.selection.metric, task.selection.mode) if has_validation else result.checkpoint
+    # without validation data, or with the score turned off (its metric then reads -inf
+    # every epoch), no checkpoint is better than another: the latest is the one to use
+    ranked = has_validation and math.isfinite((result.metrics or {}).get(task.selection.metric, math.nan))
+    best = result.get_best_checkpoint(task.selection.metric, task.selection.mode) if ranked else result.checkpoint
     latest = result.checkpoint
     final = load_state(checkpoint_uri(latest.path, place.storage), kind=task.name) if latest else None
     return TrainSummary(

@@ -75,6 +75,32 @@ def test_training_completes_with_checkpoints_and_the_loss_falls(clean_run):
     assert len(client.get_metric_history(run.info.run_id, "val_total")) == 3
 
 
+def test_a_run_without_the_score_is_summarized_by_its_latest_checkpoint(clean_run):
+    """validation.score_segments 0 (the demo's config): val_score reads -inf every epoch, so
+    Ray's ranking of the kept checkpoints is arbitrary; the summary's best is the latest."""
+    import math
+    from types import SimpleNamespace
+
+    from core.storage import Location
+    from pipelines.tasks import get_task
+    from pipelines.train import RunPlace, summarize
+
+    latest = SimpleNamespace(path=clean_run.latest_checkpoint)
+    ranked_first = SimpleNamespace(path=str(Path(clean_run.run_dir) / "checkpoint_ranked_first"))
+
+    def summary(val_score: float) -> TrainSummary:
+        result = SimpleNamespace(error=None, checkpoint=latest, metrics={"val_score": val_score, "total": 1.0},
+                                 get_best_checkpoint=lambda metric, mode: ranked_first)
+        place = RunPlace(Location.of(Path(clean_run.run_dir).parent), "clean", Location.of(clean_run.run_dir))
+        return summarize(result, task=get_task("fusion"), place=place, has_validation=True, tracking_uri="", run_id="", seconds=1.0)
+
+    unscored = summary(-math.inf)
+    assert unscored.best_checkpoint == unscored.latest_checkpoint == clean_run.latest_checkpoint
+    assert "val_score" not in unscored.report().splitlines()[0]
+    scored = summary(0.5)
+    assert scored.best_checkpoint == ranked_first.path and "val_score 0.5000" in scored.report()
+
+
 def test_workers_ran_and_the_mlflow_run_holds_metrics_and_artifacts(clean_run):
     client, run = mlflow_run(clean_run)
     assert run.info.status == "FINISHED" and run.info.end_time >= run.info.start_time  # ended by the driver
