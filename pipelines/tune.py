@@ -35,6 +35,7 @@ import argparse
 import csv
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -340,6 +341,9 @@ def run(task_name: str, args: argparse.Namespace) -> TuneSummary:
     check_arguments(args)
     base = task.config_class.from_file(args.config)
     space = SearchSpace.from_file(args.space, task.config_class, base)
+    unranked = task.unranked(base)
+    if unranked:
+        raise UsageError(f"--config {args.config}: {unranked}")
     if "training.epochs" in space.keys:
         raise UsageError(f"--space {args.space} searches training.epochs: a trial's epochs are --max-epochs (ASHA stops it earlier)")
     data = ShardData.open(args.data, kind=task.name)
@@ -376,6 +380,10 @@ def run(task_name: str, args: argparse.Namespace) -> TuneSummary:
     )
     tuner = build_tuner(task, space, setup, args, storage=storage, name=name, max_concurrent=cpus // args.workers_per_trial,
                         callbacks=[tracking_callback(uri, experiment_id, parent_run_id), trainer_cleanup()])
+    if not args.debug:
+        # Ray Tune's own output (an experiment box, a TensorBoard hint pointing into Ray's
+        # temp folder) prints even at verbose=0; its legacy reporter prints nothing there
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     results = tuner.fit()
     with staged(search_dir) as folder:  # a bucket's outputs are written here, then uploaded
         summary = summarize(results, task=task, space=space, setup=setup, folder=folder, title=name,
@@ -436,7 +444,8 @@ def build_tuner(task: Task, space, setup: TrialSetup, args: argparse.Namespace, 
                                   resume_errored=False, restart_errored=False, storage_filesystem=filesystem)
     if search_dir.list():
         raise UsageError(f"a search named {name!r} already exists under {storage}: --resume it or choose another --name")
-    searcher = make_searcher(space, search=args.search, seed=args.seed, metric=selection.metric, mode=selection.mode)
+    searcher = make_searcher(space, search=args.search, seed=args.seed, metric=selection.metric, mode=selection.mode,
+                             debug=args.debug)
     scheduler = (
         ASHAScheduler(time_attr="epoch", max_t=args.max_epochs, grace_period=args.grace_period, reduction_factor=args.reduction_factor)
         if args.early_stopping == "asha" else FIFOScheduler()
@@ -527,7 +536,7 @@ def trials_figure(path: Path, rows: list[TrialRow], *, metric: str, max_epochs: 
     axis.set_xlabel("epoch")
     axis.set_ylabel(metric)
     axis.grid(alpha=0.3)
-    if len(rows) <= 12:
+    if len(rows) <= 12 and any(row.curve for row in rows):
         axis.legend(fontsize=7, loc="best")
     return save_figure(figure, path, title)
 

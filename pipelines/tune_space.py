@@ -262,15 +262,18 @@ class SearchSpace:
         return "\n".join(lines)
 
 
-def make_searcher(space: SearchSpace, *, search: str = "random", seed: int = 0, metric: str, mode: str) -> OptunaSearch:
+def make_searcher(space: SearchSpace, *, search: str = "random", seed: int = 0, metric: str, mode: str,
+                  debug: bool = False) -> OptunaSearch:
     """Ray's ``OptunaSearch`` over the space, define-by-run: ``random`` draws with Optuna's
     ``RandomSampler(seed)``, ``optuna`` with its ``TPESampler(seed)`` (random for its first
-    10 trials, then guided by the finished ones). ASHA stops trials; Optuna prunes none."""
+    10 trials, then guided by the finished ones). ASHA stops trials; Optuna prunes none.
+    Optuna's INFO lines ("A new study created in memory ...") show only with ``debug``."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
     if search not in SEARCHES:
         raise ConfigError(f"--search must be one of {list(SEARCHES)}, got {search!r}")
+    optuna.logging.set_verbosity(optuna.logging.INFO if debug else optuna.logging.WARNING)
     sampler = optuna.samplers.RandomSampler(seed=seed) if search == "random" else optuna.samplers.TPESampler(seed=seed)
     return OptunaSearch(space=space.suggest, metric=metric, mode=mode, sampler=sampler)
 

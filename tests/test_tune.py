@@ -144,6 +144,17 @@ def test_bad_flags_are_refused_with_one_line(fusion_data, tmp_path, capsys, extr
     assert message in errors and len(errors.strip().splitlines()) == 1, errors
 
 
+def test_a_base_config_without_the_score_is_refused_with_one_line(fusion_data, tmp_path, capsys):
+    """validation.score_segments 0 trains (the demo's config), but leaves no val_score to rank trials by."""
+    config = json.loads((fusion_data / "config.json").read_text())
+    config["validation"]["score_segments"] = 0
+    (tmp_path / "unscored.json").write_text(json.dumps(config))
+    assert tune_fusion.main(tune_args(fusion_data, tmp_path) + ["--config", str(tmp_path / "unscored.json")]) == 2
+    errors = capsys.readouterr().err
+    assert "validation.score_segments is 0" in errors and len(errors.strip().splitlines()) == 1, errors
+    assert not (tmp_path / "search").exists()
+
+
 def test_an_interrupted_search_resumes_without_rerunning_finished_trials(fusion_data, ray_address, tmp_path):
     argv = [sys.executable, "-m", "pipelines.tune_fusion", *tune_args(fusion_data, tmp_path, "--samples", "4", "--max-epochs", "3",
                                                                      "--grace-period", "3")]
@@ -155,8 +166,12 @@ def test_an_interrupted_search_resumes_without_rerunning_finished_trials(fusion_
         time.sleep(0.5)
     os.killpg(process.pid, signal.SIGINT)  # as a user's Ctrl-C
     process.wait(timeout=120)
+    printed = process.stdout.read()
     first = finished_trials(folder)
-    assert len(first) >= 2, process.stdout.read()[-2000:]
+    assert len(first) >= 2, printed[-2000:]
+    # a quiet terminal without --debug: no Optuna study line, no Ray Tune box or TensorBoard hint
+    for noise in ("A new study created", "Configuration for experiment", "tensorboard", "View detailed results"):
+        assert noise not in printed, printed[-2000:]
     lengths = {trial: len(path.read_text().splitlines()) for trial, path in first.items()}
 
     resumed = tune_fusion.run(tune_fusion.build_parser().parse_args(tune_args(fusion_data, tmp_path, "--resume", "--max-epochs", "3",

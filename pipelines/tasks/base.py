@@ -106,6 +106,11 @@ class Task:
     def plan(self, config: SectionedConfig, data: Any, *, train_ids: list[str], workers: int, args: argparse.Namespace) -> TaskPlan:
         raise NotImplementedError
 
+    def unranked(self, config: SectionedConfig) -> str | None:
+        """Why trials trained with ``config`` would report no ``selection`` metric to rank
+        them by (``jingle tune`` refuses such a base config), or None."""
+        return None
+
     def build_model(self, config: SectionedConfig) -> nn.Module:
         raise NotImplementedError
 

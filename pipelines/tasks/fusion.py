@@ -51,6 +51,11 @@ class FusionTask(Task):
         """The latents, and with the teacher term the reference arrangements."""
         return LATENT_COLUMNS + (ARRANGEMENT_COLUMNS if config.losses.teacher_weight > 0 else ())
 
+    def unranked(self, config: FusionTrainConfig) -> str | None:
+        if config.validation.score_segments == 0:
+            return "validation.score_segments is 0: trials would report no val_score to rank them by; set it to 1 or more"
+        return None
+
     def plan(self, config: FusionTrainConfig, data: Any, *, train_ids: list[str], workers: int, args: argparse.Namespace) -> TaskPlan:
         codec = build_codec(data.codec["name"], checkpoint=getattr(args, "codec_checkpoint", None))
         if codec.id != data.codec["id"]:
