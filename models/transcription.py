@@ -119,8 +119,17 @@ def _session(threads: int):
         raise TranscriberUnavailable(f"cannot load the transcription model {MODEL_PATH}: {error}") from None
 
 
-def posteriors(audio: np.ndarray, *, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """The model's note and onset posteriors of ``audio`` ([S] mono at ``SAMPLE_RATE``).
+def default_threads() -> int:
+    """The process's compute budget as torch was given it: a Ray worker has set it to its
+    share of the node's cores, a command run alone on a machine has them all."""
+    import torch
+
+    return max(1, torch.get_num_threads())
+
+
+def posteriors(audio: np.ndarray, *, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The model's note and onset posteriors of ``audio`` ([S] mono at ``SAMPLE_RATE``), on
+    ``threads`` intra-op threads (default: ``default_threads()``).
 
     Returns:
         (note, onset), each [T, P] with T = floor(S * FRAME_RATE / SAMPLE_RATE).
@@ -134,7 +143,7 @@ def posteriors(audio: np.ndarray, *, threads: int = 1) -> tuple[np.ndarray, np.n
     for row, start in enumerate(starts):
         piece = padded[start : start + WINDOW_SAMPLES]
         windows[row, : len(piece), 0] = piece
-    session = _session(threads)
+    session = _session(threads or default_threads())
     notes, onsets = [], []
     for first in range(0, len(windows), WINDOWS_PER_RUN):
         with _SESSION_LOCK:  # one run at a time per process: the session's threads are the budget
@@ -160,7 +169,7 @@ def frame_times(frames: int) -> np.ndarray:
     return index * FFT_HOP / SAMPLE_RATE - window_offset * np.floor(index / WINDOW_FRAMES)
 
 
-def transcribe(audio: np.ndarray, sample_rate: int, *, threads: int = 1) -> Transcription:
+def transcribe(audio: np.ndarray, sample_rate: int, *, threads: int | None = None) -> Transcription:
     """The notes of ``audio`` ([S] mono float at ``sample_rate``; resampled to 22.05 kHz).
 
     Raises:
