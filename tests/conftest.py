@@ -14,8 +14,14 @@ import soundfile
 os.environ["JINGLE_OFFLINE"] = "1"
 
 
+# fixtures that start or join a Ray: a test using one (directly or through another fixture)
+# is marked ``ray`` even where its module forgot to say so
+RAY_FIXTURES = frozenset({"ray_session", "ray_address"})
+
+
 def pytest_collection_modifyitems(config, items):
-    """Mark the reliability table's tests (tests/reliability/cases.py) ``reliability``."""
+    """Mark the reliability table's tests (tests/reliability/cases.py) ``reliability``, and
+    every test that uses the session's Ray ``ray``."""
     from tests.reliability.cases import case_tests
 
     listed = case_tests()
@@ -23,6 +29,8 @@ def pytest_collection_modifyitems(config, items):
         node = item.nodeid.split("[")[0]  # every case of a parametrised test
         if node in listed or node.startswith("tests/reliability/"):
             item.add_marker(pytest.mark.reliability)
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.ray)
 
 
 @pytest.fixture(autouse=True)

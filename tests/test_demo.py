@@ -11,6 +11,8 @@ import pytest
 from datasets.shards import shard_paths
 from models.shortcuts import ALL_SHORTCUTS
 
+pytestmark = pytest.mark.ray
+
 
 def test_demo_runs_end_to_end(ray_session, tmp_path, capsys):
     from pipelines import demo
