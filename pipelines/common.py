@@ -62,6 +62,17 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def add_codec_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
+    """``--codec-checkpoint``: the one definition every command that may build EnCodec uses."""
+    parser.add_argument("--codec-checkpoint", default=None, metavar="PATH",
+                        help="EnCodec weights file, for EnCodec latents or checkpoints (default: the torch hub cache)")
+
+
+def add_model_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device`` of the commands that run the fusion model in their own process."""
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="where the model runs (default: cuda if available)")
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     parser.add_argument(

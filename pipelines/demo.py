@@ -34,7 +34,7 @@ from pathlib import Path
 from datasets.synth import CorpusSpec, write_fusion_corpus
 from models.codecs import CODEC_NAMES
 from pipelines import conform, fuse, preprocess_fusion, preprocess_pointer, train_fusion, train_pointer
-from pipelines.common import PROJECT_ROOT, EntryPoint, UsageError, add_common_arguments
+from pipelines.common import PROJECT_ROOT, EntryPoint, UsageError, add_codec_checkpoint_argument, add_common_arguments
 
 PROG = "jingle demo"
 DEMO_CONFIG = PROJECT_ROOT / "configs" / "demo.json"
@@ -46,7 +46,7 @@ SEGMENT_SECONDS = 4  # short segments: a validation decodes and scores them, and
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="jingle-demo", help="output folder (default: ./jingle-demo)")
     parser.add_argument("--codec", choices=CODEC_NAMES, default="mel", help="latent codec (default: mel)")
-    parser.add_argument("--codec-checkpoint", default=None, help="EnCodec weights file (default: torch hub cache)")
+    add_codec_checkpoint_argument(parser)
     parser.add_argument("--pairs", type=int, default=8, help="generated training pairs (default: 8)")
     parser.add_argument("--seed", type=int, default=0, help="corpus seed (default: 0)")
     parser.add_argument("--config", default=str(DEMO_CONFIG), help="training config (default: configs/demo.json)")

@@ -37,7 +37,7 @@ import sys
 from pathlib import Path
 
 from core.storage import Location, check_writable, staged
-from pipelines.common import EntryPoint, UsageError, add_common_arguments
+from pipelines.common import EntryPoint, UsageError, add_codec_checkpoint_argument, add_common_arguments, add_model_device_argument
 
 PROG = "jingle evaluate fusion"
 
@@ -59,9 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--arrangements", default=None, metavar="FOLDER",
         help="with --checkpoint: the pairs' reference arrangements, FOLDER/<pair_id>.wav",
     )
-    parser.add_argument("--codec-checkpoint", default=None, metavar="PATH", help="EnCodec weights file, for an EnCodec checkpoint")
+    add_codec_checkpoint_argument(parser)
     parser.add_argument("--pair", type=pair_mode, default="best", metavar="best|mean|N", help="adaptive window agent: which pair to keep per chunk (as jingle fuse)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="where the model runs (default: cuda if available)")
+    add_model_device_argument(parser)
     parser.add_argument("--actors", type=int, default=None, metavar="N", help="with --checkpoint: fusion actors at most")
     add_common_arguments(parser)
 

@@ -39,7 +39,14 @@ import torch
 from core.storage import Location, check_writable, is_remote, upload_files
 from datasets.audio import AudioError
 from datasets.pairs import InputError, discover_fusion_pairs
-from pipelines.common import EntryPoint, UsageError, add_common_arguments, local_device
+from pipelines.common import (
+    EntryPoint,
+    UsageError,
+    add_codec_checkpoint_argument,
+    add_common_arguments,
+    add_model_device_argument,
+    local_device,
+)
 from pipelines.fusion_inference import (
     PAIR_MODES,
     PairMode,
@@ -60,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", metavar="OUT.wav", help="fused audio; OUT.png and OUT.json are written beside it")
     parser.add_argument("--batch", metavar="PAIRS_DIR", help="fuse every pair of a folder (input/, target/) or CSV/JSONL manifest")
     parser.add_argument("--out", metavar="DIR", help="with --batch: folder for <pair_id>.wav/.png/.json")
-    parser.add_argument("--codec-checkpoint", default=None, metavar="PATH", help="EnCodec weights file, for an EnCodec checkpoint (default: torch hub cache)")
+    add_codec_checkpoint_argument(parser)
     parser.add_argument(
         "--pair",
         type=parse_pair_mode,
@@ -68,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="best|mean|N",
         help="adaptive window agent: which window pair to keep per chunk: best (lowest novelty loss), mean, or an index (default: best)",
     )
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="where the model runs (default: cuda if available)")
+    add_model_device_argument(parser)
     parser.add_argument("--actors", type=int, default=None, metavar="N", help="with --batch: fusion actors at most (default: 1 per GPU, or CPUs/2)")
     add_common_arguments(parser)
 

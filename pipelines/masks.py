@@ -29,7 +29,7 @@ import torch
 from datasets.synth import chords, drums
 from models.codecs import CODEC_NAMES, build_codec
 from models.masking import STRATEGIES, MaskedPair, MaskingConfig, apply_complementary_mask, frame_energy
-from pipelines.common import EntryPoint, UsageError
+from pipelines.common import EntryPoint, UsageError, add_codec_checkpoint_argument
 
 PROG = "jingle masks"
 
@@ -37,7 +37,7 @@ PROG = "jingle masks"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="folder for the PNG files (created if missing)")
     parser.add_argument("--codec", choices=CODEC_NAMES, default="mel", help="latent codec (default: mel)")
-    parser.add_argument("--codec-checkpoint", default=None, help="EnCodec weights file (default: torch hub cache)")
+    add_codec_checkpoint_argument(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated pair and the spectral mask (default: 0)")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of the example in seconds (default: 8)")
     # no --num-cpus: this command starts no Ray

@@ -27,7 +27,15 @@ from datasets.pairs import Discovery, Reject, check_pairs, discover_fusion_pairs
 from core.storage import Location, check_writable
 from datasets.shards import LATENT_DTYPES, REJECTS, ShardStore
 from models.codecs import CODEC_NAMES, build_codec
-from pipelines.common import EntryPoint, UsageError, add_common_arguments, human_seconds, init_ray, reporting
+from pipelines.common import (
+    EntryPoint,
+    UsageError,
+    add_codec_checkpoint_argument,
+    add_common_arguments,
+    human_seconds,
+    init_ray,
+    reporting,
+)
 
 if TYPE_CHECKING:  # Ray Data is imported when a run has work, not at start-up
     from datasets.fusion_preprocess import Progress
@@ -39,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairs", required=True, help="folder with input/ and target/, or a CSV/JSONL manifest")
     parser.add_argument("--out", required=True, help="output folder for shards/, manifest.json, rejects.parquet")
     parser.add_argument("--codec", choices=CODEC_NAMES, default="mel", help="latent codec (default: mel)")
-    parser.add_argument("--codec-checkpoint", default=None, help="EnCodec weights file (default: torch hub cache)")
+    add_codec_checkpoint_argument(parser)
     parser.add_argument("--segment-seconds", type=float, default=16.0, help="window length (default: 16)")
     parser.add_argument("--hop-seconds", type=float, default=None, help="distance between windows (default: segment)")
     parser.add_argument(

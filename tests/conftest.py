@@ -85,6 +85,18 @@ def encodec_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+def write_training_config(folder: Path, base: dict, **training) -> Path:
+    """``base`` (a training config as a dict) with ``training`` settings replaced, written to
+    ``folder/config.json``; returns that path."""
+    import json
+
+    config = json.loads(json.dumps(base))
+    config["training"].update(training)
+    path = folder / "config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
 def copy_tree(source: Path, destination: Path) -> Path:
     shutil.copytree(source, destination, symlinks=True)
     return destination

@@ -15,6 +15,7 @@ from models.checkpoints import CheckpointError, load_state
 from pipelines import preprocess_fusion, train_fusion
 from pipelines.shard_data import split_pair_ids
 from pipelines.train import TrainSummary
+from tests.conftest import write_training_config
 from tests.reliability.test_retries import worker_starts
 from tests.test_fusion_training import TINY_MODEL
 
@@ -37,11 +38,7 @@ def shards(fusion_train_shards) -> Path:
 
 
 def write_config(folder: Path, **training) -> Path:
-    config = json.loads(json.dumps(CONFIG))
-    config["training"].update(training)
-    path = folder / "config.json"
-    path.write_text(json.dumps(config))
-    return path
+    return write_training_config(folder, CONFIG, **training)
 
 
 def train(shards: Path, config: Path, storage: Path, *extra: str) -> TrainSummary:

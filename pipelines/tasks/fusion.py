@@ -25,7 +25,7 @@ from models.codecs import build_codec
 from models.fusion_config import FusionTrainConfig
 from models.fusion_training import ArrangementValidator, FusionObjective, evaluate, train_step
 from models.optimization import unwrap
-from pipelines.common import UsageError
+from pipelines.common import UsageError, add_codec_checkpoint_argument
 from pipelines.loop import Selection
 from pipelines.tasks.base import Task, TaskPlan, TaskWorker
 
@@ -45,7 +45,7 @@ class FusionTask(Task):
     selection = Selection("val_score", "max")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--codec-checkpoint", default=None, help="EnCodec weights when the shards used EnCodec")
+        add_codec_checkpoint_argument(parser)
 
     def data_columns(self, config: FusionTrainConfig) -> tuple[str, ...]:
         """The latents, and with the teacher term the reference arrangements."""

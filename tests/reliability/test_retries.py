@@ -30,7 +30,7 @@ from pipelines import train_fusion
 from pipelines.common import DeterministicError, DeterministicInputError
 from pipelines.train import fit_with_restarts
 from pipelines.worker import deterministic_error
-from tests.conftest import copy_tree
+from tests.conftest import copy_tree, write_training_config
 from tests.test_fusion_training import TINY_MODEL
 
 CONFIG = {
@@ -61,11 +61,7 @@ def corrupt_copy(shards: Path, folder: Path) -> tuple[Path, str]:
 
 
 def write_config(folder: Path, **training) -> Path:
-    config = json.loads(json.dumps(CONFIG))
-    config["training"].update(training)
-    path = folder / "config.json"
-    path.write_text(json.dumps(config))
-    return path
+    return write_training_config(folder, CONFIG, **training)
 
 
 def worker_starts(run_dir: Path) -> list[int]:
