@@ -75,7 +75,7 @@ class RayTrainContext(_RayReporting):
         selection, diverged: see ``_RayReporting`` (a trainer inside a search trial).
         report_placement_group: rank 0 adds its worker group's placement group id to every
             report (``PLACEMENT_GROUP_KEY``), so the search's driver can free it when Tune
-            stops the trial (see ``pipelines.tune.TrainerCleanup``).
+            stops the trial (see ``pipelines.tune_callbacks.trainer_cleanup``).
     """
 
     library = ray.train

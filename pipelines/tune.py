@@ -32,7 +32,6 @@ not rerun, unfinished ones continue from their checkpoints.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -46,12 +45,12 @@ from pipelines.common import PROJECT_ROOT, EntryPoint, UsageError, add_common_ar
 from pipelines.loop import LoopSettings, Selection
 from pipelines.shard_data import ShardData
 from pipelines.tasks import Task, get_task
+from pipelines.tune_callbacks import tracking_callback, trainer_cleanup
+from pipelines.tune_trials import DIVERGED, best_checkpoint_path, trial_rows, trials_figure, write_trials_csv
 from pipelines.worker import WorkerPlan
 
 DEFAULT_CONFIGS = {"fusion": "configs/fusion.json", "pointer": "configs/pointer/mini.json"}
 SEARCHES = ("random", "optuna")
-# What a diverged trial reports for its selection metric: ASHA never stops a NaN trial.
-DIVERGED = 1e9
 # CPUs a multi-worker trial holds itself (it only waits on its trainer): Tune refuses 0.
 TRIAL_CPUS = 0.01
 
@@ -168,102 +167,6 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
 
 
 # ------------------------------------------------------------------ MLflow from the driver
-
-
-def tracking_callback(uri: str, experiment_id: str, parent_run_id: str):
-    """The Tune callback that logs every trial as a child run of ``parent_run_id``."""
-    from mlflow.entities import Metric, Param
-    from mlflow.tracking import MlflowClient
-    from ray.tune import Callback
-
-    class TrialRuns(Callback):
-        def __init__(self) -> None:
-            self.client = MlflowClient(uri)
-            self.runs: dict[str, str] = {}
-
-        def _run(self, trial) -> str:
-            if trial.trial_id in self.runs:
-                return self.runs[trial.trial_id]
-            found = self.client.search_runs(
-                [experiment_id], filter_string=f"tags.`jingle.trial` = '{trial.trial_id}' and tags.`mlflow.parentRunId` = '{parent_run_id}'",
-                max_results=1,
-            )
-            if found:  # a resumed search: the trial's run goes on
-                run_id = found[0].info.run_id
-            else:
-                run = self.client.create_run(
-                    experiment_id, run_name=f"trial-{trial.trial_id}",
-                    tags={"mlflow.parentRunId": parent_run_id, "jingle.trial": trial.trial_id},
-                )
-                run_id = run.info.run_id
-                params = [Param(key, str(value)[:6000]) for key, value in sorted(trial.config.items())]
-                if params:
-                    self.client.log_batch(run_id, params=params)
-            self.runs[trial.trial_id] = run_id
-            return run_id
-
-        def on_trial_start(self, iteration, trials, trial, **info) -> None:
-            self._run(trial)
-
-        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-            step = int(result.get("step", result.get("training_iteration", 0)))
-            timestamp = int(result.get("timestamp", 0) * 1000)
-            metrics = [
-                Metric(key, float(value), timestamp, step)
-                for key, value in result.items()
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                and key not in ("timestamp", "time_this_iter_s", "time_total_s", "pid", "training_iteration", "done")
-            ]
-            if metrics:
-                self.client.log_batch(self._run(trial), metrics=metrics)
-
-        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-            self.client.set_terminated(self._run(trial), "FINISHED")
-
-        def on_trial_error(self, iteration, trials, trial, **info) -> None:
-            self.client.set_terminated(self._run(trial), "FAILED")
-
-    return TrialRuns()
-
-
-def trainer_cleanup():
-    """The Tune callback that frees the workers of a multi-worker trial Tune has ended.
-
-    When ASHA stops a trial, Tune ends the trial's process, and with it the trial's Train
-    controller and workers, but not the workers' placement group: Ray Train's own cleaner
-    needs the dashboard's State API and, without it, the group keeps its CPUs and the next
-    trial's trainer waits for them forever. Each trainer reports its group's id with every
-    result (``PLACEMENT_GROUP_KEY``); the driver removes it when the trial ends.
-    """
-    import ray
-    from ray.tune import Callback
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
-
-    from pipelines.ray_contexts import PLACEMENT_GROUP_KEY
-
-    class TrainerCleanup(Callback):
-        def __init__(self) -> None:
-            self.groups: dict[str, str] = {}
-
-        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-            if result.get(PLACEMENT_GROUP_KEY):
-                self.groups[trial.trial_id] = result[PLACEMENT_GROUP_KEY]
-
-        def _free(self, trial) -> None:
-            group_id = self.groups.pop(trial.trial_id, None)
-            if group_id is None:
-                return
-            group = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group_id)))
-            if ray.util.placement_group_table(group).get("state", "REMOVED") != "REMOVED":
-                remove_placement_group(group)
-
-        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-            self._free(trial)
-
-        def on_trial_error(self, iteration, trials, trial, **info) -> None:
-            self._free(trial)
-
-    return TrainerCleanup()
 
 
 def open_search_run(storage: Location, *, task: str, name: str, params: dict[str, Any]) -> tuple[str, str, str]:
@@ -465,95 +368,6 @@ def build_tuner(task: Task, space, setup: TrialSetup, args: argparse.Namespace, 
 
 
 # ------------------------------------------------------------------ the outputs
-
-
-@dataclass
-class TrialRow:
-    trial_id: str
-    params: dict[str, Any]
-    last_epoch: int
-    best: float | None
-    stopped_early: bool
-    status: str
-    curve: list[tuple[int, float]]  # (epoch, metric)
-    checkpoint: str | None = None  # its best checkpoint, as Ray names its path
-
-
-def trial_rows(results, metric: str, mode: str, max_epochs: int) -> list[TrialRow]:
-    rows = []
-    for result in results:
-        frame = result.metrics_dataframe
-        curve: list[tuple[int, float]] = []
-        if frame is not None and metric in frame and "epoch" in frame:
-            epoch_rows = frame[frame[metric].notna() & frame["epoch"].notna()]
-            curve = [(int(epoch), float(value)) for epoch, value in zip(epoch_rows["epoch"], epoch_rows[metric])]
-            curve = [point for point in curve if abs(point[1]) < DIVERGED]
-        last_epoch = int((result.metrics or {}).get("epoch", 0) or 0)
-        values = [value for _, value in curve]
-        best = (max(values) if mode == "max" else min(values)) if values else None
-        status = "ERROR" if result.error is not None else "TERMINATED"
-        rows.append(TrialRow(
-            trial_id=str((result.metrics or {}).get("trial_id") or Path(result.path).name),
-            params=dict(result.config or {}),
-            last_epoch=last_epoch,
-            best=best,
-            stopped_early=result.error is None and last_epoch < max_epochs,
-            status=status,
-            curve=curve,
-            checkpoint=best_checkpoint_path(result, Selection(metric, mode)),
-        ))
-    return rows
-
-
-def write_trials_csv(path: Path, rows: list[TrialRow], keys: list[str], metric: str) -> None:
-    with path.open("w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["trial_id", *keys, "last_epoch", f"best_{metric}", "stopped_early", "status", "best_checkpoint"])
-        for row in rows:
-            writer.writerow([row.trial_id, *(row.params.get(key, "") for key in keys), row.last_epoch,
-                             "" if row.best is None else row.best, row.stopped_early, row.status, row.checkpoint or ""])
-
-
-def trials_figure(path: Path, rows: list[TrialRow], *, metric: str, max_epochs: int, title: str) -> Path:
-    """The selection metric against epoch, one line per trial; a trial ASHA stopped ends
-    early, marked with an x."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from pipelines.figures import save_figure
-
-    figure = Figure(figsize=(9, 5), layout="constrained")
-    FigureCanvasAgg(figure)
-    axis = figure.subplots()
-    for row in rows:
-        if not row.curve:
-            continue
-        epochs, values = zip(*row.curve)
-        line, = axis.plot(epochs, values, marker="o", markersize=3, linewidth=1.2, label=row.trial_id)
-        if row.stopped_early:
-            axis.plot(epochs[-1], values[-1], marker="x", markersize=10, color=line.get_color())
-    axis.axvline(max_epochs, color="grey", linewidth=0.8, linestyle=":")
-    axis.set_xlabel("epoch")
-    axis.set_ylabel(metric)
-    axis.grid(alpha=0.3)
-    if len(rows) <= 12 and any(row.curve for row in rows):
-        axis.legend(fontsize=7, loc="best")
-    return save_figure(figure, path, title)
-
-
-def best_checkpoint_path(result, selection: Selection) -> str | None:
-    """The trial's best checkpoint: Tune's own (a trial that trains in its process), or
-    the path its trainer reported with its best result (``TuneReportCallback`` sends
-    ``checkpoint_path``: a multi-worker trial's checkpoints stay in its trainer's run)."""
-    if result.best_checkpoints:
-        return result.get_best_checkpoint(selection.metric, selection.mode).path
-    frame = result.metrics_dataframe
-    if frame is not None and "checkpoint_path" in frame and selection.metric in frame:
-        rows = frame[frame["checkpoint_path"].notna() & frame[selection.metric].notna()]
-        if len(rows):
-            index = rows[selection.metric].idxmax() if selection.mode == "max" else rows[selection.metric].idxmin()
-            return str(rows.loc[index, "checkpoint_path"])
-    return result.checkpoint.path if result.checkpoint is not None else None
 
 
 def summarize(results, *, task: Task, space, setup: TrialSetup, folder: Path, title: str,
