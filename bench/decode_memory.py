@@ -158,9 +158,9 @@ def measure(args: argparse.Namespace) -> dict:
     """Decode (or, for ``floor``, only set up) in this process; its peak RSS and rows."""
     import torch
 
-    from datasets.audio import Segmenting
-    from datasets.fusion_preprocess import decode_fusion_pairs, encode_windows
-    from models.codecs import build_codec
+    from jingle.datasets.audio import Segmenting
+    from jingle.datasets.fusion_preprocess import decode_fusion_pairs, encode_windows
+    from jingle.models.codecs import build_codec
 
     # One thread, as in a Ray decode task (Ray sets OMP_NUM_THREADS=1 for a task that
     # reserves under one CPU); the same for both paths.
@@ -197,8 +197,8 @@ def measure(args: argparse.Namespace) -> dict:
 def whole_file_decode(input_path: str, target_path: str, *, sample_rate: int, segmenting) -> Iterator[dict[str, np.ndarray]]:
     """The baseline: ``decode_fusion_pairs`` as it was before streaming (one pair, no
     arrangement, nothing skipped), each side held whole at both rates."""
-    from datasets.resampling import resample
-    from datasets.fusion_preprocess import _WINDOWS_PER_BLOCK, _window_hash
+    from jingle.datasets.resampling import resample
+    from jingle.datasets.fusion_preprocess import _WINDOWS_PER_BLOCK, _window_hash
 
     audio = {}
     for role, path in (("input", input_path), ("target", target_path)):

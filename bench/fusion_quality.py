@@ -44,10 +44,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.machine import add_ray_address_argument, describe_machine, start_ray
-from datasets.synth import CorpusSpec, write_fusion_corpus
-from models.arrangement import SCORE_FIGURES
-from models.shortcuts import ALL_SHORTCUTS
-from pipelines import evaluate_fusion, preprocess_fusion, train_fusion
+from jingle.datasets.synth import CorpusSpec, write_fusion_corpus
+from jingle.models.arrangement import SCORE_FIGURES
+from jingle.models.shortcuts import ALL_SHORTCUTS
+from jingle.pipelines import evaluate_fusion, preprocess_fusion, train_fusion
 
 ROOT = Path(__file__).resolve().parent.parent
 HELD_OUT_FIRST_INDEX = 10_000  # seeds the corpus never uses

@@ -29,7 +29,7 @@ def add_ray_address_argument(parser: argparse.ArgumentParser) -> None:
 
 def start_ray(address: str | None) -> None:
     """Join ``address``, or start a Ray of this benchmark's own (``RAY_OPTIONS``)."""
-    from pipelines.common import init_ray
+    from jingle.pipelines.common import init_ray
 
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)

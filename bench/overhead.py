@@ -30,11 +30,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from bench.machine import add_ray_address_argument, describe_machine, start_ray  # noqa: E402
-from datasets.edits import make_conform_pair, write_pointer_corpus  # noqa: E402
-from datasets.synth import CorpusSpec, write_fusion_corpus  # noqa: E402
-from pipelines import preprocess_fusion, preprocess_pointer, train_fusion, train_pointer  # noqa: E402
-from pipelines.demo import SEGMENT_SECONDS  # noqa: E402
-from pipelines.pointer_config import PointerTrainConfig  # noqa: E402
+from jingle.datasets.edits import make_conform_pair, write_pointer_corpus  # noqa: E402
+from jingle.datasets.synth import CorpusSpec, write_fusion_corpus  # noqa: E402
+from jingle.pipelines import preprocess_fusion, preprocess_pointer, train_fusion, train_pointer  # noqa: E402
+from jingle.pipelines.demo import SEGMENT_SECONDS  # noqa: E402
+from jingle.pipelines.pointer_config import PointerTrainConfig  # noqa: E402
 
 CONFIGS = {"fusion": REPO_ROOT / "configs" / "demo.json", "pointer": REPO_ROOT / "configs" / "pointer" / "demo.json"}
 # Streamed, every pass over the pointer rows is a Ray Data read: the baseline runs the

@@ -45,15 +45,15 @@ import numpy as np
 import torch
 
 from bench.machine import add_ray_address_argument, describe_machine, start_ray
-from datasets.alignment import align, segments_from_pointers
-from datasets.edits import RULES, EditPair, make_conform_pair, make_rule_pair, write_pointer_corpus
-from datasets.features import MelFeatures
-from models.pointer_decoding import generate_edit
-from pipelines import preprocess_pointer, train_pointer
-from pipelines.common import OneLineParser
-from pipelines.conform import NETWORK_JUMP_PENALTY, conform_with_network
-from pipelines.pointer_config import PointerTrainConfig
-from pipelines.pointer_inference import load_pointer
+from jingle.datasets.alignment import align, segments_from_pointers
+from jingle.datasets.edits import RULES, EditPair, make_conform_pair, make_rule_pair, write_pointer_corpus
+from jingle.datasets.features import MelFeatures
+from jingle.models.pointer_decoding import generate_edit
+from jingle.pipelines import preprocess_pointer, train_pointer
+from jingle.pipelines.common import OneLineParser
+from jingle.pipelines.conform import NETWORK_JUMP_PENALTY, conform_with_network
+from jingle.pipelines.pointer_config import PointerTrainConfig
+from jingle.pipelines.pointer_inference import load_pointer
 
 REPO = Path(__file__).resolve().parent.parent
 TOLERANCE = 2  # frames

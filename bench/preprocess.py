@@ -56,15 +56,15 @@ import pyarrow.parquet as pq
 import ray  # also puts the psutil that Ray bundles on sys.path
 import torch
 
-from datasets.audio import Segmenting
-from datasets.pairs import discover_fusion_pairs, fingerprint_files
-from datasets.fusion_preprocess import decode_fusion_pairs, encode_windows, write_fusion_shard
-from datasets.shards import ShardStore, fusion_schema, latents_to_numpy, read_manifest, shard_paths
+from jingle.datasets.audio import Segmenting
+from jingle.datasets.pairs import discover_fusion_pairs, fingerprint_files
+from jingle.datasets.fusion_preprocess import decode_fusion_pairs, encode_windows, write_fusion_shard
+from jingle.datasets.shards import ShardStore, fusion_schema, latents_to_numpy, read_manifest, shard_paths
 from bench.machine import RAY_OPTIONS, add_ray_address_argument, describe_machine, start_ray
-from datasets.synth import CorpusSpec, write_fusion_corpus
-from models.codecs import build_codec
-from pipelines import preprocess_fusion
-from pipelines.common import OneLineParser
+from jingle.datasets.synth import CorpusSpec, write_fusion_corpus
+from jingle.models.codecs import build_codec
+from jingle.pipelines import preprocess_fusion
+from jingle.pipelines.common import OneLineParser
 
 import psutil  # noqa: E402  (after ray, which provides it)
 
@@ -86,7 +86,7 @@ MEMORY_DRIVER = f"""
 import sys
 import ray
 ray.init(**{RAY_OPTIONS!r})
-from pipelines.preprocess_fusion import main
+from jingle.pipelines.preprocess_fusion import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from bench.machine import add_ray_address_argument, describe_machine
-from datasets.synth import CorpusSpec, write_fusion_corpus
+from jingle.datasets.synth import CorpusSpec, write_fusion_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     floor_seconds, _ = timed([sys.executable, "-m", "pipelines.preprocess_fusion", "--help"], env)
 
-    from datasets.shards import ShardStore
+    from jingle.datasets.shards import ShardStore
 
     manifest = json.loads((out / "manifest.json").read_text())
     with ShardStore(out, kind="fusion", settings=manifest["settings"]):  # a run still going

@@ -26,9 +26,9 @@ import time
 import numpy as np
 
 from bench.machine import describe_machine
-from datasets.synth import CorpusSpec, generate_pair
-from models import transcription
-from models.arrangement import analyse_sources, score_output
+from jingle.datasets.synth import CorpusSpec, generate_pair
+from jingle.models import transcription
+from jingle.models.arrangement import analyse_sources, score_output
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,9 +46,9 @@ import numpy as np
 
 from bench.fusion_quality import build_config
 from bench.machine import add_ray_address_argument, describe_machine, start_ray
-from datasets.synth import CorpusSpec, write_fusion_corpus
-from pipelines import preprocess_fusion, train_fusion, tune_fusion
-from pipelines.shard_data import ShardData
+from jingle.datasets.synth import CorpusSpec, write_fusion_corpus
+from jingle.pipelines import preprocess_fusion, train_fusion, tune_fusion
+from jingle.pipelines.shard_data import ShardData
 
 ROOT = Path(__file__).resolve().parent.parent
 VALIDATION_FIRST_INDEX = 20_000  # seeds neither the training corpus nor the test pairs use
@@ -61,8 +61,8 @@ class TestPairs:
     checkpoint's mean score and figures on them."""
 
     def __init__(self, folder: Path, sample_rate: int) -> None:
-        from datasets.audio import read_mono
-        from models.arrangement import analyse_sources
+        from jingle.datasets.audio import read_mono
+        from jingle.models.arrangement import analyse_sources
 
         self.sample_rate = sample_rate
         self.pairs = []
@@ -73,8 +73,8 @@ class TestPairs:
             self.pairs.append((input_audio[:length], target_audio[:length], analyse_sources(input_audio[:length], target_audio[:length], sample_rate)))
 
     def score(self, checkpoint: str) -> dict[str, float]:
-        from models.arrangement import score_output
-        from pipelines.fusion_inference import fuse_audio, load_fusion_checkpoint
+        from jingle.models.arrangement import score_output
+        from jingle.pipelines.fusion_inference import fuse_audio, load_fusion_checkpoint
 
         loaded = load_fusion_checkpoint(checkpoint, device="cpu")
         if loaded.codec.sample_rate != self.sample_rate:

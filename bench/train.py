@@ -62,22 +62,22 @@ import pyarrow.parquet as pq
 import ray  # also puts the psutil that Ray bundles on sys.path
 import torch
 
-from datasets.shards import latents_to_numpy, shard_paths
+from jingle.datasets.shards import latents_to_numpy, shard_paths
 from bench.machine import add_ray_address_argument, describe_machine, start_ray
-from datasets.synth import CorpusSpec, write_fusion_corpus
-from models.cascade import build_fusion_model
-from models.checkpoints import load_state
-from models.codecs import build_codec
-from core.config import ConfigError
-from models.fusion_config import FusionTrainConfig
-from models.fusion_training import FusionObjective, train_step
-from models.optimization import build_optimizer, build_scheduler
-from pipelines import preprocess_fusion, train_fusion
-from pipelines.common import OneLineParser
-from pipelines.shard_data import ShardData, split_pair_ids
-from pipelines.tasks.fusion import LATENT_COLUMNS
-from pipelines.train import worker_resources
-from pipelines.worker import worker_torch_threads
+from jingle.datasets.synth import CorpusSpec, write_fusion_corpus
+from jingle.models.cascade import build_fusion_model
+from jingle.models.checkpoints import load_state
+from jingle.models.codecs import build_codec
+from jingle.core.config import ConfigError
+from jingle.models.fusion_config import FusionTrainConfig
+from jingle.models.fusion_training import FusionObjective, train_step
+from jingle.models.optimization import build_optimizer, build_scheduler
+from jingle.pipelines import preprocess_fusion, train_fusion
+from jingle.pipelines.common import OneLineParser
+from jingle.pipelines.shard_data import ShardData, split_pair_ids
+from jingle.pipelines.tasks.fusion import LATENT_COLUMNS
+from jingle.pipelines.train import worker_resources
+from jingle.pipelines.worker import worker_torch_threads
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -34,8 +34,8 @@ import numpy as np
 
 from bench.fusion_quality import build_config
 from bench.machine import add_ray_address_argument, describe_machine, start_ray
-from datasets.synth import CorpusSpec, write_fusion_corpus
-from pipelines import preprocess_fusion, tune_fusion
+from jingle.datasets.synth import CorpusSpec, write_fusion_corpus
+from jingle.pipelines import preprocess_fusion, tune_fusion
 
 ROOT = Path(__file__).resolve().parent.parent
 

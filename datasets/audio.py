@@ -25,7 +25,7 @@ from typing import Iterable, Iterator, NamedTuple
 import numpy as np
 import soundfile
 
-from datasets.resampling import StreamingResampler, resampled_length
+from jingle.datasets.resampling import StreamingResampler, resampled_length
 
 # File frames read at a time: what a reader holds besides its output (6 s at 44.1 kHz).
 READ_BLOCK_FRAMES = 1 << 18

@@ -62,8 +62,8 @@ from typing import Any, NamedTuple
 
 import torch
 
-from datasets.augmentation_config import FILLS, AugmentationConfig
-from datasets.pointer_sample import PointerSample
+from jingle.datasets.augmentation_config import FILLS, AugmentationConfig
+from jingle.datasets.pointer_sample import PointerSample
 
 
 # ----------------------------------------------------------------------------- results

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from core.config import ConfigError, config_from_dict, fail, require_bool, require_choice, require_int, require_number
+from jingle.core.config import ConfigError, config_from_dict, fail, require_bool, require_choice, require_int, require_number
 
 FILLS = ("mean", "zero")
 PAIRINGS = ("random", "similar_length")

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.audio import splice, write_wav
-from datasets.features import MelFeatures
-from datasets.synth import chords, drums
+from jingle.datasets.audio import splice, write_wav
+from jingle.datasets.features import MelFeatures
+from jingle.datasets.synth import chords, drums
 
 RULES = ("remove_silence", "drop_false_start", "loop_marked_section")
 LABELS = ("pointers", "edl", "none")

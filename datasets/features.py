@@ -18,8 +18,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from core.config import config_from_dict
-from models.codecs import MelCodec, MelCodecConfig
+from jingle.core.config import config_from_dict
+from jingle.models.codecs import MelCodec, MelCodecConfig
 
 
 @dataclass(frozen=True)

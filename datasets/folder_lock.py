@@ -11,8 +11,8 @@ import socket
 import threading
 import time
 
-from core.storage import Location, StorageError
-from datasets.pairs import InputError
+from jingle.core.storage import Location, StorageError
+from jingle.datasets.pairs import InputError
 
 LOCK = ".lock"
 LOCK_HEARTBEAT_S = 30.0

@@ -33,11 +33,11 @@ import pyarrow as pa
 import ray
 import torch
 
-from datasets.audio import READ_BLOCK_FRAMES, AudioError, Segmenting, check_mono, cut_stream, stream_mono
-from datasets.resampling import resampled_length
-from datasets.pairs import Reject
-from datasets.shards import ShardStore, WorkItem, fusion_schema, write_shard
-from models.codecs import build_codec
+from jingle.datasets.audio import READ_BLOCK_FRAMES, AudioError, Segmenting, check_mono, cut_stream, stream_mono
+from jingle.datasets.resampling import resampled_length
+from jingle.datasets.pairs import Reject
+from jingle.datasets.shards import ShardStore, WorkItem, fusion_schema, write_shard
+from jingle.models.codecs import build_codec
 
 # What an encoder process holds besides its activations (torch, codec weights, buffers).
 _ENCODER_BASE_BYTES = 600 * 1024 * 1024

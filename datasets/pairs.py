@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets.audio import AudioError, AudioInfo, Segmenting, probe
+from jingle.datasets.audio import AudioError, AudioInfo, Segmenting, probe
 
 AUDIO_SUFFIXES = (".wav", ".wave")
 

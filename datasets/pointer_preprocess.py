@@ -30,11 +30,11 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from datasets.audio import READ_BLOCK_FRAMES, AudioError, stream_mono
-from datasets.features import MelFeatures
-from datasets.pairs import PointerPair
-from datasets.fusion_preprocess import Progress, cap_in_flight, shard_entry, stream_commits
-from datasets.shards import SCHEMA_VERSION, ShardStore, WorkItem, write_shard
+from jingle.datasets.audio import READ_BLOCK_FRAMES, AudioError, stream_mono
+from jingle.datasets.features import MelFeatures
+from jingle.datasets.pairs import PointerPair
+from jingle.datasets.fusion_preprocess import Progress, cap_in_flight, shard_entry, stream_commits
+from jingle.datasets.shards import SCHEMA_VERSION, ShardStore, WorkItem, write_shard
 
 LABEL_SOURCES = ("pointers", "edl", "alignment")
 # Columns a training reads (the rest describe the row).
@@ -125,7 +125,7 @@ def read_pointer_labels(
             raise LabelError(f"pointers: {len(pointers)} values for {edit_frames} edit frames (one raw frame index per edit frame)", label_path)
         source = "pointers"
     elif pair.edl_path:
-        from datasets.alignment import pointers_from_edl
+        from jingle.datasets.alignment import pointers_from_edl
 
         try:
             segments = json.loads(Path(pair.edl_path).read_text())
@@ -184,7 +184,7 @@ def featurize_pointer_pairs(
     made a chunk at a time (``streamed_log_mel``): audio is never held whole, the mels
     (and the alignment, when there are no labels) are.
     """
-    from datasets.alignment import AlignmentConfig, align
+    from jingle.datasets.alignment import AlignmentConfig, align
 
     mel = MelFeatures(**features)
     rows = []

@@ -46,9 +46,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.storage import Location, StorageError
-from datasets.folder_lock import LOCK, FolderBusy, FolderLock  # noqa: F401 (LOCK, FolderBusy: imported from here)
-from datasets.pairs import InputError, Reject
+from jingle.core.storage import Location, StorageError
+from jingle.datasets.folder_lock import LOCK, FolderBusy, FolderLock  # noqa: F401 (LOCK, FolderBusy: imported from here)
+from jingle.datasets.pairs import InputError, Reject
 
 SCHEMA_VERSION = 1
 SHARD_DIR = "shards"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.audio import write_wav
+from jingle.datasets.audio import write_wav
 
 # (sample rate, channels, soundfile subtype): the corpus mixes formats on purpose, so
 # that every run exercises resampling, downmixing and integer/float decoding.

@@ -55,8 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.config import config_from_dict
-from models.compositional import CompositionalConfig, CompositionalCreativeAgent, CompositionalOutput
+from jingle.core.config import config_from_dict
+from jingle.models.compositional import CompositionalConfig, CompositionalCreativeAgent, CompositionalOutput
 
 SELECTION_OUTPUTS = ("start_input", "start_target", "ratio_input", "ratio_target", "tonality_strength")
 

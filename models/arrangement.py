@@ -93,9 +93,9 @@ import scipy.fft
 import scipy.ndimage
 import scipy.sparse
 
-from models.cqt_cache import keep_cqt_filters_in_memory
-from models.notes import NOTE_FIGURE_NAMES, NoteSources, analyse_note_sources, detect_onsets, note_figures
-from models.transcription import Transcription, transcribe
+from jingle.models.cqt_cache import keep_cqt_filters_in_memory
+from jingle.models.notes import NOTE_FIGURE_NAMES, NoteSources, analyse_note_sources, detect_onsets, note_figures
+from jingle.models.transcription import Transcription, transcribe
 
 HIGHER_IS_BETTER = True
 

@@ -52,11 +52,11 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from models.adaptive_window import AdaptiveWindowConfig, AdaptiveWindowCreativeAgent
-from models.blocks import FrameTransformer
-from core.config import config_from_dict
-from models.compositional import COMPONENT_NAMES, CompositionalConfig, CompositionalCreativeAgent
-from models.losses import NoveltyTerms, novelty_loss
+from jingle.models.adaptive_window import AdaptiveWindowConfig, AdaptiveWindowCreativeAgent
+from jingle.models.blocks import FrameTransformer
+from jingle.core.config import config_from_dict
+from jingle.models.compositional import COMPONENT_NAMES, CompositionalConfig, CompositionalCreativeAgent
+from jingle.models.losses import NoveltyTerms, novelty_loss
 
 AGENTS = ("none", "compositional", "adaptive_window")
 

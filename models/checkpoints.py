@@ -72,7 +72,7 @@ def _state_source(checkpoint: str | os.PathLike):
     one in an object store (``s3://.../checkpoint_000003``)."""
     import io
 
-    from core.storage import Location, StorageError, is_remote
+    from jingle.core.storage import Location, StorageError, is_remote
 
     missing = f"checkpoint {checkpoint} not found (expected a directory with {STATE_FILE}, or the file)"
     if not is_remote(checkpoint):

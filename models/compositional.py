@@ -41,9 +41,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from core.config import config_from_dict
-from models.blocks import FrameTransformer
-from models.losses import NoveltyTerms, novelty_loss
+from jingle.core.config import config_from_dict
+from jingle.models.blocks import FrameTransformer
+from jingle.models.losses import NoveltyTerms, novelty_loss
 
 COMPONENT_NAMES = (
     "input_rhythm",

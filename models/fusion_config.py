@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from core.config import SectionedConfig, TrainingConfig, config_from_dict, require_bool, require_int
-from models.cascade import CascadeConfig
-from models.losses import LossWeights
-from models.masking import MaskingConfig
+from jingle.core.config import SectionedConfig, TrainingConfig, config_from_dict, require_bool, require_int
+from jingle.models.cascade import CascadeConfig
+from jingle.models.losses import LossWeights
+from jingle.models.masking import MaskingConfig
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.cascade import FusionOutput
-from models.fusion_config import FusionTrainConfig
-from models.loss_result import LossResult
-from models.adversarial import build_discriminator, discriminator_loss
-from models.losses import FusionLoss, loss_domain
-from models.masking import MaskingConfig, apply_complementary_mask
-from models.optimization import autocast, optimizer_step
+from jingle.models.cascade import FusionOutput
+from jingle.models.fusion_config import FusionTrainConfig
+from jingle.models.loss_result import LossResult
+from jingle.models.adversarial import build_discriminator, discriminator_loss
+from jingle.models.losses import FusionLoss, loss_domain
+from jingle.models.masking import MaskingConfig, apply_complementary_mask
+from jingle.models.optimization import autocast, optimizer_step
 
 
 @dataclass
@@ -260,7 +260,7 @@ class ArrangementValidator:
     def __call__(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
         """Mean score, mean figures (``val_<figure>``) and the shortcuts' mean scores; empty
         when there is nothing to score."""
-        from models.pair_score import score_pair
+        from jingle.models.pair_score import score_pair
 
         if self.segments < 1:
             return {}
@@ -307,7 +307,7 @@ class ArrangementValidator:
         return self.codec.decode(latent.float())[:, 0].float().cpu().numpy()  # [B, S]
 
     def _prepare(self, index: int, input: torch.Tensor, target: torch.Tensor, *, cache: bool) -> Any:
-        from models.pair_score import prepare_pair
+        from jingle.models.pair_score import prepare_pair
 
         if cache and index in self._held_out:
             return self._held_out[index]

@@ -32,11 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.config import config_from_dict, require_bool, require_number
-from models.adversarial import hinge_generator_loss
-from models.arrangement_losses import arrangement_reconstruction, note_onset_loss, pearson
-from models.loss_result import LossResult
-from models.spectral_losses import LogMelFrames, MultiResolutionLogMelLoss, MultiResolutionSpectralLoss, rms_difference
+from jingle.core.config import config_from_dict, require_bool, require_number
+from jingle.models.adversarial import hinge_generator_loss
+from jingle.models.arrangement_losses import arrangement_reconstruction, note_onset_loss, pearson
+from jingle.models.loss_result import LossResult
+from jingle.models.spectral_losses import LogMelFrames, MultiResolutionLogMelLoss, MultiResolutionSpectralLoss, rms_difference
 
 NOVELTY_THRESHOLD = 0.7
 ENVELOPE_PARTS = 250  # note 003: 384,000 samples / 250 = 1,536 samples ≈ 64 ms at 24 kHz

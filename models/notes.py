@@ -48,8 +48,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.transcription import FRAME_RATE as NOTE_FRAME_RATE
-from models.transcription import Note, Transcription
+from jingle.models.transcription import FRAME_RATE as NOTE_FRAME_RATE
+from jingle.models.transcription import Note, Transcription
 
 ONSET_WINDOW_SECONDS = 0.05  # mir_eval's default, and the tolerance the figures use
 CHANCE_SHIFTS = 64

@@ -15,8 +15,8 @@ from typing import Mapping
 
 import numpy as np
 
-from models.arrangement import ArrangementScore, SourceFeatures, analyse_sources, score_output
-from models.shortcuts import ALL_SHORTCUTS, reference_shortcuts, shortcut_outputs
+from jingle.models.arrangement import ArrangementScore, SourceFeatures, analyse_sources, score_output
+from jingle.models.shortcuts import ALL_SHORTCUTS, reference_shortcuts, shortcut_outputs
 
 
 @dataclass(frozen=True, eq=False)

@@ -53,8 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.config import config_from_dict, fail, require_choice, require_int, require_number
-from models.blocks import sinusoidal_positions
+from jingle.core.config import config_from_dict, fail, require_choice, require_int, require_number
+from jingle.models.blocks import sinusoidal_positions
 
 MODES = ("conform", "edit")
 MASKED_LOGIT = -1.0e4

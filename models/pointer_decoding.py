@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.pointer import PointerNetwork, frame_mask
+from jingle.models.pointer import PointerNetwork, frame_mask
 
 
 def _device(model: nn.Module) -> torch.device:

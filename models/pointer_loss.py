@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.config import config_from_dict, require_int, require_number
-from models.loss_result import LossResult
+from jingle.core.config import config_from_dict, require_int, require_number
+from jingle.models.loss_result import LossResult
 
 POINTER_TOLERANCE_FRAMES = 2  # a near miss: ±2 frames is ±40 ms at 50 frames/s
 

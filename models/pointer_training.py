@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.optimization import autocast, optimizer_step
-from models.pointer import PointerOutput
-from models.pointer_loss import PointerLoss, pointer_metric_fractions, pointer_metrics
+from jingle.models.optimization import autocast, optimizer_step
+from jingle.models.pointer import PointerOutput
+from jingle.models.pointer_loss import PointerLoss, pointer_metric_fractions, pointer_metrics
 
 # A padded batch (``datasets.pointer_sample.PointerBatch``: raw_mel [B, M, Tr], raw_lengths,
 # edit_mel [B, M, Te], edit_lengths, pointers [B, Te], weights, ends; ``.to(device)``).

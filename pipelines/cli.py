@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from pipelines import (
+from jingle.pipelines import (
     conform,
     demo,
     edit,
@@ -19,7 +19,7 @@ from pipelines import (
     tune_fusion,
     tune_pointer,
 )
-from pipelines.common import OneLineParser, run_main
+from jingle.pipelines.common import OneLineParser, run_main
 
 
 def build_parser() -> OneLineParser:

@@ -19,13 +19,13 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable
 
-from datasets.audio import AudioError
-from datasets.pairs import InputError
-from models.checkpoints import CheckpointError
-from models.codecs import CodecUnavailable
-from core.config import ConfigError
-from core.storage import StorageError, storage_environment
-from datasets.shards import FolderBusy
+from jingle.datasets.audio import AudioError
+from jingle.datasets.pairs import InputError
+from jingle.models.checkpoints import CheckpointError
+from jingle.models.codecs import CodecUnavailable
+from jingle.core.config import ConfigError
+from jingle.core.storage import StorageError, storage_environment
+from jingle.datasets.shards import FolderBusy
 
 # The installed project (configs/ sits beside pipelines/): found from the package, so a lone
 # copy of a pipeline file (``ray submit``) or any working directory finds the same files.

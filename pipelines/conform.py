@@ -13,12 +13,6 @@ align`` matches mel frames directly (``datasets/alignment.py``).
 
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as a file (ray submit): make the project importable
-    import pathlib
-    import sys
-
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
 import argparse
 import sys
 import time
@@ -28,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datasets.alignment import align, edl_from_pointers, frame_confidence, viterbi
-from models.pointer_decoding import conform_log_probs
-from pipelines.common import EntryPoint, UsageError, add_common_arguments, local_device, reporting
-from pipelines.pointer_config import PointerTrainConfig
-from pipelines.pointer_inference import load_pointer, read_log_mel, write_json
+from jingle.datasets.alignment import align, edl_from_pointers, frame_confidence, viterbi
+from jingle.models.pointer_decoding import conform_log_probs
+from jingle.pipelines.common import EntryPoint, UsageError, add_common_arguments, local_device, reporting
+from jingle.pipelines.pointer_config import PointerTrainConfig
+from jingle.pipelines.pointer_inference import load_pointer, read_log_mel, write_json
 
 PROG = "jingle conform"
 # Jump and stay costs of the path through the network's log-probabilities (nats): a cut
@@ -133,7 +127,7 @@ def run(args: argparse.Namespace) -> Conformed:
         "pointers_file": pointers_path.name,
     })
     np.save(pointers_path, pointers.astype(np.int64))
-    from pipelines.figures import pointer_figure
+    from jingle.pipelines.figures import pointer_figure
 
     pointer_figure(figure_path, raw_mel=raw_mel, edit_mel=edit_mel, pointers=pointers, confidence=confidence,
                    frame_rate=features.frame_rate, title=f"{Path(args.edited).name} conformed to {Path(args.raw).name} ({args.method})")

@@ -20,21 +20,15 @@ It prints where the shards, checkpoints, MLflow stores and outputs are.
 
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as a file (ray submit): make the project importable
-    import pathlib
-    import sys
-
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
 import argparse
 import sys
 import time
 from pathlib import Path
 
-from datasets.synth import CorpusSpec, write_fusion_corpus
-from models.codecs import CODEC_NAMES
-from pipelines import conform, fuse, preprocess_fusion, preprocess_pointer, train_fusion, train_pointer
-from pipelines.common import PROJECT_ROOT, EntryPoint, UsageError, add_codec_checkpoint_argument, add_common_arguments
+from jingle.datasets.synth import CorpusSpec, write_fusion_corpus
+from jingle.models.codecs import CODEC_NAMES
+from jingle.pipelines import conform, fuse, preprocess_fusion, preprocess_pointer, train_fusion, train_pointer
+from jingle.pipelines.common import PROJECT_ROOT, EntryPoint, UsageError, add_codec_checkpoint_argument, add_common_arguments
 
 PROG = "jingle demo"
 DEMO_CONFIG = PROJECT_ROOT / "configs" / "demo.json"
@@ -147,9 +141,9 @@ def fusion_demo(args: argparse.Namespace, out: Path, lines: list[str], trainings
         return code
 
     print("[demo] fusion 4/4: scoring the fusion against the shortcuts and the rendered arrangement", file=sys.stderr)
-    from models.codecs import build_codec
-    from pipelines.fusion_evaluation import evaluate_files, picture_path, write_report
-    from pipelines.fusion_inference import round_trip
+    from jingle.models.codecs import build_codec
+    from jingle.pipelines.fusion_evaluation import evaluate_files, picture_path, write_report
+    from jingle.pipelines.fusion_inference import round_trip
 
     evaluation_dir = out / "evaluation"
     sources = held_out / "input" / "pair_10000.wav", held_out / "target" / "pair_10000.wav"
@@ -175,8 +169,8 @@ def pointer_demo(args: argparse.Namespace, out: Path, lines: list[str], training
     """Edit pairs -> shards -> a small conform model -> a held-out edit conformed two ways."""
     import numpy as np
 
-    from datasets.edits import make_conform_pair, write_pointer_corpus
-    from pipelines.pointer_config import PointerTrainConfig
+    from jingle.datasets.edits import make_conform_pair, write_pointer_corpus
+    from jingle.pipelines.pointer_config import PointerTrainConfig
 
     features = PointerTrainConfig.from_file(POINTER_DEMO_CONFIG).features
     corpus, held_out = out / "pointer-corpus", out / "pointer-held-out"

@@ -11,12 +11,6 @@ EDITED.png both log-mels with the pointer path.
 
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as a file (ray submit): make the project importable
-    import pathlib
-    import sys
-
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
 import argparse
 import sys
 import time
@@ -27,11 +21,11 @@ import numpy as np
 import soundfile
 import torch
 
-from datasets.alignment import edl_from_pointers, segments_from_pointers
-from datasets.audio import splice, write_wav
-from models.pointer_decoding import generate_edit
-from pipelines.common import EntryPoint, UsageError, add_common_arguments, local_device, reporting
-from pipelines.pointer_inference import load_pointer, read_log_mel, write_json
+from jingle.datasets.alignment import edl_from_pointers, segments_from_pointers
+from jingle.datasets.audio import splice, write_wav
+from jingle.models.pointer_decoding import generate_edit
+from jingle.pipelines.common import EntryPoint, UsageError, add_common_arguments, local_device, reporting
+from jingle.pipelines.pointer_inference import load_pointer, read_log_mel, write_json
 
 PROG = "jingle edit"
 
@@ -115,7 +109,7 @@ def run(args: argparse.Namespace) -> Edited:
         "edit_frames": int(len(pointers)),
         "segments": edl,
     })
-    from pipelines.figures import pointer_figure
+    from jingle.pipelines.figures import pointer_figure
 
     # the edit's frames are the raw frames it plays (the crossfades aside): no need to read the WAV back
     pointer_figure(figure_path, raw_mel=raw_mel, edit_mel=raw_mel[:, pointers], pointers=pointers,

@@ -26,18 +26,12 @@ form with one line (exit 2); in the second, it fails its pair only, and the run 
 
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as a file (ray submit): make the project importable
-    import pathlib
-    import sys
-
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
 import argparse
 import sys
 from pathlib import Path
 
-from core.storage import Location, check_writable, staged
-from pipelines.common import EntryPoint, UsageError, add_codec_checkpoint_argument, add_common_arguments, add_model_device_argument
+from jingle.core.storage import Location, check_writable, staged
+from jingle.pipelines.common import EntryPoint, UsageError, add_codec_checkpoint_argument, add_common_arguments, add_model_device_argument
 
 PROG = "jingle evaluate fusion"
 
@@ -67,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def pair_mode(text: str):
-    from pipelines.fuse import parse_pair_mode
+    from jingle.pipelines.fuse import parse_pair_mode
 
     return parse_pair_mode(text)
 
@@ -81,7 +75,7 @@ def command(args: argparse.Namespace) -> int:
 
 def evaluate(args: argparse.Namespace, out: Location, folder: Path) -> int:
     if args.checkpoint is not None or args.pairs is not None:
-        from pipelines.fuse import evaluate_checkpoint  # Ray and the model only for this form
+        from jingle.pipelines.fuse import evaluate_checkpoint  # Ray and the model only for this form
 
         if args.files:
             raise UsageError("give either INPUT.wav TARGET.wav OUTPUT.wav... or --checkpoint CKPT --pairs DIR, not both")
@@ -96,7 +90,7 @@ def evaluate(args: argparse.Namespace, out: Location, folder: Path) -> int:
         if args.compare or args.actors is not None or args.arrangements is not None:
             raise UsageError("--compare, --arrangements and --actors go with --checkpoint CKPT --pairs DIR")
         pairs = [evaluate_given_files(args, folder)]
-    from pipelines.fusion_evaluation import summary_table, write_report
+    from jingle.pipelines.fusion_evaluation import summary_table, write_report
 
     write_report(folder, pairs)
     for pair in pairs:
@@ -109,7 +103,7 @@ def evaluate(args: argparse.Namespace, out: Location, folder: Path) -> int:
 
 
 def evaluate_given_files(args: argparse.Namespace, folder: Path):
-    from pipelines.fusion_evaluation import evaluate_files, output_names, picture_path
+    from jingle.pipelines.fusion_evaluation import evaluate_files, output_names, picture_path
 
     if len(args.files) < 3:
         raise UsageError("give INPUT.wav TARGET.wav and at least one OUTPUT.wav (or --checkpoint CKPT --pairs DIR)")
@@ -129,7 +123,7 @@ def evaluate_given_files(args: argparse.Namespace, folder: Path):
 def parse_compare(values: list[str]) -> dict[str, Path]:
     """``NAME=FOLDER`` flags -> {name: folder}; names distinct and not the model's, the
     arrangement's or a shortcut's."""
-    from models.shortcuts import ALL_SHORTCUTS
+    from jingle.models.shortcuts import ALL_SHORTCUTS
 
     compare: dict[str, Path] = {}
     for value in values:

@@ -19,12 +19,6 @@ travel through the object store.
 
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as a file (ray submit): make the project importable
-    import pathlib
-    import sys
-
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
 import argparse
 import json
 import os
@@ -36,10 +30,10 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from core.storage import Location, check_writable, is_remote, upload_files
-from datasets.audio import AudioError
-from datasets.pairs import InputError, discover_fusion_pairs
-from pipelines.common import (
+from jingle.core.storage import Location, check_writable, is_remote, upload_files
+from jingle.datasets.audio import AudioError
+from jingle.datasets.pairs import InputError, discover_fusion_pairs
+from jingle.pipelines.common import (
     EntryPoint,
     UsageError,
     add_codec_checkpoint_argument,
@@ -47,7 +41,7 @@ from pipelines.common import (
     add_model_device_argument,
     local_device,
 )
-from pipelines.fusion_inference import (
+from jingle.pipelines.fusion_inference import (
     PAIR_MODES,
     PairMode,
     check_pair_mode,
@@ -246,8 +240,8 @@ class Fuser:
                 upload_files(staged, location, remove=True)
 
     def _evaluate(self, pair_id: str, input_path: str, target_path: str, name: str, fused: Path, report: dict) -> str:
-        from pipelines.fusion_evaluation import evaluate_files, picture_path
-        from pipelines.fusion_inference import round_trip
+        from jingle.pipelines.fusion_evaluation import evaluate_files, picture_path
+        from jingle.pipelines.fusion_inference import round_trip
 
         outputs = {"model": fused, **{label: Path(folder) / f"{name}.wav" for label, folder in self.compare.items()}}
         details = {"model": {key: report[key] for key in ("output_gain", "output_peak", "checkpoint", "step") if key in report}}
@@ -319,7 +313,7 @@ def fuse_batch(
     --actors and --num-cpus."""
     import ray
 
-    from pipelines.common import init_ray
+    from jingle.pipelines.common import init_ray
 
     # the driver checks the checkpoint, codec and --pair once, before any worker starts
     loaded = load_fusion_checkpoint(args.checkpoint, codec_checkpoint=args.codec_checkpoint, device="cpu")
@@ -397,7 +391,7 @@ def evaluate_checkpoint(args: argparse.Namespace, *, compare: dict[str, Path]) -
     """``jingle evaluate fusion --checkpoint CKPT --pairs DIR --out OUT``: fuse every pair
     into ``OUT/fused/`` and score it (with the ``compare`` outputs and the shortcuts);
     returns the pairs' evaluations (``PairEvaluation``), in pair order."""
-    from pipelines.fusion_evaluation import PairEvaluation
+    from jingle.pipelines.fusion_evaluation import PairEvaluation
 
     out = Location.of(args.out)
     check_writable(out, "--out")

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from datasets.audio import AudioError, read_mono
-from models.arrangement import ANALYSIS_SAMPLE_RATE, FRAME_RATE, HIGHER_IS_BETTER, SCORE_FIGURES, analyse_clip
-from models.pair_score import prepare_pair, score_pair
-from models.shortcuts import ALL_SHORTCUTS
+from jingle.datasets.audio import AudioError, read_mono
+from jingle.models.arrangement import ANALYSIS_SAMPLE_RATE, FRAME_RATE, HIGHER_IS_BETTER, SCORE_FIGURES, analyse_clip
+from jingle.models.pair_score import prepare_pair, score_pair
+from jingle.models.shortcuts import ALL_SHORTCUTS
 
 # Columns of the Markdown tables after the score: the six parts, the note figures' parts,
 # then note 003's measure.
@@ -257,7 +257,7 @@ def pair_picture(path: str | os.PathLike, input_audio: np.ndarray, target_audio:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from pipelines.figures import save_figure
+    from jingle.pipelines.figures import save_figure
 
     rows = {"input": input_audio, "target": target_audio, **outputs}
     figure = Figure(figsize=(14, 1.8 * len(rows) + 0.6), layout="constrained")

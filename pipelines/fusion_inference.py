@@ -42,13 +42,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from datasets.audio import AudioError, limit_peak, probe, read_mono, write_wav
-from models.cascade import CascadeConfig, CascadeFusionModel, FusionOutput
-from models.checkpoints import CheckpointError, check_codec, load_trained
-from models.codecs import Codec, build_codec
-from models.losses import ENVELOPE_PARTS, NoveltyTerms, envelope, pearson
-from pipelines.figures import fusion_figure
-from pipelines.tasks import get_task
+from jingle.datasets.audio import AudioError, limit_peak, probe, read_mono, write_wav
+from jingle.models.cascade import CascadeConfig, CascadeFusionModel, FusionOutput
+from jingle.models.checkpoints import CheckpointError, check_codec, load_trained
+from jingle.models.codecs import Codec, build_codec
+from jingle.models.losses import ENVELOPE_PARTS, NoveltyTerms, envelope, pearson
+from jingle.pipelines.figures import fusion_figure
+from jingle.pipelines.tasks import get_task
 
 DEFAULT_SEGMENT_SECONDS = 16.0  # the preprocessing default, for checkpoints that do not say
 PAIR_MODES = ("best", "mean")
@@ -235,7 +235,7 @@ def round_trip(codec: Codec, audio: np.ndarray, sample_rate: int, *, device: str
     """``audio`` ([S] mono at ``sample_rate``) encoded and decoded by ``codec``, back at
     ``sample_rate``: what any latent goes through on its way to audio (for the mel codec,
     Griffin-Lim's phase). [S]"""
-    from datasets.resampling import resample
+    from jingle.datasets.resampling import resample
 
     at_codec_rate = resample(np.asarray(audio, dtype=np.float32), sample_rate, codec.sample_rate)
     with torch.inference_mode():

@@ -24,8 +24,8 @@ from typing import Any, Callable, Iterable, Protocol
 
 import torch
 
-from core.storage import Location
-from models.checkpoints import TrainingState, load_state, save_state
+from jingle.core.storage import Location
+from jingle.models.checkpoints import TrainingState, load_state, save_state
 
 VALIDATION_METRIC = "val_total"  # reported by every task; not necessarily what picks checkpoints
 

@@ -12,12 +12,6 @@ one machine, without Ray.
 
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as a file (ray submit): make the project importable
-    import pathlib
-    import sys
-
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
 import argparse
 import sys
 import textwrap
@@ -26,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datasets.synth import chords, drums
-from models.codecs import CODEC_NAMES, build_codec
-from models.masking import STRATEGIES, MaskedPair, MaskingConfig, apply_complementary_mask, frame_energy
-from pipelines.common import EntryPoint, UsageError, add_codec_checkpoint_argument
+from jingle.datasets.synth import chords, drums
+from jingle.models.codecs import CODEC_NAMES, build_codec
+from jingle.models.masking import STRATEGIES, MaskedPair, MaskingConfig, apply_complementary_mask, frame_energy
+from jingle.pipelines.common import EntryPoint, UsageError, add_codec_checkpoint_argument
 
 PROG = "jingle masks"
 

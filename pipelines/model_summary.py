@@ -9,12 +9,6 @@ architecture), next to the figures the notes give, so that a change of architect
 
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as a file (ray submit): make the project importable
-    import pathlib
-    import sys
-
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
 import argparse
 import json
 import sys
@@ -22,9 +16,9 @@ from pathlib import Path
 
 from torch import nn
 
-from models.cascade import AGENTS, CascadeConfig, build_fusion_model
-from models.blocks import parameter_count
-from pipelines.common import EntryPoint, UsageError, add_common_arguments
+from jingle.models.cascade import AGENTS, CascadeConfig, build_fusion_model
+from jingle.models.blocks import parameter_count
+from jingle.pipelines.common import EntryPoint, UsageError, add_common_arguments
 
 PROG = "jingle models"
 
@@ -88,8 +82,8 @@ def summary_table(config: CascadeConfig, depth: int) -> str:
 
 
 def pointer_summary_table(path: str | None, depth: int) -> str:
-    from models.pointer import PointerConfig, PointerNetwork
-    from pipelines.pointer_config import PointerTrainConfig
+    from jingle.models.pointer import PointerConfig, PointerNetwork
+    from jingle.pipelines.pointer_config import PointerTrainConfig
 
     config = PointerTrainConfig.from_file(path).model if path else PointerConfig()
     model = PointerNetwork(config)

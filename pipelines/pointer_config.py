@@ -16,12 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from core.config import ConfigError, SectionedConfig, TrainingConfig, config_from_dict
-from datasets.alignment import AlignmentConfig
-from datasets.augmentation_config import AugmentationConfig
-from datasets.features import MelFeatures
-from models.pointer import PointerConfig
-from models.pointer_loss import PointerLossConfig
+from jingle.core.config import ConfigError, SectionedConfig, TrainingConfig, config_from_dict
+from jingle.datasets.alignment import AlignmentConfig
+from jingle.datasets.augmentation_config import AugmentationConfig
+from jingle.datasets.features import MelFeatures
+from jingle.models.pointer import PointerConfig
+from jingle.models.pointer_loss import PointerLossConfig
 
 
 @dataclass(frozen=True)

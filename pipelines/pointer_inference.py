@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.audio import read_mono
-from datasets.features import MelFeatures
-from models.checkpoints import CheckpointError, TrainedModel, load_trained
-from pipelines.tasks import get_task
+from jingle.datasets.audio import read_mono
+from jingle.datasets.features import MelFeatures
+from jingle.models.checkpoints import CheckpointError, TrainedModel, load_trained
+from jingle.pipelines.tasks import get_task
 
 
 def load_pointer(checkpoint: str | os.PathLike, *, mode: str, device: str = "cpu") -> TrainedModel:

@@ -9,12 +9,6 @@ so the same command can run on a schedule over a growing folder.
 
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as a file (ray submit): make the project importable
-    import pathlib
-    import sys
-
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
 import argparse
 import sys
 import time
@@ -22,12 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from datasets.audio import Segmenting
-from datasets.pairs import Discovery, Reject, check_pairs, discover_fusion_pairs
-from core.storage import Location, check_writable
-from datasets.shards import LATENT_DTYPES, REJECTS, ShardStore
-from models.codecs import CODEC_NAMES, build_codec
-from pipelines.common import (
+from jingle.datasets.audio import Segmenting
+from jingle.datasets.pairs import Discovery, Reject, check_pairs, discover_fusion_pairs
+from jingle.core.storage import Location, check_writable
+from jingle.datasets.shards import LATENT_DTYPES, REJECTS, ShardStore
+from jingle.models.codecs import CODEC_NAMES, build_codec
+from jingle.pipelines.common import (
     EntryPoint,
     UsageError,
     add_codec_checkpoint_argument,
@@ -38,7 +32,7 @@ from pipelines.common import (
 )
 
 if TYPE_CHECKING:  # Ray Data is imported when a run has work, not at start-up
-    from datasets.fusion_preprocess import Progress
+    from jingle.datasets.fusion_preprocess import Progress
 
 PROG = "jingle preprocess fusion"
 
@@ -158,7 +152,7 @@ def segmenting_from_args(args: argparse.Namespace) -> Segmenting:
 
 def run(args: argparse.Namespace) -> Summary:
     """Preprocess; raises ``InputError``/``UsageError``/``CodecUnavailable`` for bad input."""
-    from datasets.fusion_preprocess import Resources, run_fusion_pipeline
+    from jingle.datasets.fusion_preprocess import Resources, run_fusion_pipeline
 
     started = time.perf_counter()
     if args.rows_per_shard < 1:

@@ -10,22 +10,16 @@ Incremental like the fusion preprocessing: a rerun processes only new or changed
 
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as a file (ray submit): make the project importable
-    import pathlib
-    import sys
-
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
 import argparse
 import sys
 import time
 from dataclasses import asdict
 
-from datasets.pairs import check_pointer_pairs, discover_pointer_pairs
-from datasets.shards import ShardStore
-from pipelines.common import EntryPoint, UsageError, add_common_arguments, reporting
-from pipelines.pointer_config import PointerTrainConfig
-from pipelines.preprocess_fusion import Summary, add_store_arguments, preprocess_into_store, progress_printer
+from jingle.datasets.pairs import check_pointer_pairs, discover_pointer_pairs
+from jingle.datasets.shards import ShardStore
+from jingle.pipelines.common import EntryPoint, UsageError, add_common_arguments, reporting
+from jingle.pipelines.pointer_config import PointerTrainConfig
+from jingle.pipelines.preprocess_fusion import Summary, add_store_arguments, preprocess_into_store, progress_printer
 
 PROG = "jingle preprocess pointer"
 
@@ -45,7 +39,7 @@ def run(args: argparse.Namespace) -> Summary:
     """Preprocess; raises ``InputError``/``UsageError``/``ConfigError`` for bad input."""
     import ray
 
-    from datasets.pointer_preprocess import run_pointer_pipeline
+    from jingle.datasets.pointer_preprocess import run_pointer_pipeline
 
     started = time.perf_counter()
     if args.rows_per_shard < 1:

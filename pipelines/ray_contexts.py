@@ -18,9 +18,9 @@ import ray.train
 import ray.tune
 import torch
 
-from core.storage import Location
-from models.checkpoints import TrainingState, load_state, save_state
-from pipelines.worker import WorkerPlan, deterministic_errors_marked, train_worker
+from jingle.core.storage import Location
+from jingle.models.checkpoints import TrainingState, load_state, save_state
+from jingle.pipelines.worker import WorkerPlan, deterministic_errors_marked, train_worker
 
 
 # The result key under which a trainer in a search trial names its workers' placement group.

@@ -9,10 +9,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from core.storage import Location, check_readable
-from datasets.pairs import InputError
-from datasets.shard_rows import MemoryRows, Rows, StreamedRows
-from datasets.shards import read_manifest, shard_paths, shard_problem
+from jingle.core.storage import Location, check_readable
+from jingle.datasets.pairs import InputError
+from jingle.datasets.shard_rows import MemoryRows, Rows, StreamedRows
+from jingle.datasets.shards import read_manifest, shard_paths, shard_problem
 
 # What one read or filter task of a streamed dataset asks for: they mostly wait on storage.
 DATA_TASK_CPUS = 0.25

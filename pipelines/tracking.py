@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from core.storage import Location
+from jingle.core.storage import Location
 
 MLFLOW_DB = "mlflow.db"
 MLFLOW_ARTIFACTS = "mlflow-artifacts"

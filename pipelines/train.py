@@ -29,14 +29,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from core.storage import Location, check_writable
-from models.checkpoints import load_state
-from pipelines.common import DeterministicError, EntryPoint, UsageError, add_common_arguments, init_ray, reporting
-from pipelines.loop import VALIDATION_METRIC, LoopSettings
-from pipelines.shard_data import ShardData
-from pipelines.tasks import Task, get_task
-from pipelines.tracking import ending_tracking_run, open_tracking_run
-from pipelines.worker import WorkerPlan
+from jingle.core.storage import Location, check_writable
+from jingle.models.checkpoints import load_state
+from jingle.pipelines.common import DeterministicError, EntryPoint, UsageError, add_common_arguments, init_ray, reporting
+from jingle.pipelines.loop import VALIDATION_METRIC, LoopSettings
+from jingle.pipelines.shard_data import ShardData
+from jingle.pipelines.tasks import Task, get_task
+from jingle.pipelines.tracking import ending_tracking_run, open_tracking_run
+from jingle.pipelines.worker import WorkerPlan
 
 # Logical CPUs left to Ray Data's read tasks when the data streams: workers that took
 # every CPU would starve the reads that feed them (seen on 2 CPUs with 2 workers).
@@ -261,7 +261,7 @@ def run_trainer(plan: WorkerPlan, *, workers: int, use_gpu: bool, place: RunPlac
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from pipelines.ray_contexts import ray_train_loop
+    from jingle.pipelines.ray_contexts import ray_train_loop
 
     shared = {name: [ray.put(value)] for name, value in plan.task_plan.shared.items()}  # in a list: Ray leaves it a reference
     streamed = not plan.data.in_memory

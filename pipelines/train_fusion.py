@@ -11,16 +11,10 @@ and name (or ``--resume``) continues from the latest checkpoint with the same st
 
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as a file (ray submit): make the project importable
-    import pathlib
-    import sys
-
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
 import sys
 from functools import partial
 
-from pipelines import train
+from jingle.pipelines import train
 
 run = partial(train.run, "fusion")  # parsed arguments -> TrainSummary
 ENTRY_POINT = train.entry_point("fusion", __doc__)

@@ -11,16 +11,10 @@ mode, conform or edit, from the config) in the one training run of every model
 
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as a file (ray submit): make the project importable
-    import pathlib
-    import sys
-
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
 import sys
 from functools import partial
 
-from pipelines import train
+from jingle.pipelines import train
 
 run = partial(train.run, "pointer")  # parsed arguments -> TrainSummary
 ENTRY_POINT = train.entry_point("pointer", __doc__)

@@ -40,14 +40,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from core.storage import Location, staged
-from pipelines.common import PROJECT_ROOT, EntryPoint, UsageError, add_common_arguments, init_ray
-from pipelines.loop import LoopSettings, Selection
-from pipelines.shard_data import ShardData
-from pipelines.tasks import Task, get_task
-from pipelines.tune_callbacks import tracking_callback, trainer_cleanup
-from pipelines.tune_trials import DIVERGED, best_checkpoint_path, trial_rows, trials_figure, write_trials_csv
-from pipelines.worker import WorkerPlan
+from jingle.core.storage import Location, staged
+from jingle.pipelines.common import PROJECT_ROOT, EntryPoint, UsageError, add_common_arguments, init_ray
+from jingle.pipelines.loop import LoopSettings, Selection
+from jingle.pipelines.shard_data import ShardData
+from jingle.pipelines.tasks import Task, get_task
+from jingle.pipelines.tune_callbacks import tracking_callback, trainer_cleanup
+from jingle.pipelines.tune_trials import DIVERGED, best_checkpoint_path, trial_rows, trials_figure, write_trials_csv
+from jingle.pipelines.worker import WorkerPlan
 
 DEFAULT_CONFIGS = {"fusion": "configs/fusion.json", "pointer": "configs/pointer/mini.json"}
 SEARCHES = ("random", "optuna")
@@ -147,13 +147,13 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
         tracking=None,  # the driver logs every trial (one SQLite writer)
     )
     if workers == 1:
-        from pipelines.ray_contexts import tune_trial
+        from jingle.pipelines.ray_contexts import tune_trial
 
         tune_trial(plan, trials_per_node=setup.node_cpus, diverged=DIVERGED)
         return
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from pipelines.train import RunPlace, run_trainer
+    from jingle.pipelines.train import RunPlace, run_trainer
 
     # Named by the trial id: a resumed search reruns an unfinished trial with the same id,
     # and its trainer continues from its own latest checkpoint.
@@ -173,7 +173,7 @@ def open_search_run(storage: Location, *, task: str, name: str, params: dict[str
     """(tracking uri, experiment id, parent run id) of this search (reopened on resume)."""
     from mlflow.tracking import MlflowClient
 
-    from pipelines.tracking import open_tracking_run
+    from jingle.pipelines.tracking import open_tracking_run
 
     parent = open_tracking_run(storage=storage, experiment=f"jingle-tune-{task}", run_name=name, params=params)
     client = MlflowClient(parent.uri)
@@ -236,8 +236,8 @@ def run(task_name: str, args: argparse.Namespace) -> TuneSummary:
     """A whole search of the named task, as ``jingle tune TASK`` does it."""
     import time
 
-    from pipelines.train import checkpoint_uri, storage_location
-    from pipelines.tune_space import SearchSpace
+    from jingle.pipelines.train import checkpoint_uri, storage_location
+    from jingle.pipelines.tune_space import SearchSpace
 
     started = time.perf_counter()
     task = get_task(task_name)
@@ -332,11 +332,11 @@ def build_tuner(task: Task, space, setup: TrialSetup, args: argparse.Namespace, 
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from pipelines.tune_space import make_searcher
+    from jingle.pipelines.tune_space import make_searcher
 
     selection: Selection = task.selection
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), trial_resources(setup.workers_per_trial))
-    from pipelines.train import ray_storage
+    from jingle.pipelines.train import ray_storage
 
     search_dir = storage / name
     filesystem = None if storage.is_local else storage.fs
@@ -413,7 +413,7 @@ def summarize(results, *, task: Task, space, setup: TrialSetup, folder: Path, ti
 
 def entry_point(task_name: str, doc: str) -> EntryPoint:
     """The ``jingle tune TASK`` command (and ``python -m pipelines.tune_TASK``)."""
-    from pipelines.common import reporting
+    from jingle.pipelines.common import reporting
 
     return EntryPoint(f"jingle tune {task_name}", doc, partial(add_tune_arguments, task=get_task(task_name)),
                       reporting(partial(run, task_name)))

@@ -76,7 +76,7 @@ def trainer_cleanup():
     from ray.tune import Callback
     from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-    from pipelines.ray_contexts import PLACEMENT_GROUP_KEY
+    from jingle.pipelines.ray_contexts import PLACEMENT_GROUP_KEY
 
     class TrainerCleanup(Callback):
         def __init__(self) -> None:

@@ -11,16 +11,10 @@ the task's selection metric; ``STORAGE/NAME/`` gets best_config.json, trials.csv
 
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as a file (ray submit): make the project importable
-    import pathlib
-    import sys
-
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
 import sys
 from functools import partial
 
-from pipelines import tune
+from jingle.pipelines import tune
 
 run = partial(tune.run, "pointer")  # parsed arguments -> TuneSummary
 ENTRY_POINT = tune.entry_point("pointer", __doc__)

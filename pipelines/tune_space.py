@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any, Mapping, NoReturn, Sequence
 
 import yaml
 
-from core.config import ConfigError, SectionedConfig, is_number
+from jingle.core.config import ConfigError, SectionedConfig, is_number
 
 if TYPE_CHECKING:  # Ray and Optuna load only when a search is built
     import optuna

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.loop import Selection
+from jingle.pipelines.loop import Selection
 
 # What a diverged trial reports for its selection metric: ASHA never stops a NaN trial.
 DIVERGED = 1e9
@@ -67,7 +67,7 @@ def trials_figure(path: Path, rows: list[TrialRow], *, metric: str, max_epochs: 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from pipelines.figures import save_figure
+    from jingle.pipelines.figures import save_figure
 
     figure = Figure(figsize=(9, 5), layout="constrained")
     FigureCanvasAgg(figure)

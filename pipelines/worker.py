@@ -20,15 +20,15 @@ from typing import Any, Iterator
 
 import torch
 
-from core.storage import Location
-from datasets.shards import read_manifest, shard_problem
-from models.checkpoints import TrainingState
-from models.optimization import build_optimizer, build_scheduler, unwrap
-from pipelines.common import USER_ERRORS, DeterministicError, DeterministicInputError, UsageError, error_chain
-from pipelines.loop import VALIDATION_METRIC, LoopSettings, LoopState, RunContext, run_epochs
-from pipelines.shard_data import DataPlan
-from pipelines.tasks import TaskPlan, get_task
-from pipelines.tracking import Tracker, TrackingRun
+from jingle.core.storage import Location
+from jingle.datasets.shards import read_manifest, shard_problem
+from jingle.models.checkpoints import TrainingState
+from jingle.models.optimization import build_optimizer, build_scheduler, unwrap
+from jingle.pipelines.common import USER_ERRORS, DeterministicError, DeterministicInputError, UsageError, error_chain
+from jingle.pipelines.loop import VALIDATION_METRIC, LoopSettings, LoopState, RunContext, run_epochs
+from jingle.pipelines.shard_data import DataPlan
+from jingle.pipelines.tasks import TaskPlan, get_task
+from jingle.pipelines.tracking import Tracker, TrackingRun
 
 
 @dataclass(frozen=True)

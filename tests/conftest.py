@@ -117,8 +117,8 @@ def run_benchmark(script: str, ray_address: str, *args: str):
 def fusion_train_shards(ray_session, tmp_path_factory) -> Path:
     """Mel-codec shards of 6 generated pairs (3.2 to 4.5 s, 1 s segments), made once per
     session for the training tests (tests/test_train_fusion.py, tests/reliability/)."""
-    from datasets.synth import CorpusSpec, write_fusion_corpus
-    from pipelines import preprocess_fusion
+    from jingle.datasets.synth import CorpusSpec, write_fusion_corpus
+    from jingle.pipelines import preprocess_fusion
 
     root = tmp_path_factory.mktemp("train-data")
     write_fusion_corpus(root / "pairs", CorpusSpec(pairs=6, min_seconds=3.2, max_seconds=4.5, seed=5))

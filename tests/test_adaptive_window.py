@@ -8,15 +8,15 @@ import json
 import pytest
 import torch
 
-from models.adaptive_window import (
+from jingle.models.adaptive_window import (
     AdaptiveWindowConfig,
     AdaptiveWindowCreativeAgent,
     AdaptiveWindowOutput,
     TemporalCompressor,
     TonalityReducer,
 )
-from models.blocks import parameter_count
-from models.compositional import CompositionalConfig, CompositionalOutput
+from jingle.models.blocks import parameter_count
+from jingle.models.compositional import CompositionalConfig, CompositionalOutput
 
 TINY_COMPOSITIONAL = CompositionalConfig(
     latent_dim=8,

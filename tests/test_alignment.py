@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datasets.alignment import (
+from jingle.datasets.alignment import (
     Alignment,
     AlignmentConfig,
     Segment,
@@ -17,8 +17,8 @@ from datasets.alignment import (
     segments_from_pointers,
     viterbi,
 )
-from datasets.edits import make_conform_pair, render_edit
-from datasets.features import MelFeatures
+from jingle.datasets.edits import make_conform_pair, render_edit
+from jingle.datasets.features import MelFeatures
 
 FEATURES = MelFeatures()
 TOLERANCE_FRAMES = 2

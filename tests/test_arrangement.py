@@ -19,9 +19,9 @@ import scipy.ndimage
 import scipy.optimize
 import torch
 
-from datasets.audio import probe, read_mono
-from datasets.synth import CorpusSpec, write_fusion_corpus
-from models.arrangement import (
+from jingle.datasets.audio import probe, read_mono
+from jingle.datasets.synth import CorpusSpec, write_fusion_corpus
+from jingle.models.arrangement import (
     ANALYSIS_SAMPLE_RATE,
     FIGURE_FLOOR,
     FIGURE_NAMES,
@@ -32,7 +32,7 @@ from models.arrangement import (
     score_output,
     score_outputs,
 )
-from models.shortcuts import ALL_SHORTCUTS, reference_shortcuts, shortcut_outputs
+from jingle.models.shortcuts import ALL_SHORTCUTS, reference_shortcuts, shortcut_outputs
 
 SPEC = CorpusSpec(pairs=8, min_seconds=6.0, max_seconds=10.0, seed=0)  # pairs 0-7: every WAV format, raw
 CODEC_PAIRS = 4  # the codec's round trip resamples every file alike: 4 pairs suffice
@@ -89,7 +89,7 @@ def codec_scores(corpus) -> dict[str, dict[str, object]]:
     model's decoded output would be: a decoded copy of the input is not sample-equal to
     the decoded input it is scored against.
     """
-    from models.codecs import build_codec
+    from jingle.models.codecs import build_codec
 
     root, ids = corpus
     codec = build_codec("mel")
@@ -284,7 +284,7 @@ def test_closed_form_nnls_matches_scipy():
 
 
 def test_note_003_figures_match_models_losses():
-    from models.losses import modulation_correlation
+    from jingle.models.losses import modulation_correlation
 
     rng = np.random.default_rng(0)
     length = 3 * ANALYSIS_SAMPLE_RATE

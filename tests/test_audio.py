@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from datasets.audio import (
+from jingle.datasets.audio import (
     READ_BLOCK_FRAMES,
     TAIL_POLICIES,
     AudioError,
@@ -19,7 +19,7 @@ from datasets.audio import (
     read_mono,
     stream_mono,
 )
-from datasets.resampling import StreamingResampler, resample, resampled_length
+from jingle.datasets.resampling import StreamingResampler, resample, resampled_length
 from tests.conftest import tone, write
 
 SUBTYPES = ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"]
@@ -204,7 +204,7 @@ class TestSegmenting:
 
 
 def test_splice_crossfades_only_at_jumps_and_keeps_channels():
-    from datasets.audio import splice
+    from jingle.datasets.audio import splice
 
     audio = np.stack([np.arange(100, dtype=np.float32), -np.arange(100, dtype=np.float32)], axis=1)  # [S, 2]
     out = splice(audio, [(0, 10), (10, 20), (50, 60)], crossfade=4)

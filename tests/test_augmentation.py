@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datasets.augmentation import (
+from jingle.datasets.augmentation import (
     Augmentor,
     add_noise,
     apply_gain,
@@ -24,8 +24,8 @@ from datasets.augmentation import (
     random_crop,
     time_mask,
 )
-from datasets.augmentation_config import AugmentationConfig, ConcatenationConfig
-from datasets.pointer_sample import PointerSample
+from jingle.datasets.augmentation_config import AugmentationConfig, ConcatenationConfig
+from jingle.datasets.pointer_sample import PointerSample
 
 FAST = settings(max_examples=40, deadline=None)
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from core.config import ConfigError
-from datasets.augmentation_config import AugmentationConfig, CropConfig, NoiseConfig
+from jingle.core.config import ConfigError
+from jingle.datasets.augmentation_config import AugmentationConfig, CropConfig, NoiseConfig
 
 PLAN_EXAMPLE = """
 {

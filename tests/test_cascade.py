@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.cascade import CascadeConfig, build_fusion_model
-from models.blocks import parameter_count
-from models.compositional import COMPONENT_NAMES
+from jingle.models.cascade import CascadeConfig, build_fusion_model
+from jingle.models.blocks import parameter_count
+from jingle.models.compositional import COMPONENT_NAMES
 
 TINY_COMPOSITIONAL = {"component_dim": 8, "model_dim": 32, "heads": 4, "layers": 1,
                       "feedforward_dim": 64, "selector_hidden_dim": 16, "dropout": 0.0}

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from core.config import ConfigError, SectionedConfig, TrainingConfig, config_from_dict, require_int
-from models.checkpoints import CheckpointError, TrainedModel, TrainingState, check_codec, load_state, load_trained, save_state
+from jingle.core.config import ConfigError, SectionedConfig, TrainingConfig, config_from_dict, require_int
+from jingle.models.checkpoints import CheckpointError, TrainedModel, TrainingState, check_codec, load_state, load_trained, save_state
 
 CODEC = {"name": "mel", "id": "mel-v1-0123456789"}
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from models.codecs import CodecUnavailable, MelCodec, MelCodecConfig, build_codec, encodec_hub_path
+from jingle.models.codecs import CodecUnavailable, MelCodec, MelCodecConfig, build_codec, encodec_hub_path
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ class TestEncodec:
 
     def test_a_failed_download_gives_the_same_advice(self, monkeypatch):
         monkeypatch.delenv("JINGLE_OFFLINE")
-        monkeypatch.setattr("models.codecs._ENCODEC_ROOT_URL", "http://127.0.0.1:9/")
+        monkeypatch.setattr("jingle.models.codecs._ENCODEC_ROOT_URL", "http://127.0.0.1:9/")
         with pytest.raises(CodecUnavailable, match="download failed.*put it at"):
             build_codec("encodec_24khz")
 

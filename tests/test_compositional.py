@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from models.blocks import parameter_count, sinusoidal_positions
-from models.compositional import COMPONENT_NAMES, CompositionalConfig, CompositionalCreativeAgent, CompositionalOutput, MultiScaleExtractor
+from jingle.models.blocks import parameter_count, sinusoidal_positions
+from jingle.models.compositional import COMPONENT_NAMES, CompositionalConfig, CompositionalCreativeAgent, CompositionalOutput, MultiScaleExtractor
 
 TINY = CompositionalConfig(
     latent_dim=16,

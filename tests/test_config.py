@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from core.config import ConfigError, TrainingConfig, apply_overrides
-from models.fusion_config import FusionTrainConfig
-from pipelines.pointer_config import PointerTrainConfig
+from jingle.core.config import ConfigError, TrainingConfig, apply_overrides
+from jingle.models.fusion_config import FusionTrainConfig
+from jingle.pipelines.pointer_config import PointerTrainConfig
 
 
 def test_every_shipped_config_round_trips():

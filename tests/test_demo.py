@@ -8,14 +8,14 @@ import re
 
 import pytest
 
-from datasets.shards import shard_paths
-from models.shortcuts import ALL_SHORTCUTS
+from jingle.datasets.shards import shard_paths
+from jingle.models.shortcuts import ALL_SHORTCUTS
 
 pytestmark = pytest.mark.ray
 
 
 def test_demo_runs_end_to_end(ray_session, tmp_path, capsys):
-    from pipelines import demo
+    from jingle.pipelines import demo
 
     out = tmp_path / "demo"
     assert demo.main(["--out", str(out)]) == 0

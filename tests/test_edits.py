@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from datasets.alignment import pointers_from_edl
-from datasets.edits import (
+from jingle.datasets.alignment import pointers_from_edl
+from jingle.datasets.edits import (
     RULES,
     make_conform_pair,
     make_rule_pair,
@@ -19,7 +19,7 @@ from datasets.edits import (
     render_edit,
     write_pointer_corpus,
 )
-from datasets.features import MelFeatures
+from jingle.datasets.features import MelFeatures
 
 FEATURES = MelFeatures()
 HOP = FEATURES.hop_length

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from datasets.synth import CorpusSpec, write_fusion_corpus
-from models.arrangement import SCORE_FIGURES
-from models.shortcuts import ALL_SHORTCUTS, SHORTCUTS
-from pipelines import evaluate_fusion
+from jingle.datasets.synth import CorpusSpec, write_fusion_corpus
+from jingle.models.arrangement import SCORE_FIGURES
+from jingle.models.shortcuts import ALL_SHORTCUTS, SHORTCUTS
+from jingle.pipelines import evaluate_fusion
 from tests.conftest import tone, write
 from tests.test_fusion_inference import checkpoints  # noqa: F401 (fixture)
 

@@ -11,11 +11,11 @@ import pytest
 import soundfile
 import torch
 
-from models.checkpoints import state_path
-from models.codecs import MelCodec, build_codec
-from models.compositional import COMPONENT_NAMES
-from pipelines import fuse
-from pipelines.figures import fusion_figure
+from jingle.models.checkpoints import state_path
+from jingle.models.codecs import MelCodec, build_codec
+from jingle.models.compositional import COMPONENT_NAMES
+from jingle.pipelines import fuse
+from jingle.pipelines.figures import fusion_figure
 from tests.conftest import tone, write
 from tests.test_fusion_inference import HOP, SAMPLE_RATE, checkpoints, fake_decode, pair  # noqa: F401 (fixtures)
 

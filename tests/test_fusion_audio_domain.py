@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from models import fusion_training
-from models.cascade import build_fusion_model
-from models.codecs import build_codec
-from models.fusion_config import FusionTrainConfig
-from models.fusion_training import FusionObjective, train_step
-from models.adversarial import build_discriminator, hinge_discriminator_loss
-from models.losses import correlation_cost, envelope
-from models.optimization import build_optimizer
+from jingle.models import fusion_training
+from jingle.models.cascade import build_fusion_model
+from jingle.models.codecs import build_codec
+from jingle.models.fusion_config import FusionTrainConfig
+from jingle.models.fusion_training import FusionObjective, train_step
+from jingle.models.adversarial import build_discriminator, hinge_discriminator_loss
+from jingle.models.losses import correlation_cost, envelope
+from jingle.models.optimization import build_optimizer
 from tests.test_fusion_training import TINY_MODEL
 
 SAMPLE_RATE = 24_000

@@ -11,13 +11,13 @@ import pytest
 import soundfile
 import torch
 
-from datasets.audio import AudioError, read_mono
-from models.cascade import CascadeConfig, FusionOutput, build_fusion_model
-from models.checkpoints import CheckpointError, TrainingState, save_state, state_path
-from models.codecs import build_codec
-from models.fusion_config import FusionTrainConfig
-from models.losses import NoveltyTerms
-from pipelines import fusion_inference
+from jingle.datasets.audio import AudioError, read_mono
+from jingle.models.cascade import CascadeConfig, FusionOutput, build_fusion_model
+from jingle.models.checkpoints import CheckpointError, TrainingState, save_state, state_path
+from jingle.models.codecs import build_codec
+from jingle.models.fusion_config import FusionTrainConfig
+from jingle.models.losses import NoveltyTerms
+from jingle.pipelines import fusion_inference
 from tests.conftest import tone, write
 
 # latent_dim must be the mel codec's 128 channels; everything else is as small as it goes.

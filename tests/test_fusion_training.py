@@ -9,14 +9,14 @@ from collections import Counter
 import pytest
 import torch
 
-from datasets.synth import chords, drums
-from models.cascade import build_fusion_model
-from models.codecs import build_codec
-from core.config import ConfigError
-from models.fusion_config import FusionTrainConfig
-from models.fusion_training import FusionObjective, derangement, evaluate, train_step
-from models.masking import apply_complementary_mask
-from models.optimization import build_optimizer, build_scheduler
+from jingle.datasets.synth import chords, drums
+from jingle.models.cascade import build_fusion_model
+from jingle.models.codecs import build_codec
+from jingle.core.config import ConfigError
+from jingle.models.fusion_config import FusionTrainConfig
+from jingle.models.fusion_training import FusionObjective, derangement, evaluate, train_step
+from jingle.models.masking import apply_complementary_mask
+from jingle.models.optimization import build_optimizer, build_scheduler
 
 TINY_MODEL = {
     "latent_dim": 128, "model_dim": 32, "heads": 4, "layers_per_stage": 1, "feedforward_dim": 64, "dropout": 0.0,
@@ -237,9 +237,9 @@ def test_config_files_and_overrides(tmp_path):
 
 def test_the_arrangement_score_of_a_diverged_model_is_the_floor(mel_batch):
     """A model writing NaN gets the lowest score (a search can rank it), not a crashed validation."""
-    from models.arrangement import FIGURE_FLOOR
-    from models.cascade import FusionOutput
-    from models.fusion_training import ArrangementValidator
+    from jingle.models.arrangement import FIGURE_FLOOR
+    from jingle.models.cascade import FusionOutput
+    from jingle.models.fusion_training import ArrangementValidator
 
     codec, batch = mel_batch
 

@@ -30,8 +30,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from datasets.synth import write_fusion_corpus
-from models.checkpoints import load_state
+from jingle.datasets.synth import write_fusion_corpus
+from jingle.models.checkpoints import load_state
 from tests.test_preprocess_fusion import SMALL
 from tests.test_train_fusion import write_config
 

@@ -80,7 +80,7 @@ def test_lone_copy_prints_its_usage(name, help_runs, monkeypatch):
     assert result.returncode == 0, f"{name}.py as a lone copy exited {result.returncode}:\n{result.stderr[-3000:]}"
     monkeypatch.setenv("COLUMNS", COLUMNS)
     # the installed module's own usage: the same command, flags and metavars
-    usage = importlib.import_module(f"pipelines.{name}").build_parser().format_usage()
+    usage = importlib.import_module(f"jingle.pipelines.{name}").build_parser().format_usage()
     assert usage in result.stdout, f"{name}.py: usage differs from the installed module's\n{result.stdout[:2000]}"
 
 

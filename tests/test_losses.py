@@ -8,15 +8,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from models.adversarial import (
+from jingle.models.adversarial import (
     build_discriminator,
     discriminator_loss,
     feature_matching_loss,
     hinge_discriminator_loss,
     hinge_generator_loss,
 )
-from models.arrangement_losses import note_onset_loss
-from models.losses import (
+from jingle.models.arrangement_losses import note_onset_loss
+from jingle.models.losses import (
     FusionLoss,
     arrangement_reconstruction,
     LossWeights,
@@ -28,7 +28,7 @@ from models.losses import (
     novelty_loss,
     pearson,
 )
-from models.spectral_losses import LogMelFrames, MultiResolutionLogMelLoss
+from jingle.models.spectral_losses import LogMelFrames, MultiResolutionLogMelLoss
 
 PARTS = 250
 RECONSTRUCTION_TERMS = {"reconstruction", "reconstruction_harmony", "reconstruction_rhythm", "onsets", "onset_timing", "onset_purity"}

@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.masking import STRATEGIES, MaskingConfig, apply_complementary_mask, frame_energy
+from jingle.models.masking import STRATEGIES, MaskingConfig, apply_complementary_mask, frame_energy
 
 MASKING = [strategy for strategy in STRATEGIES if strategy != "none"]
 FAST = settings(max_examples=40, deadline=None)
@@ -307,7 +307,7 @@ def test_latents_are_checked():
 
 
 def test_masks_command_writes_one_png_per_strategy(tmp_path, capsys):
-    from pipelines import masks
+    from jingle.pipelines import masks
 
     assert masks.main(["--out", str(tmp_path), "--seconds", "3"]) == 0
     printed = capsys.readouterr().out.splitlines()
@@ -321,7 +321,7 @@ def test_masks_command_writes_one_png_per_strategy(tmp_path, capsys):
 
 
 def test_masks_command_refuses_a_bad_length(tmp_path, capsys):
-    from pipelines import masks
+    from jingle.pipelines import masks
 
     assert masks.main(["--out", str(tmp_path), "--seconds", "0"]) == 2
     assert "--seconds must be positive" in capsys.readouterr().err

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from models.blocks import parameter_count
-from models.cascade import CascadeConfig, build_fusion_model
-from models.pointer import PointerConfig, PointerNetwork
-from pipelines import cli, model_summary
+from jingle.models.blocks import parameter_count
+from jingle.models.cascade import CascadeConfig, build_fusion_model
+from jingle.models.pointer import PointerConfig, PointerNetwork
+from jingle.pipelines import cli, model_summary
 
 
 def test_models_summary_prints_real_counts(capsys):

@@ -24,10 +24,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from datasets.fusion_preprocess import Resources
-from datasets.shards import JOURNAL, MANIFEST, latents_to_numpy
-from datasets.synth import CorpusSpec, write_fusion_corpus
-from pipelines import preprocess_fusion
+from jingle.datasets.fusion_preprocess import Resources
+from jingle.datasets.shards import JOURNAL, MANIFEST, latents_to_numpy
+from jingle.datasets.synth import CorpusSpec, write_fusion_corpus
+from jingle.pipelines import preprocess_fusion
 from tests.conftest import copy_tree
 
 pytestmark = pytest.mark.ray
@@ -87,7 +87,7 @@ try:
     # apart on a busy machine, and the first one up would otherwise encode the whole of
     # a corpus this small.
     DataContext.get_current().wait_for_min_actors_s = 120
-    from pipelines import preprocess_fusion
+    from jingle.pipelines import preprocess_fusion
 
     report(nodes=sorted(node["NodeID"] for node in ray.nodes() if node["Alive"]), head=cluster.head_node.node_id)
     preprocess("spread", spread_out)

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets.synth import CorpusSpec, arrange, generate_pair
-from models import notes, transcription
-from models.arrangement import ANALYSIS_SAMPLE_RATE, N_FFT, HOP_LENGTH
-from models.shortcuts import smeared
+from jingle.datasets.synth import CorpusSpec, arrange, generate_pair
+from jingle.models import notes, transcription
+from jingle.models.arrangement import ANALYSIS_SAMPLE_RATE, N_FFT, HOP_LENGTH
+from jingle.models.shortcuts import smeared
 
 GOLDEN = Path(__file__).parent / "data" / "basic_pitch_notes.json"
 RATE = ANALYSIS_SAMPLE_RATE

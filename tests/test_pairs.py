@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from datasets.audio import Segmenting
-from datasets.pairs import InputError, check_pairs, discover_fusion_pairs, fingerprint_files
+from jingle.datasets.audio import Segmenting
+from jingle.datasets.pairs import InputError, check_pairs, discover_fusion_pairs, fingerprint_files
 from tests.conftest import tone, write, write_pair
 
 

@@ -7,13 +7,13 @@ from types import SimpleNamespace
 
 import torch
 
-from core.config import TrainingConfig
-from datasets.pointer_sample import pad_pointer_samples
-from models.optimization import build_optimizer
-from models.pointer import PointerNetwork
-from models.pointer_decoding import conform_log_probs, generate_edit
-from models.pointer_loss import PointerLossConfig, build_pointer_loss
-from models.pointer_training import evaluate_pointer, pointer_train_step
+from jingle.core.config import TrainingConfig
+from jingle.datasets.pointer_sample import pad_pointer_samples
+from jingle.models.optimization import build_optimizer
+from jingle.models.pointer import PointerNetwork
+from jingle.models.pointer_decoding import conform_log_probs, generate_edit
+from jingle.models.pointer_loss import PointerLossConfig, build_pointer_loss
+from jingle.models.pointer_training import evaluate_pointer, pointer_train_step
 from tests.test_pointer_model import MELS, TINY_LOSS, _one_thread, sample, tiny_config  # noqa: F401 (_one_thread: autouse fixture)
 
 SILENCE = -4.0  # a log-mel value far below the unit-variance "sound" frames

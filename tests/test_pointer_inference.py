@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.checkpoints import CheckpointError, TrainingState, save_state
-from models.pointer import PointerNetwork
-from pipelines.pointer_config import PointerTrainConfig
-from pipelines.pointer_inference import load_pointer, read_log_mel, write_json
+from jingle.models.checkpoints import CheckpointError, TrainingState, save_state
+from jingle.models.pointer import PointerNetwork
+from jingle.pipelines.pointer_config import PointerTrainConfig
+from jingle.pipelines.pointer_inference import load_pointer, read_log_mel, write_json
 from tests.conftest import tone, write
 
 TINY = {"model_dim": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "feedforward_dim": 64, "conv_kernel": 3, "dropout": 0.0}

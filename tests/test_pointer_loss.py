@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.pointer import MASKED_LOGIT
-from models.pointer_loss import PointerLoss, pointer_metric_fractions, pointer_metrics, stop_targets
+from jingle.models.pointer import MASKED_LOGIT
+from jingle.models.pointer_loss import PointerLoss, pointer_metric_fractions, pointer_metrics, stop_targets
 
 
 def test_loss_without_neighbours_is_plain_cross_entropy():

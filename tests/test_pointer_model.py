@@ -11,17 +11,17 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from datasets.pointer_sample import pad_pointer_samples
-from models.blocks import parameter_count
-from models.pointer import (
+from jingle.datasets.pointer_sample import pad_pointer_samples
+from jingle.models.blocks import parameter_count
+from jingle.models.pointer import (
     MASKED_LOGIT,
     PointerConfig,
     PointerNetwork,
     pointer_config_full,
     pointer_config_mini,
 )
-from models.pointer_loss import PointerLossConfig, build_pointer_loss
-from models.pointer_training import pointer_train_step
+from jingle.models.pointer_loss import PointerLossConfig, build_pointer_loss
+from jingle.models.pointer_training import pointer_train_step
 
 MELS = 16
 

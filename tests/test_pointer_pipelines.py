@@ -11,13 +11,13 @@ import pytest
 import soundfile
 from mlflow.tracking import MlflowClient
 
-from datasets.edits import RULES, make_conform_pair, make_rule_pair, write_pointer_corpus
-from datasets.features import MelFeatures
-from models.checkpoints import load_state
-from pipelines import preprocess_pointer, train_pointer
-from pipelines.cli import main as jingle
-from pipelines.pointer_config import PointerTrainConfig
-from pipelines.tracking import tracking_uri
+from jingle.datasets.edits import RULES, make_conform_pair, make_rule_pair, write_pointer_corpus
+from jingle.datasets.features import MelFeatures
+from jingle.models.checkpoints import load_state
+from jingle.pipelines import preprocess_pointer, train_pointer
+from jingle.pipelines.cli import main as jingle
+from jingle.pipelines.pointer_config import PointerTrainConfig
+from jingle.pipelines.tracking import tracking_uri
 
 pytestmark = pytest.mark.ray
 

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datasets.pointer_sample import PointerSample, bucketed, cap_lengths, pad_pointer_samples, samples_from_rows
+from jingle.datasets.pointer_sample import PointerSample, bucketed, cap_lengths, pad_pointer_samples, samples_from_rows
 
 MEL_BINS = 16
 

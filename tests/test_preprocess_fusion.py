@@ -19,11 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from datasets.audio import Segmenting, read_mono
-from datasets.shards import JOURNAL, ShardStore, latents_to_numpy, shard_paths
-from datasets.synth import CorpusSpec, write_fusion_corpus
-from models.codecs import build_codec
-from pipelines import preprocess_fusion
+from jingle.datasets.audio import Segmenting, read_mono
+from jingle.datasets.shards import JOURNAL, ShardStore, latents_to_numpy, shard_paths
+from jingle.datasets.synth import CorpusSpec, write_fusion_corpus
+from jingle.models.codecs import build_codec
+from jingle.pipelines import preprocess_fusion
 from tests.conftest import tone, write, write_pair
 
 pytestmark = pytest.mark.ray

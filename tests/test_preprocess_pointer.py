@@ -10,11 +10,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from datasets.edits import make_conform_pair, write_pointer_corpus
-from datasets.features import MelFeatures
-from datasets.pointer_preprocess import row_to_arrays
-from datasets.shards import REJECTS, read_manifest, shard_paths
-from pipelines import preprocess_pointer
+from jingle.datasets.edits import make_conform_pair, write_pointer_corpus
+from jingle.datasets.features import MelFeatures
+from jingle.datasets.pointer_preprocess import row_to_arrays
+from jingle.datasets.shards import REJECTS, read_manifest, shard_paths
+from jingle.pipelines import preprocess_pointer
 from tests.conftest import tone, write
 
 pytestmark = pytest.mark.ray

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from datasets.pairs import InputError, Reject
-from datasets.shards import (
+from jingle.datasets.pairs import InputError, Reject
+from jingle.datasets.shards import (
     JOURNAL,
     MANIFEST,
     ShardStore,

@@ -23,9 +23,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from core.storage import Location, StorageError, check_writable
-from datasets.shards import LOCK, FolderBusy, ShardStore
-from datasets.synth import CorpusSpec, write_fusion_corpus
+from jingle.core.storage import Location, StorageError, check_writable
+from jingle.datasets.shards import LOCK, FolderBusy, ShardStore
+from jingle.datasets.synth import CorpusSpec, write_fusion_corpus
 from tests.test_fusion_training import TINY_MODEL
 from tests.test_job_submit import Head, start_head, stop_head, wait_for_jobs_api
 

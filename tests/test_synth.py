@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from datasets.pairs import discover_fusion_pairs
-from datasets.synth import (
+from jingle.datasets.pairs import discover_fusion_pairs
+from jingle.datasets.synth import (
     DRUM_KINDS,
     CorpusSpec,
     arrangement_notes,
@@ -111,7 +111,7 @@ def test_corpus_with_arrangements_keeps_the_pairs_and_their_audio(tmp_path):
 
 
 def test_the_other_style_plays_other_grooves_tempi_and_chords_under_the_same_rule():
-    from datasets.synth import STYLES
+    from jingle.datasets.synth import STYLES
 
     pop, other = STYLES["pop"], STYLES["other"]
     pairs = [generate_pair(index, CorpusSpec(min_seconds=8.0, max_seconds=8.0, style="other")) for index in range(4)]

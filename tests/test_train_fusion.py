@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from datasets.synth import CorpusSpec, write_fusion_corpus
-from models.checkpoints import CheckpointError, load_state
-from pipelines import preprocess_fusion, train_fusion
-from pipelines.shard_data import split_pair_ids
-from pipelines.train import TrainSummary
+from jingle.datasets.synth import CorpusSpec, write_fusion_corpus
+from jingle.models.checkpoints import CheckpointError, load_state
+from jingle.pipelines import preprocess_fusion, train_fusion
+from jingle.pipelines.shard_data import split_pair_ids
+from jingle.pipelines.train import TrainSummary
 from tests.conftest import write_training_config
 from tests.reliability.test_retries import worker_starts
 from tests.test_fusion_training import TINY_MODEL
@@ -78,9 +78,9 @@ def test_a_run_without_the_score_is_summarized_by_its_latest_checkpoint(clean_ru
     import math
     from types import SimpleNamespace
 
-    from core.storage import Location
-    from pipelines.tasks import get_task
-    from pipelines.train import RunPlace, summarize
+    from jingle.core.storage import Location
+    from jingle.pipelines.tasks import get_task
+    from jingle.pipelines.train import RunPlace, summarize
 
     latest = SimpleNamespace(path=clean_run.latest_checkpoint)
     ranked_first = SimpleNamespace(path=str(Path(clean_run.run_dir) / "checkpoint_ranked_first"))
@@ -171,7 +171,7 @@ def validation_shards(ray_session, tmp_path_factory) -> Path:
 
 
 def test_a_validation_folder_validates_and_every_data_pair_trains(shards, validation_shards, tmp_path):
-    from pipelines.shard_data import ShardData
+    from jingle.pipelines.shard_data import ShardData
 
     data, held_out = ShardData.open(shards), ShardData.open(validation_shards, flag="--validation")
     train_ids, validation_ids = data.split(0.25, 0, validation=held_out)
@@ -216,7 +216,7 @@ for _ in range(2):
     cluster.add_node(num_cpus=1)
 cluster.wait_for_nodes()
 ray.init(address=cluster.address)
-from pipelines import train_fusion
+from jingle.pipelines import train_fusion
 code = train_fusion.main(sys.argv[1:])
 ray.shutdown()
 cluster.shutdown()

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from datasets.edits import make_conform_pair, write_pointer_corpus
-from datasets.features import MelFeatures
-from datasets.synth import CorpusSpec, write_fusion_corpus
-from pipelines import preprocess_fusion, preprocess_pointer, train_fusion, tune_fusion, tune_pointer
-from pipelines.pointer_config import PointerTrainConfig
+from jingle.datasets.edits import make_conform_pair, write_pointer_corpus
+from jingle.datasets.features import MelFeatures
+from jingle.datasets.synth import CorpusSpec, write_fusion_corpus
+from jingle.pipelines import preprocess_fusion, preprocess_pointer, train_fusion, tune_fusion, tune_pointer
+from jingle.pipelines.pointer_config import PointerTrainConfig
 from tests.test_fusion_training import TINY_MODEL
 
 pytestmark = pytest.mark.ray

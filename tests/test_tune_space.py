@@ -12,10 +12,10 @@ import optuna
 import pytest
 import yaml
 
-from core.config import ConfigError
-from models.fusion_config import FusionTrainConfig
-from pipelines.pointer_config import PointerTrainConfig
-from pipelines.tune_space import SearchSpace, make_searcher
+from jingle.core.config import ConfigError
+from jingle.models.fusion_config import FusionTrainConfig
+from jingle.pipelines.pointer_config import PointerTrainConfig
+from jingle.pipelines.tune_space import SearchSpace, make_searcher
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = {  # space file -> (config class, base config file)

@@ -6,7 +6,7 @@ checkpoints, resume, fault tolerance, data and MLflow are everyone's (``pipeline
 
 from __future__ import annotations
 
-from pipelines.tasks.base import Task, TaskPlan, TaskWorker
+from jingle.pipelines.tasks.base import Task, TaskPlan, TaskWorker
 
 __all__ = ["Task", "TaskPlan", "TaskWorker", "TASK_NAMES", "get_task"]
 
@@ -16,11 +16,11 @@ TASK_NAMES = ("fusion", "pointer")
 def get_task(name: str) -> Task:
     """The task of a model by name (imported on demand: each pulls in its own model)."""
     if name == "fusion":
-        from pipelines.tasks.fusion import FusionTask
+        from jingle.pipelines.tasks.fusion import FusionTask
 
         return FusionTask()
     if name == "pointer":
-        from pipelines.tasks.pointer import PointerTask
+        from jingle.pipelines.tasks.pointer import PointerTask
 
         return PointerTask()
     raise ValueError(f"unknown training task {name!r}; the tasks are {list(TASK_NAMES)}")

@@ -23,10 +23,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from core.config import SectionedConfig
-from datasets.shard_rows import Rows
-from models.checkpoints import TrainingState
-from pipelines.loop import Selection
+from jingle.core.config import SectionedConfig
+from jingle.datasets.shard_rows import Rows
+from jingle.models.checkpoints import TrainingState
+from jingle.pipelines.loop import Selection
 
 
 @dataclass(frozen=True)

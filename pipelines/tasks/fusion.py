@@ -18,16 +18,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from datasets.shard_rows import Rows
-from models.cascade import build_fusion_model
-from models.checkpoints import TrainingState
-from models.codecs import build_codec
-from models.fusion_config import FusionTrainConfig
-from models.fusion_training import ArrangementValidator, FusionObjective, evaluate, train_step
-from models.optimization import unwrap
-from pipelines.common import UsageError, add_codec_checkpoint_argument
-from pipelines.loop import Selection
-from pipelines.tasks.base import Task, TaskPlan, TaskWorker
+from jingle.datasets.shard_rows import Rows
+from jingle.models.cascade import build_fusion_model
+from jingle.models.checkpoints import TrainingState
+from jingle.models.codecs import build_codec
+from jingle.models.fusion_config import FusionTrainConfig
+from jingle.models.fusion_training import ArrangementValidator, FusionObjective, evaluate, train_step
+from jingle.models.optimization import unwrap
+from jingle.pipelines.common import UsageError, add_codec_checkpoint_argument
+from jingle.pipelines.loop import Selection
+from jingle.pipelines.tasks.base import Task, TaskPlan, TaskWorker
 
 LATENT_COLUMNS = ("input_latent", "target_latent")
 ARRANGEMENT_COLUMNS = ("arrangement_latent", "has_arrangement")  # shards of pairs with reference arrangements
@@ -161,10 +161,10 @@ class FusionWorker(TaskWorker):
         """A mask picture and a fused held-out segment (WAV and PNG)."""
         if not self.example:
             return []
-        from datasets.audio import limit_peak, write_wav
-        from models.masking import apply_complementary_mask
-        from pipelines.figures import fusion_figure
-        from pipelines.masks import plot_masks
+        from jingle.datasets.audio import limit_peak, write_wav
+        from jingle.models.masking import apply_complementary_mask
+        from jingle.pipelines.figures import fusion_figure
+        from jingle.pipelines.masks import plot_masks
 
         codec, masking = self.codec, self.config.masking
         input_latent, target_latent = self.example["input_latent"].float(), self.example["target_latent"].float()

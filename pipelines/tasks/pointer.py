@@ -17,18 +17,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from datasets.augmentation import Augmentor
-from datasets.pointer_preprocess import TRAINING_COLUMNS, features_id
-from datasets.pointer_sample import PointerBatch, bucketed, cap_lengths, pad_pointer_samples, samples_from_rows
-from datasets.shard_rows import Rows
-from models.optimization import unwrap
-from models.pointer import PointerNetwork
-from models.pointer_loss import build_pointer_loss
-from models.pointer_training import evaluate_pointer, pointer_train_step
-from pipelines.common import UsageError
-from pipelines.loop import Selection
-from pipelines.pointer_config import PointerTrainConfig
-from pipelines.tasks.base import Task, TaskPlan, TaskWorker
+from jingle.datasets.augmentation import Augmentor
+from jingle.datasets.pointer_preprocess import TRAINING_COLUMNS, features_id
+from jingle.datasets.pointer_sample import PointerBatch, bucketed, cap_lengths, pad_pointer_samples, samples_from_rows
+from jingle.datasets.shard_rows import Rows
+from jingle.models.optimization import unwrap
+from jingle.models.pointer import PointerNetwork
+from jingle.models.pointer_loss import build_pointer_loss
+from jingle.models.pointer_training import evaluate_pointer, pointer_train_step
+from jingle.pipelines.common import UsageError
+from jingle.pipelines.loop import Selection
+from jingle.pipelines.pointer_config import PointerTrainConfig
+from jingle.pipelines.tasks.base import Task, TaskPlan, TaskWorker
 
 ROWS_PER_READ = 8
 
@@ -142,7 +142,7 @@ class PointerWorker(TaskWorker):
         network's (argmax, teacher-forced in edit mode)."""
         if not self.example:
             return []
-        from pipelines.figures import pointer_figure
+        from jingle.pipelines.figures import pointer_figure
 
         model = unwrap(model).eval()
         batch = self.example[0].to(next(model.parameters()).device)

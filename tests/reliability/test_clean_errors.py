@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 from ray.exceptions import RayTaskError, UserCodeException
 
-from core.config import ConfigError, TrainingConfig
-from core.storage import Location
-from pipelines import preprocess_fusion, train_fusion, train_pointer
-from pipelines.common import disk_full, run_main
-from pipelines.tasks import get_task
+from jingle.core.config import ConfigError, TrainingConfig
+from jingle.core.storage import Location
+from jingle.pipelines import preprocess_fusion, train_fusion, train_pointer
+from jingle.pipelines.common import disk_full, run_main
+from jingle.pipelines.tasks import get_task
 
 REPO = Path(__file__).resolve().parents[2]
 NO_SPACE = os.strerror(errno.ENOSPC)  # "No space left on device"
@@ -35,7 +35,7 @@ NO_SPACE = os.strerror(errno.ENOSPC)  # "No space left on device"
 # ``jingle`` commands in one process: [{"code", "stderr"}] per command, as JSON on stdout.
 JINGLE = r"""
 import contextlib, io, json, sys
-from pipelines.cli import main
+from jingle.pipelines.cli import main
 results = []
 for argv in json.loads(sys.argv[1]):
     stderr = io.StringIO()

@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from datasets.audio import Segmenting
-from datasets.features import MelFeatures
-from datasets.fusion_preprocess import _window_hash, decode_fusion_pairs
-from datasets.pointer_preprocess import featurize_pointer_pairs, streamed_log_mel
+from jingle.datasets.audio import Segmenting
+from jingle.datasets.features import MelFeatures
+from jingle.datasets.fusion_preprocess import _window_hash, decode_fusion_pairs
+from jingle.datasets.pointer_preprocess import featurize_pointer_pairs, streamed_log_mel
 from tests.test_audio import whole_file_read
 
 REPO = Path(__file__).resolve().parents[2]

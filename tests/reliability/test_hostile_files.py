@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.audio import AudioError, probe, read_mono
-from models.checkpoints import CheckpointError, load_state
-from models.codecs import CodecUnavailable, load_encodec_state
-from pipelines import conform, fuse
+from jingle.datasets.audio import AudioError, probe, read_mono
+from jingle.models.checkpoints import CheckpointError, load_state
+from jingle.models.codecs import CodecUnavailable, load_encodec_state
+from jingle.pipelines import conform, fuse
 from tests.conftest import tone, write
 from tests.test_fusion_inference import pair  # noqa: F401 (fixture)
 

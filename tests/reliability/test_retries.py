@@ -25,11 +25,11 @@ import pytest
 from ray.exceptions import ActorDiedError, RayTaskError
 from ray.train import WorkerGroupError
 
-from core.config import ConfigError
-from pipelines import train_fusion
-from pipelines.common import DeterministicError, DeterministicInputError
-from pipelines.train import fit_with_restarts
-from pipelines.worker import deterministic_error
+from jingle.core.config import ConfigError
+from jingle.pipelines import train_fusion
+from jingle.pipelines.common import DeterministicError, DeterministicInputError
+from jingle.pipelines.train import fit_with_restarts
+from jingle.pipelines.worker import deterministic_error
 from tests.conftest import copy_tree, write_training_config
 from tests.test_fusion_training import TINY_MODEL
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from core.storage import NODE_CREDENTIALS, STORAGE_SETTINGS
-from pipelines.common import job_runtime_env
+from jingle.core.storage import NODE_CREDENTIALS, STORAGE_SETTINGS
+from jingle.pipelines.common import job_runtime_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,7 +54,7 @@ CHILD = r'''
 import json, os, sys, threading
 from pathlib import Path
 import ray
-from pipelines.common import init_ray
+from jingle.pipelines.common import init_ray
 
 CREDENTIALS = {key: os.environ[key] for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")}
 sampled = {key: [] for key in CREDENTIALS}

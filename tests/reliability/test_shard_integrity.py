@@ -12,9 +12,9 @@ import json
 
 import pytest
 
-from datasets.pairs import InputError
-from datasets.shards import MANIFEST, ShardStore
-from pipelines.shard_data import ShardData
+from jingle.datasets.pairs import InputError
+from jingle.datasets.shards import MANIFEST, ShardStore
+from jingle.pipelines.shard_data import ShardData
 from tests.test_shards import SETTINGS, commit_rows
 
 FINGERPRINTS = {"a": "f1", "b": "f2", "c": "f3", "d": "f4"}
@@ -96,7 +96,7 @@ def test_training_refuses_a_lost_or_truncated_shard_in_one_line(tmp_path, how, s
 
 
 def test_jingle_train_exits_2_on_a_lost_shard_before_starting_anything(tmp_path, capsys):
-    from pipelines import train_fusion
+    from jingle.pipelines import train_fusion
 
     names = write_clean(tmp_path / "data")
     (tmp_path / "data" / "shards" / names["c"]).unlink()

@@ -16,7 +16,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipelines.tracking import ending_tracking_run, open_tracking_run
+from jingle.pipelines.tracking import ending_tracking_run, open_tracking_run
 
 
 @pytest.fixture
