@@ -48,6 +48,7 @@ from jingle.datasets.synth import CorpusSpec, write_fusion_corpus
 from jingle.models.arrangement import SCORE_FIGURES
 from jingle.models.shortcuts import ALL_SHORTCUTS
 from jingle.pipelines import evaluate_fusion, preprocess_fusion, train_fusion
+from jingle.pipelines.run_spec import parse_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 HELD_OUT_FIRST_INDEX = 10_000  # seeds the corpus never uses
@@ -159,11 +160,10 @@ def train_and_score(args, work: Path, shards: Path, config: Path, held_out: dict
                     timings: dict[str, float]) -> dict:
     """Train one variant and score its best checkpoint on every held-out set."""
     storage = work / "runs"
-    arguments = ["--data", str(shards), "--config", str(config), "--storage", str(storage), "--name", f"quality-{label}", "--workers", "1"]
-    for override in overrides:
-        arguments += ["--override", override]
+    spec = train_fusion.spec(data=str(shards), config=str(config), storage=storage, name=f"quality-{label}", workers=1,
+                             overrides=parse_overrides(overrides))
     started = time.perf_counter()
-    trained = train_fusion.run(train_fusion.build_parser().parse_args(arguments))
+    trained = train_fusion.run(spec)
     timings[f"train {label}"] = time.perf_counter() - started
     print(trained.report())
     scored = {"overrides": overrides, "steps": trained.step, "best_checkpoint": trained.best_checkpoint, "sets": {}}

@@ -40,8 +40,8 @@ CONFIGS = {"fusion": REPO_ROOT / "configs" / "demo.json", "pointer": REPO_ROOT /
 # Streamed, every pass over the pointer rows is a Ray Data read: the baseline runs the
 # demo's pointer config with the epochs and passes it had before (3 epochs of 2 passes),
 # and so does the in-memory run, so that the two compare like with like.
-SAME_WORK = {"fusion": [], "pointer": ["--override", "training.epochs=3", "--override", "data.repeats_per_epoch=2"]}
-MODES = {"streamed": ["--override", "training.max_in_memory_mb=0"], "in memory": []}
+SAME_WORK = {"fusion": {}, "pointer": {"training.epochs": 3, "data.repeats_per_epoch": 2}}
+MODES = {"streamed": {"training.max_in_memory_mb": 0}, "in memory": {}}
 
 
 def fusion_shards(out: Path, pairs: int, seconds: float) -> Path:
@@ -71,12 +71,11 @@ def epoch_overheads(summary) -> list[float]:
     return [metric.value for metric in sorted(history, key=lambda metric: metric.step)]
 
 
-def train(model: str, shards: Path, storage: Path, workers: int, extra: list[str]) -> dict:
+def train(model: str, shards: Path, storage: Path, workers: int, overrides: dict) -> dict:
     module = train_fusion if model == "fusion" else train_pointer
-    args = module.build_parser().parse_args(
-        ["--data", str(shards), "--config", str(CONFIGS[model]), "--workers", str(workers), "--storage", str(storage), "--name", "bench", *extra])
+    spec = module.spec(data=str(shards), config=str(CONFIGS[model]), workers=workers, storage=storage, name="bench", overrides=overrides)
     started = time.perf_counter()
-    summary = module.run(args)
+    summary = module.run(spec)
     seconds = time.perf_counter() - started
     overheads = epoch_overheads(summary)
     return {
@@ -103,13 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or tempfile.mkdtemp(prefix="jingle-bench-overhead-"))
     pairs, fusion_seconds, pointer_seconds = (8, 16.0, 4.0) if args.smoke else (8, 20.0, 16.0)
     results: dict[str, dict[str, dict]] = {}
-    smoke = ["--override", "training.epochs=1"] if args.smoke else []
+    smoke = {"training.epochs": 1} if args.smoke else {}
     for model in [name.strip() for name in args.models.split(",") if name.strip()]:
         if model == "fusion":
             shards = fusion_shards(out / model, pairs, fusion_seconds)
         else:
             shards = pointer_shards(out / model, pairs, pointer_seconds)
-        results[model] = {mode: train(model, shards, out / model / f"runs-{index}", args.workers, SAME_WORK[model] + smoke + extra)
+        results[model] = {mode: train(model, shards, out / model / f"runs-{index}", args.workers, {**SAME_WORK[model], **smoke, **extra})
                           for index, (mode, extra) in enumerate(MODES.items())}
     print(f"machine: {machine['logical_cores']} cores, {machine['cpu']}, load {machine['load_average_at_start']} at start")
     print(f"{'model':8} {'data':10} {'run s':>7} {'in steps s':>10} {'steps share':>11} {'epoch overheads s':>24}")

@@ -54,6 +54,7 @@ from jingle.pipelines.common import OneLineParser
 from jingle.pipelines.conform import NETWORK_JUMP_PENALTY, conform_with_network
 from jingle.pipelines.pointer_config import PointerTrainConfig
 from jingle.pipelines.pointer_inference import load_pointer
+from jingle.pipelines.run_spec import parse_overrides
 
 REPO = Path(__file__).resolve().parent.parent
 TOLERANCE = 2  # frames
@@ -119,12 +120,10 @@ def write_and_preprocess(pairs: list[EditPair], root: Path, config_path: str, fe
 
 
 def train(shards: Path, work: Path, config_path: str, name: str, overrides: list[str], workers: int) -> tuple[str, float]:
-    argv = ["--data", str(shards), "--config", config_path, "--storage", str(work / "runs"), "--name", name,
-            "--workers", str(workers)]
-    for override in overrides:
-        argv += ["--override", override]
+    spec = train_pointer.spec(data=str(shards), config=config_path, storage=work / "runs", name=name, workers=workers,
+                              overrides=parse_overrides(overrides))
     started = time.perf_counter()
-    summary = train_pointer.run(train_pointer.build_parser().parse_args(argv))
+    summary = train_pointer.run(spec)
     return summary.best_checkpoint, time.perf_counter() - started
 
 

@@ -107,24 +107,21 @@ def search(args: argparse.Namespace, work: Path, shards: Path, config: Path, nam
     reuse = args.reuse and (work / "runs" / name / "trials.csv").exists()
     if not reuse:
         shutil.rmtree(work / "runs" / name, ignore_errors=True)
-    argv = ["--data", str(shards), "--space", args.space, "--config", str(config), "--samples", str(args.samples),
-            "--max-epochs", str(args.max_epochs), "--seed", "0", "--storage", str(work / "runs"), "--name", name]
-    if validation is not None:
-        argv += ["--validation", str(validation)]
-    if reuse:
-        argv.append("--resume")  # every trial finished: Tune reruns none of them
+    spec = tune_fusion.spec(data=str(shards), space=args.space, config=str(config), samples=args.samples, max_epochs=args.max_epochs,
+                            seed=0, storage=work / "runs", name=name, validation=str(validation) if validation is not None else None,
+                            resume=reuse)  # every trial finished: Tune reruns none of them
     started = time.perf_counter()
-    summary = tune_fusion.run(tune_fusion.build_parser().parse_args(argv))
+    summary = tune_fusion.run(spec)
     return summary, time.perf_counter() - started
 
 
 def train_full(work: Path, shards: Path, validation: Path, config: Path, name: str, epochs: int, *, reuse: bool) -> tuple[str, float]:
     if not reuse:  # else a finished run resumes at its last epoch and trains no further
         shutil.rmtree(work / "runs" / name, ignore_errors=True)
-    argv = ["--data", str(shards), "--validation", str(validation), "--config", str(config), "--storage", str(work / "runs"),
-            "--name", name, "--workers", "1", "--override", f"training.epochs={epochs}"]
+    spec = train_fusion.spec(data=str(shards), validation=str(validation), config=str(config), storage=work / "runs", name=name,
+                             workers=1, overrides={"training.epochs": epochs})
     started = time.perf_counter()
-    summary = train_fusion.run(train_fusion.build_parser().parse_args(argv))
+    summary = train_fusion.run(spec)
     return summary.best_checkpoint, time.perf_counter() - started
 
 

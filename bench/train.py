@@ -352,12 +352,9 @@ def run_ray_train(shards: Path, config_path: Path, storage: Path, *, workers: in
         "training.num_to_keep": 1_000_000,  # keep every report: mid-epoch ones score worst (val_total inf)
         "losses.teacher_weight": 0,  # the generated pairs here bring no reference arrangement
     }
-    arguments = ["--data", str(shards), "--config", str(config_path), "--workers", str(workers), "--storage", str(storage), "--name", "bench"]
-    for key, value in overrides.items():
-        arguments += ["--override", f"{key}={value}"]
-    args = train_fusion.build_parser().parse_args(arguments)
+    spec = train_fusion.spec(data=str(shards), config=str(config_path), workers=workers, storage=storage, name="bench", overrides=overrides)
     started = time.perf_counter()
-    summary = train_fusion.run(args)
+    summary = train_fusion.run(spec)
     wall_seconds = time.perf_counter() - started
     reports = sorted(
         (load_state(folder, kind="fusion").step, checkpoint_time(folder)) for folder in Path(summary.run_dir).glob("checkpoint_*") if folder.is_dir()

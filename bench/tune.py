@@ -43,11 +43,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def search(args: argparse.Namespace, work: Path, shards: Path, config: Path, *, early_stopping: str):
     name = f"search-{early_stopping}"
     shutil.rmtree(work / "runs" / name, ignore_errors=True)
-    argv = ["--data", str(shards), "--space", args.space, "--config", str(config), "--samples", str(args.samples),
-            "--max-epochs", str(args.max_epochs), "--grace-period", "1", "--reduction-factor", repr(args.reduction_factor), "--seed", "0",
-            "--early-stopping", early_stopping, "--storage", str(work / "runs"), "--name", name]
+    spec = tune_fusion.spec(data=str(shards), space=args.space, config=str(config), samples=args.samples, max_epochs=args.max_epochs,
+                            grace_period=1, reduction_factor=args.reduction_factor, seed=0, early_stopping=early_stopping,
+                            storage=work / "runs", name=name)
     started = time.perf_counter()
-    summary = tune_fusion.run(tune_fusion.build_parser().parse_args(argv))
+    summary = tune_fusion.run(spec)
     return summary, time.perf_counter() - started
 
 

@@ -220,6 +220,25 @@ class Location:
                 raise StorageError(f"{self.uri}: cannot delete ({error})") from None
 
 
+# ------------------------------------------------------------------ Ray Train and Tune
+
+
+def ray_storage(location: Location) -> dict[str, object]:
+    """``RunConfig``'s storage arguments: a bucket as its filesystem and its path without
+    the scheme (what Ray Train and Tune take), a local folder as its path."""
+    if location.is_local:
+        return {"storage_path": location.uri}
+    return {"storage_path": location.path, "storage_filesystem": location.fs}
+
+
+def checkpoint_uri(path: str, storage: Location) -> str:
+    """A path Ray gives in ``storage``'s filesystem (a checkpoint's), as users name it:
+    ``s3://bucket/...`` in a bucket, unchanged when local or already a URI."""
+    if storage.is_local or "://" in path:
+        return path
+    return f"{storage.uri.split('://', 1)[0]}://{path.lstrip('/')}"
+
+
 def check_writable(location: Location, flag: str) -> None:
     """Refuse, in one line, a local folder this process cannot write (a read-only file system,
     no permission), or a bucket that does not exist or refuses access (before any work)."""

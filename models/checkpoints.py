@@ -6,7 +6,9 @@ Contents (plain tensors, dicts, lists, strings and numbers, so that
     format      "jingle.checkpoint.v1"
     kind        "fusion" or "pointer"
     model       the model's state dict (unwrapped from DDP)
-    optimizer, scheduler, discriminator, discriminator_optimizer  (training state; may be absent)
+    optimizer, scheduler  (training state; may be absent)
+    task_state  the task's own training state (the fusion model's discriminator and its
+                optimiser; a checkpoint from before it had its own entry kept them at the top)
     step, epoch the step counter and the epochs completed
     config      the resolved training config (``FusionTrainConfig.to_dict()``)
     codec       the codec's ``describe()``: name, id, sample_rate, frame_rate, hop_length, dim
@@ -34,6 +36,7 @@ import torch
 from torch import nn
 
 FORMAT = "jingle.checkpoint.v1"
+MOVED_TO_TASK_STATE = ("discriminator", "discriminator_optimizer")
 STATE_FILE = "state.pt"
 
 
@@ -52,8 +55,7 @@ class TrainingState:
     data: dict = field(default_factory=dict)
     optimizer: dict | None = None
     scheduler: dict | None = None
-    discriminator: dict | None = None
-    discriminator_optimizer: dict | None = None
+    task_state: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def to_payload(self) -> dict[str, Any]:
@@ -125,6 +127,9 @@ def load_state(checkpoint: str | os.PathLike, *, kind: str, codec_id: str | None
     if codec_id is not None:
         check_codec(checkpoint, payload["codec"], codec_id)
     payload.pop("format")
+    for key in MOVED_TO_TASK_STATE:  # written before the task's state had its own entry
+        if key in payload:
+            payload.setdefault("task_state", {})[key] = payload.pop(key)
     return TrainingState(**payload)
 
 

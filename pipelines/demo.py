@@ -122,12 +122,10 @@ def fusion_demo(args: argparse.Namespace, out: Path, lines: list[str], trainings
     print(summary.report())
 
     print(f"[demo] fusion 2/4: training with {args.fusion_workers} worker(s)", file=sys.stderr)
-    trained = train_fusion.run(
-        train_fusion.build_parser().parse_args(
-            ["--data", str(shards), "--config", args.config, "--workers", str(args.fusion_workers), "--storage", str(out / "runs"),
-             "--name", f"demo-{args.codec}"] + codec_flags
-        )
-    )
+    trained = train_fusion.run(train_fusion.spec(
+        data=str(shards), config=args.config, workers=args.fusion_workers, storage=out / "runs", name=f"demo-{args.codec}",
+        task_options={"codec_checkpoint": args.codec_checkpoint}, num_cpus=args.num_cpus, debug=args.debug,
+    ))
     print(trained.report())
     trainings.append(trained)
 
@@ -195,12 +193,10 @@ def pointer_demo(args: argparse.Namespace, out: Path, lines: list[str], training
     )
     print(summary.report())
     print(f"[demo] pointer 2/3: training a conform model with {args.workers} workers", file=sys.stderr)
-    trained = train_pointer.run(
-        train_pointer.build_parser().parse_args(
-            ["--data", str(shards), "--config", str(POINTER_DEMO_CONFIG), "--workers", str(args.workers),
-             "--storage", str(out / "runs"), "--name", "demo-pointer"]
-        )
-    )
+    trained = train_pointer.run(train_pointer.spec(
+        data=str(shards), config=str(POINTER_DEMO_CONFIG), workers=args.workers, storage=out / "runs", name="demo-pointer",
+        num_cpus=args.num_cpus, debug=args.debug,
+    ))
     print(trained.report())
     trainings.append(trained)
     print("[demo] pointer 3/3: conforming the held-out processed edit", file=sys.stderr)

@@ -20,19 +20,18 @@ one line (exit 2 for bad input, 1 for a bug).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, Callable
 
-from jingle.core.storage import Location, check_writable
+from jingle.core.storage import Location, checkpoint_uri, check_writable, ray_storage
 from jingle.models.checkpoints import load_state
 from jingle.pipelines.common import DeterministicError, EntryPoint, UsageError, add_common_arguments, init_ray, reporting
-from jingle.pipelines.loop import VALIDATION_METRIC, LoopSettings
+from jingle.pipelines.loop import VALIDATION_METRIC
+from jingle.pipelines.run_spec import TrainSpec, worker_plan
 from jingle.pipelines.shard_data import ShardData
 from jingle.pipelines.tasks import Task, get_task
 from jingle.pipelines.tracking import ending_tracking_run, open_tracking_run
@@ -60,51 +59,10 @@ def add_train_arguments(parser: argparse.ArgumentParser, task: Task) -> None:
     add_common_arguments(parser)
 
 
-def parse_overrides(items: list[str]) -> dict:
-    """``--override section.key=value`` flags -> dotted-key dict (values parsed as JSON)."""
-    overrides = {}
-    for item in items:
-        key, separator, value = item.partition("=")
-        if not separator:
-            raise UsageError(f"--override {item!r} must look like section.key=value")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value  # a bare word, e.g. masking.strategy=energy
-    return overrides
-
-
-def storage_location(storage: str) -> Location:
-    """``--storage`` as a location (a local folder or a bucket URI), refused in one line
-    when its bucket does not exist or refuses access."""
-    location = Location.of(storage)
-    check_writable(location, "--storage")
-    return location
-
-
-def ray_storage(location: Location) -> dict[str, Any]:
-    """``RunConfig``'s storage arguments: a bucket as its filesystem and its path without
-    the scheme (what Ray Train and Tune take), a local folder as its path."""
-    if location.is_local:
-        return {"storage_path": location.uri}
-    return {"storage_path": location.path, "storage_filesystem": location.fs}
-
-
-def checkpoint_uri(path: str, storage: Location) -> str:
-    """A path Ray gives in ``storage``'s filesystem (a checkpoint's), as users name it:
-    ``s3://bucket/...`` in a bucket, unchanged when local or already a URI."""
-    if storage.is_local or "://" in path:
-        return path
-    return f"{storage.uri.split('://', 1)[0]}://{path.lstrip('/')}"
-
-
 def count_workers(requested: int | None, use_gpu: bool) -> int:
     import ray
 
-    workers = requested or (int(ray.cluster_resources().get("GPU", 0)) if use_gpu else 2) or 1
-    if workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
-    return workers
+    return requested or (int(ray.cluster_resources().get("GPU", 0)) if use_gpu else 2) or 1
 
 
 @dataclass(frozen=True)
@@ -114,14 +72,13 @@ class RunPlace:
     run_dir: Location
 
 
-def place_run(args: argparse.Namespace, *, kind: str, codec_id: str | None) -> RunPlace:
+def place_run(spec: TrainSpec, *, codec_id: str | None) -> RunPlace:
     """Where the run's checkpoints go; refuses ``--resume`` without an earlier run, and a
     continued run whose checkpoints were made with another codec or features (before any
     worker starts)."""
-    storage = storage_location(args.storage)
-    name = args.name or f"{kind}-{Path(args.config).stem}"
+    kind, storage, name = spec.task, spec.storage, spec.run_name
     run_dir = storage / name
-    if args.resume and not run_dir.exists():
+    if spec.resume and not run_dir.exists():
         raise UsageError(f"--resume: no run {name!r} under {storage}")
     earlier = [entry for entry in run_dir.list() if entry.name.startswith("checkpoint_") and not entry.name.endswith(".json")]
     if earlier:  # Ray numbers a run's checkpoints on, across restarts and resumes
@@ -298,23 +255,22 @@ def run_trainer(plan: WorkerPlan, *, workers: int, use_gpu: bool, place: RunPlac
     return fit_with_restarts(fit, max_failures=max_failures)
 
 
-def run(task_name: str, args: argparse.Namespace) -> TrainSummary:
-    """A whole training run of the named task, as ``jingle train TASK`` does it."""
+def run(spec: TrainSpec) -> TrainSummary:
+    """A whole training run, as ``jingle train TASK`` does it."""
     import time
 
     started = time.perf_counter()
-    task = get_task(task_name)
-    config = task.config_class.from_file(args.config).with_overrides(parse_overrides(args.override))
-    storage_location(args.storage)  # a read-only folder or a missing bucket is refused before any work
+    task = get_task(spec.task)
+    config = spec.load_config()
+    check_writable(spec.storage, "--storage")  # a read-only folder or a missing bucket is refused before any work
     training = config.training
-    data = ShardData.open(args.data, kind=task.name)
-    validation = ShardData.open(args.validation, kind=task.name, flag="--validation") if getattr(args, "validation", None) else None
+    data = ShardData.open(spec.data, kind=task.shard_kind or task.name)
+    validation = ShardData.open(spec.validation, kind=task.shard_kind or task.name, flag="--validation") if spec.validation else None
     train_ids, validation_ids = data.split(training.validation_fraction, training.seed, validation=validation)
-    init_ray(args.num_cpus, debug=args.debug)
-    use_gpu = bool(args.gpu)
-    workers = count_workers(args.workers, use_gpu)
-    task_plan = task.plan(config, data, train_ids=train_ids, workers=workers, args=args)
-    place = place_run(args, kind=task.name, codec_id=task_plan.codec["id"])
+    init_ray(spec.num_cpus, debug=spec.debug)
+    workers = count_workers(spec.workers, spec.use_gpu)
+    task_plan = task.plan(config, data, train_ids=train_ids, workers=workers, options=spec.task_options)
+    place = place_run(spec, codec_id=task_plan.codec["id"])
     tracking = open_tracking_run(
         storage=place.storage, experiment=f"jingle-{task.name}", run_name=place.name,
         params={"config": config.to_dict(), "data": data.root, "workers": workers},
@@ -322,22 +278,9 @@ def run(task_name: str, args: argparse.Namespace) -> TrainSummary:
     # Rank 0 logs into the run; the driver, which knows how the training ended, ends it:
     # FINISHED, FAILED (an exception here, in fit() or in the summary) or KILLED (Ctrl-C, SIGTERM).
     with ending_tracking_run(tracking):
-        plan = WorkerPlan(
-            task=task.name,
-            config=config.to_dict(),
-            task_plan=task_plan,
-            data=data.plan(task.data_columns(config), train_ids, validation_ids, max_in_memory_mb=training.max_in_memory_mb, validation=validation),
-            loop=LoopSettings(
-                epochs=training.epochs,
-                steps_per_epoch=task_plan.steps_per_epoch,
-                checkpoint_every_steps=training.checkpoint_every_steps,
-                fail_at_step=training.fail_at_step,
-                run_dir=str(place.run_dir),
-                selection=task.selection,
-            ),
-            tracking=tracking,
-        )
-        result = run_trainer(plan, workers=workers, use_gpu=use_gpu, place=place, num_to_keep=training.num_to_keep,
+        plan = worker_plan(task, config, data, train_ids=train_ids, validation_ids=validation_ids, validation=validation,
+                           task_plan=task_plan, run_dir=place.run_dir, tracking=tracking)
+        result = run_trainer(plan, workers=workers, use_gpu=spec.use_gpu, place=place, num_to_keep=training.num_to_keep,
                              max_failures=training.max_failures)
         return summarize(result, task=task, place=place, has_validation=bool(validation_ids), tracking_uri=tracking.uri,
                          run_id=tracking.run_id, seconds=time.perf_counter() - started)
@@ -370,4 +313,4 @@ def summarize(result: Any, *, task: Task, place: RunPlace, has_validation: bool,
 def entry_point(task_name: str, doc: str) -> EntryPoint:
     """The ``jingle train TASK`` command (and ``python -m pipelines.train_TASK``)."""
     return EntryPoint(f"jingle train {task_name}", doc, partial(add_train_arguments, task=get_task(task_name)),
-                      reporting(partial(run, task_name)))
+                      reporting(lambda args: run(TrainSpec.from_args(task_name, args))))

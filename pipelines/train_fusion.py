@@ -15,8 +15,10 @@ import sys
 from functools import partial
 
 from jingle.pipelines import train
+from jingle.pipelines.run_spec import TrainSpec
 
-run = partial(train.run, "fusion")  # parsed arguments -> TrainSummary
+spec = partial(TrainSpec, task="fusion")  # keyword arguments -> the TrainSpec of a fusion run
+run = train.run  # TrainSpec -> TrainSummary
 ENTRY_POINT = train.entry_point("fusion", __doc__)
 build_parser, main = ENTRY_POINT.build_parser, ENTRY_POINT.main
 

@@ -15,8 +15,10 @@ import sys
 from functools import partial
 
 from jingle.pipelines import train
+from jingle.pipelines.run_spec import TrainSpec
 
-run = partial(train.run, "pointer")  # parsed arguments -> TrainSummary
+spec = partial(TrainSpec, task="pointer")  # keyword arguments -> the TrainSpec of a pointer run
+run = train.run  # TrainSpec -> TrainSummary
 ENTRY_POINT = train.entry_point("pointer", __doc__)
 build_parser, main = ENTRY_POINT.build_parser, ENTRY_POINT.main
 

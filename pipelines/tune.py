@@ -40,17 +40,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from jingle.core.storage import Location, staged
+from jingle.core.storage import Location, check_writable, checkpoint_uri, ray_storage, staged
 from jingle.pipelines.common import PROJECT_ROOT, EntryPoint, UsageError, add_common_arguments, init_ray
-from jingle.pipelines.loop import LoopSettings, Selection
+from jingle.pipelines.loop import Selection
+from jingle.pipelines.registry import get_model, load_task, task_reference
+from jingle.pipelines.run_spec import EARLY_STOPPING, SEARCHES, TuneSpec, worker_plan
 from jingle.pipelines.shard_data import ShardData
 from jingle.pipelines.tasks import Task, get_task
 from jingle.pipelines.tune_callbacks import tracking_callback, trainer_cleanup
 from jingle.pipelines.tune_trials import DIVERGED, best_checkpoint_path, trial_rows, trials_figure, write_trials_csv
 from jingle.pipelines.worker import WorkerPlan
 
-DEFAULT_CONFIGS = {"fusion": "configs/fusion.json", "pointer": "configs/pointer/mini.json"}
-SEARCHES = ("random", "optuna")
 # CPUs a multi-worker trial holds itself (it only waits on its trainer): Tune refuses 0.
 TRIAL_CPUS = 0.01
 
@@ -61,12 +61,13 @@ def add_tune_arguments(parser: argparse.ArgumentParser, task: Task) -> None:
     parser.add_argument("--validation", default=None, metavar="SHARDS",
                         help="held-out shard folder that ranks the trials (default: a split of --data by pair id)")
     parser.add_argument("--space", required=True, help="search space: a YAML overlay on the config (tune_spaces/)")
-    parser.add_argument("--config", default=str(PROJECT_ROOT / DEFAULT_CONFIGS[kind]),
-                        help=f"base training config (default: the project's {DEFAULT_CONFIGS[kind]})")
+    default_config = get_model(kind).default_config
+    parser.add_argument("--config", default=str(PROJECT_ROOT / default_config),
+                        help=f"base training config (default: the project's {default_config})")
     parser.add_argument("--samples", type=int, default=8, help="trials to sample (default: 8)")
     parser.add_argument("--max-epochs", type=int, default=10, help="epochs of a trial that is never stopped: ASHA's max_t (default: 10)")
     parser.add_argument("--search", choices=SEARCHES, default="random", help="random (seeded) or optuna (TPE) (default: random)")
-    parser.add_argument("--early-stopping", choices=("asha", "none"), default="asha",
+    parser.add_argument("--early-stopping", choices=EARLY_STOPPING, default="asha",
                         help="asha, or none: every trial runs --max-epochs (the baseline of bench/tune.py) (default: asha)")
     parser.add_argument("--grace-period", type=int, default=1, help="epochs every trial runs before ASHA may stop it (default: 1)")
     parser.add_argument("--reduction-factor", type=float, default=4.0,
@@ -95,9 +96,13 @@ class TrialSetup:
     validation_ids: list[str]
     max_epochs: int
     node_cpus: int  # CPUs of the largest node: its trials (W = 1) or its trainers' workers (W > 1) share its cores
-    task_args: dict = field(default_factory=dict)  # the task's own flags (e.g. --codec-checkpoint)
+    task_options: dict = field(default_factory=dict)  # the task's own settings (e.g. codec_checkpoint)
     workers_per_trial: int = 1
     search_dir: str = ""  # where a multi-worker trial's trainer keeps its checkpoints (``trainers/TRIAL_ID``)
+    task_reference: str = ""  # "module:Class" the trial processes import the task by (empty: by name)
+
+    def load_task(self) -> Task:
+        return load_task(self.task_reference) if self.task_reference else get_task(self.task)
 
 
 def trial_resources(workers_per_trial: int) -> dict[str, float]:
@@ -117,9 +122,19 @@ def worker_cpus(workers_per_trial: int) -> float:
 def trial_config(setup: TrialSetup, params: dict[str, Any]):
     """The complete training config of a trial: the base with the sampled overlay, run for
     the search's ``--max-epochs`` (ASHA may stop it before)."""
-    task = get_task(setup.task)
+    task = setup.load_task()
     base = task.config_class.from_dict(setup.base_config)
     return base.with_overrides({**params, "training.epochs": setup.max_epochs})
+
+
+def trial_plan(setup: TrialSetup, params: dict[str, Any], run_dir: str | Location) -> WorkerPlan:
+    """The workers' plan of one trial: ``jingle train``'s (``run_spec.worker_plan``) for the
+    trial's config, without an MLflow run of its own (the driver logs every trial)."""
+    task = setup.load_task()
+    config = trial_config(setup, params)
+    task_plan = task.plan(config, setup.data, train_ids=setup.train_ids, workers=setup.workers_per_trial, options=setup.task_options)
+    return worker_plan(task, config, setup.data, train_ids=setup.train_ids, validation_ids=setup.validation_ids,
+                       validation=setup.validation, task_plan=task_plan, run_dir=run_dir, tracking=None)
 
 
 def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
@@ -129,23 +144,13 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     reach Tune through ``TuneReportCallback``."""
     import ray.tune
 
-    task = get_task(setup.task)
-    config = trial_config(setup, params)
+    task = setup.load_task()
     workers = setup.workers_per_trial
-    task_plan = task.plan(config, setup.data, train_ids=setup.train_ids, workers=workers, args=argparse.Namespace(**setup.task_args))
     trial_id = ray.tune.get_context().get_trial_id()
     trainers = Location.of(setup.search_dir) / "trainers"
     run_dir = ray.tune.get_context().get_trial_dir() if workers == 1 else str(trainers / trial_id)
-    plan = WorkerPlan(
-        task=task.name,
-        config=config.to_dict(),
-        task_plan=task_plan,
-        data=setup.data.plan(task.data_columns(config), setup.train_ids, setup.validation_ids, max_in_memory_mb=config.training.max_in_memory_mb,
-                             validation=setup.validation),
-        loop=LoopSettings(epochs=setup.max_epochs, steps_per_epoch=task_plan.steps_per_epoch, run_dir=str(run_dir),
-                          selection=task.selection),
-        tracking=None,  # the driver logs every trial (one SQLite writer)
-    )
+    plan = trial_plan(setup, params, run_dir)
+    training = trial_config(setup, params).training
     if workers == 1:
         from jingle.pipelines.ray_contexts import tune_trial
 
@@ -158,7 +163,8 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     # Named by the trial id: a resumed search reruns an unfinished trial with the same id,
     # and its trainer continues from its own latest checkpoint.
     place = RunPlace(storage=trainers, name=trial_id, run_dir=trainers / trial_id)
-    result = run_trainer(plan, workers=workers, use_gpu=False, place=place, num_to_keep=2, max_failures=config.training.max_failures,
+    result = run_trainer(plan, workers=workers, use_gpu=False, place=place, num_to_keep=training.num_to_keep,
+                         max_failures=training.max_failures,
                          resources_per_worker={"CPU": worker_cpus(workers)}, callbacks=(TuneReportCallback(),),
                          context_options={"node_workers": setup.node_cpus, "selection": task.selection, "diverged": DIVERGED,
                                           "report_placement_group": True})
@@ -219,38 +225,23 @@ class TuneSummary:
         return "\n".join(lines)
 
 
-def check_arguments(args: argparse.Namespace) -> None:
-    if args.samples < 1:
-        raise UsageError(f"--samples must be at least 1, got {args.samples}")
-    if args.grace_period < 1:
-        raise UsageError(f"--grace-period must be at least 1 epoch, got {args.grace_period}")
-    if args.max_epochs < args.grace_period:
-        raise UsageError(f"--max-epochs ({args.max_epochs}) is below --grace-period ({args.grace_period}): no trial could be stopped or finished")
-    if not args.reduction_factor > 1:
-        raise UsageError(f"--reduction-factor must be above 1, got {args.reduction_factor}")
-    if args.workers_per_trial < 1:
-        raise UsageError(f"--workers-per-trial must be at least 1, got {args.workers_per_trial}")
-
-
-def run(task_name: str, args: argparse.Namespace) -> TuneSummary:
-    """A whole search of the named task, as ``jingle tune TASK`` does it."""
+def run(spec: TuneSpec) -> TuneSummary:
+    """A whole search, as ``jingle tune TASK`` does it."""
     import time
 
-    from jingle.pipelines.train import checkpoint_uri, storage_location
     from jingle.pipelines.tune_space import SearchSpace
 
     started = time.perf_counter()
-    task = get_task(task_name)
-    check_arguments(args)
-    base = task.config_class.from_file(args.config)
-    space = SearchSpace.from_file(args.space, task.config_class, base)
+    task = get_task(spec.task)
+    base = task.config_class.from_file(spec.config)
+    space = SearchSpace.from_file(spec.space, task.config_class, base)
     unranked = task.unranked(base)
     if unranked:
-        raise UsageError(f"--config {args.config}: {unranked}")
+        raise UsageError(f"--config {spec.config}: {unranked}")
     if "training.epochs" in space.keys:
-        raise UsageError(f"--space {args.space} searches training.epochs: a trial's epochs are --max-epochs (ASHA stops it earlier)")
-    data = ShardData.open(args.data, kind=task.name)
-    validation = ShardData.open(args.validation, kind=task.name, flag="--validation") if args.validation else None
+        raise UsageError(f"--space {spec.space} searches training.epochs: a trial's epochs are --max-epochs (ASHA stops it earlier)")
+    data = ShardData.open(spec.data, kind=task.shard_kind or task.name)
+    validation = ShardData.open(spec.validation, kind=task.shard_kind or task.name, flag="--validation") if spec.validation else None
     train_ids, validation_ids = data.split(base.training.validation_fraction, base.training.seed, validation=validation)
     if not validation_ids:
         raise UsageError(f"--data {data.root}: no held-out pairs to rank trials by (training.validation_fraction {base.training.validation_fraction})")
@@ -258,32 +249,32 @@ def run(task_name: str, args: argparse.Namespace) -> TuneSummary:
     if size > base.training.max_in_memory_mb * 2**20:
         raise UsageError(f"--data {data.root}: {size / 2**20:.0f} MB of shards is above training.max_in_memory_mb "
                          f"({base.training.max_in_memory_mb}); every trial keeps its rows in memory: raise it or search on a subset")
-    storage = storage_location(args.storage)
-    name = args.name or f"tune-{task.name}-{Path(args.space).stem}"
+    storage, name = spec.storage, spec.run_name
+    check_writable(storage, "--storage")
     search_dir = storage / name
-    task_args = {key: getattr(args, key) for key in vars(task_arguments(task)) if hasattr(args, key)}
     # the task checks the base config against the data before anything starts (codec, sizes)
-    task.plan(base, data, train_ids=train_ids, workers=1, args=argparse.Namespace(**task_args))
+    task.plan(base, data, train_ids=train_ids, workers=1, options=spec.task_options)
 
-    init_ray(args.num_cpus, debug=args.debug)
+    init_ray(spec.num_cpus, debug=spec.debug)
     import ray
 
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    if cpus < args.workers_per_trial:
-        raise UsageError(f"--workers-per-trial {args.workers_per_trial} needs as many CPUs; the cluster has {cpus}")
+    if cpus < spec.workers_per_trial:
+        raise UsageError(f"--workers-per-trial {spec.workers_per_trial} needs as many CPUs; the cluster has {cpus}")
     node_cpus = max(1, max(int(node["Resources"].get("CPU", 1)) for node in ray.nodes() if node["Alive"]))
     setup = TrialSetup(task=task.name, base_config=base.to_dict(), data=data, validation=validation, train_ids=train_ids,
                        validation_ids=validation_ids,
-                       max_epochs=args.max_epochs, node_cpus=node_cpus, task_args=task_args,
-                       workers_per_trial=args.workers_per_trial, search_dir=str(search_dir))
+                       max_epochs=spec.max_epochs, node_cpus=node_cpus, task_options=dict(spec.task_options),
+                       workers_per_trial=spec.workers_per_trial, search_dir=str(search_dir),
+                       task_reference=task_reference(task))
     uri, experiment_id, parent_run_id = open_search_run(
         storage, task=task.name, name=name,
-        params={"space": str(args.space), "base_config": base.to_dict(), "samples": args.samples, "max_epochs": args.max_epochs,
-                "search": args.search, "grace_period": args.grace_period, "reduction_factor": args.reduction_factor, "seed": args.seed},
+        params={"space": str(spec.space), "base_config": base.to_dict(), "samples": spec.samples, "max_epochs": spec.max_epochs,
+                "search": spec.search, "grace_period": spec.grace_period, "reduction_factor": spec.reduction_factor, "seed": spec.seed},
     )
-    tuner = build_tuner(task, space, setup, args, storage=storage, name=name, max_concurrent=cpus // args.workers_per_trial,
+    tuner = build_tuner(task, space, setup, spec, storage=storage, name=name, max_concurrent=cpus // spec.workers_per_trial,
                         callbacks=[tracking_callback(uri, experiment_id, parent_run_id), trainer_cleanup()])
-    if not args.debug:
+    if not spec.debug:
         # Ray Tune's own output (an experiment box, a TensorBoard hint pointing into Ray's
         # temp folder) prints even at verbose=0; its legacy reporter prints nothing there
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -321,47 +312,39 @@ def close_search_run(summary: TuneSummary) -> None:
     client.set_terminated(summary.parent_run_id, "FINISHED")
 
 
-def task_arguments(task: Task) -> argparse.Namespace:
-    """The defaults of the task's own flags (their names: which of ``args`` to pass on)."""
-    parser = argparse.ArgumentParser()
-    task.add_arguments(parser)
-    return parser.parse_args([])
-
-
-def build_tuner(task: Task, space, setup: TrialSetup, args: argparse.Namespace, *, storage: Location, name: str, max_concurrent: int, callbacks):
+def build_tuner(task: Task, space, setup: TrialSetup, spec: TuneSpec, *, storage: Location, name: str, max_concurrent: int, callbacks):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from jingle.pipelines.tune_space import make_searcher
 
     selection: Selection = task.selection
+    keep = task.config_class.from_dict(setup.base_config).training.num_to_keep  # as jingle train keeps them
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), trial_resources(setup.workers_per_trial))
-    from jingle.pipelines.train import ray_storage
-
     search_dir = storage / name
     filesystem = None if storage.is_local else storage.fs
-    if args.resume:
+    if spec.resume:
         if not tune.Tuner.can_restore(search_dir.uri if storage.is_local else search_dir.path, storage_filesystem=filesystem):
             raise UsageError(f"--resume: no search {name!r} under {storage} to continue")
         return tune.Tuner.restore(search_dir.uri if storage.is_local else search_dir.path, trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=False, storage_filesystem=filesystem)
     if search_dir.list():
         raise UsageError(f"a search named {name!r} already exists under {storage}: --resume it or choose another --name")
-    searcher = make_searcher(space, search=args.search, seed=args.seed, metric=selection.metric, mode=selection.mode,
-                             debug=args.debug)
+    searcher = make_searcher(space, search=spec.search, seed=spec.seed, metric=selection.metric, mode=selection.mode,
+                             debug=spec.debug)
     scheduler = (
-        ASHAScheduler(time_attr="epoch", max_t=args.max_epochs, grace_period=args.grace_period, reduction_factor=args.reduction_factor)
-        if args.early_stopping == "asha" else FIFOScheduler()
+        ASHAScheduler(time_attr="epoch", max_t=spec.max_epochs, grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
+        if spec.early_stopping == "asha" else FIFOScheduler()
     )
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             metric=selection.metric, mode=selection.mode, search_alg=searcher, scheduler=scheduler,
-            num_samples=args.samples, max_concurrent_trials=max_concurrent,
+            num_samples=spec.samples, max_concurrent_trials=max_concurrent,
         ),
         run_config=tune.RunConfig(
             name=name, **ray_storage(storage), callbacks=callbacks, verbose=0,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=selection.metric,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=keep, checkpoint_score_attribute=selection.metric,
                                                     checkpoint_score_order=selection.mode),
         ),
     )
@@ -416,4 +399,4 @@ def entry_point(task_name: str, doc: str) -> EntryPoint:
     from jingle.pipelines.common import reporting
 
     return EntryPoint(f"jingle tune {task_name}", doc, partial(add_tune_arguments, task=get_task(task_name)),
-                      reporting(partial(run, task_name)))
+                      reporting(lambda args: run(TuneSpec.from_args(task_name, args))))

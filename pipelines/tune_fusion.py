@@ -15,8 +15,10 @@ import sys
 from functools import partial
 
 from jingle.pipelines import tune
+from jingle.pipelines.run_spec import TuneSpec
 
-run = partial(tune.run, "fusion")  # parsed arguments -> TuneSummary
+spec = partial(TuneSpec, task="fusion")  # keyword arguments -> the TuneSpec of a fusion run
+run = tune.run  # TuneSpec -> TuneSummary
 ENTRY_POINT = tune.entry_point("fusion", __doc__)
 build_parser, main = ENTRY_POINT.build_parser, ENTRY_POINT.main
 

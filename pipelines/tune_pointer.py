@@ -15,8 +15,10 @@ import sys
 from functools import partial
 
 from jingle.pipelines import tune
+from jingle.pipelines.run_spec import TuneSpec
 
-run = partial(tune.run, "pointer")  # parsed arguments -> TuneSummary
+spec = partial(TuneSpec, task="pointer")  # keyword arguments -> the TuneSpec of a pointer run
+run = tune.run  # TuneSpec -> TuneSummary
 ENTRY_POINT = tune.entry_point("pointer", __doc__)
 build_parser, main = ENTRY_POINT.build_parser, ENTRY_POINT.main
 

@@ -27,6 +27,7 @@ from jingle.models.optimization import build_optimizer, build_scheduler, unwrap
 from jingle.pipelines.common import USER_ERRORS, DeterministicError, DeterministicInputError, UsageError, error_chain
 from jingle.pipelines.loop import VALIDATION_METRIC, LoopSettings, LoopState, RunContext, run_epochs
 from jingle.pipelines.shard_data import DataPlan
+from jingle.pipelines.registry import load_task
 from jingle.pipelines.tasks import TaskPlan, get_task
 from jingle.pipelines.tracking import Tracker, TrackingRun
 
@@ -36,7 +37,7 @@ class WorkerPlan:
     """Everything a worker needs, from the driver (pickled to every worker).
 
     Attributes:
-        task: the task's name (``pipelines/tasks``).
+        task: the task's name (``pipelines/tasks``; a model's name in ``pipelines/registry.py``).
         config: the resolved config as a dict (the task's config class rebuilds it).
         task_plan: the task's own plan (steps per epoch, codec, payload).
         data: what the worker reads.
@@ -50,6 +51,7 @@ class WorkerPlan:
     data: DataPlan
     loop: LoopSettings
     tracking: TrackingRun | None = None
+    task_reference: str = ""  # "module:Class" of the task (registry.task_reference); empty: by name
 
     def with_shared(self, shared: dict[str, Any]) -> "WorkerPlan":
         return replace(self, task_plan=replace(self.task_plan, shared=shared))
@@ -68,7 +70,7 @@ def train_worker(context: RunContext, plan: WorkerPlan) -> LoopState:
     """Train under ``context`` until the plan's last epoch (or an early stop); returns
     where the training stands."""
     started = time.perf_counter()
-    task = get_task(plan.task)
+    task = load_task(plan.task_reference) if plan.task_reference else get_task(plan.task)
     config = task.config_class.from_dict(plan.config)
     training = config.training
     if context.device.type == "cpu":
@@ -83,7 +85,7 @@ def train_worker(context: RunContext, plan: WorkerPlan) -> LoopState:
         worker.model.load_state_dict(state.model)
         optimizer.load_state_dict(state.optimizer)
         scheduler.load_state_dict(state.scheduler)
-        worker.load_extra_state(state)
+        worker.load_extra_state(state.task_state)
         # the best so far counts only if it was of the metric this run selects by
         same_metric = state.extra.get("selection_metric", VALIDATION_METRIC) == plan.loop.selection.metric
         loop = LoopState(state.step, state.epoch, state.extra.get("best_validation") if same_metric else None)
@@ -105,7 +107,7 @@ def train_worker(context: RunContext, plan: WorkerPlan) -> LoopState:
             codec=plan.task_plan.codec,
             data={**plan.data.describe(), **plan.task_plan.recorded},
             extra={"best_validation": loop.best_validation, "selection_metric": plan.loop.selection.metric, "mlflow_run_id": plan.tracking.run_id if plan.tracking else None},
-            **worker.extra_state(),
+            task_state=worker.extra_state(),
         )
 
     run_epochs(

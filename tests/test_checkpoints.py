@@ -108,3 +108,20 @@ def test_check_codec_names_both_codecs(tmp_path):
     check_codec(tmp_path, CODEC, CODEC["id"])
     with pytest.raises(CheckpointError, match=f"trained on codec {CODEC['id']}, not other-v1"):
         check_codec(tmp_path / "state.pt", CODEC, "other-v1")
+
+
+def test_the_task_state_round_trips_and_an_older_checkpoints_discriminator_is_found_there(tmp_path):
+    discriminator = {"weight": torch.arange(4.0)}
+    optimizer_state = {"state": {}, "param_groups": [{"lr": 1e-4, "params": [0]}]}
+    state = TrainingState(kind="fusion", model={}, step=1, epoch=1, config={}, codec=dict(CODEC),
+                          task_state={"discriminator": discriminator, "discriminator_optimizer": optimizer_state})
+    save_state(tmp_path / "now", state)
+    assert torch.equal(load_state(tmp_path / "now", kind="fusion").task_state["discriminator"]["weight"], discriminator["weight"])
+    # a checkpoint written before the task state had its own entry kept the two at the top
+    payload = {"format": "jingle.checkpoint.v1", "kind": "fusion", "model": {}, "step": 1, "epoch": 1, "config": {},
+               "codec": dict(CODEC), "discriminator": discriminator, "discriminator_optimizer": optimizer_state}
+    (tmp_path / "old").mkdir()
+    torch.save(payload, tmp_path / "old" / "state.pt")
+    old = load_state(tmp_path / "old", kind="fusion")
+    assert torch.equal(old.task_state["discriminator"]["weight"], discriminator["weight"])
+    assert old.task_state["discriminator_optimizer"] == optimizer_state

@@ -17,6 +17,7 @@ from jingle.models.checkpoints import load_state
 from jingle.pipelines import preprocess_pointer, train_pointer
 from jingle.pipelines.cli import main as jingle
 from jingle.pipelines.pointer_config import PointerTrainConfig
+from jingle.pipelines.run_spec import parse_overrides
 from jingle.pipelines.tracking import tracking_uri
 
 pytestmark = pytest.mark.ray
@@ -36,10 +37,9 @@ def preprocess(pairs: Path, out: Path, config: str) -> None:
 
 
 def train(shards: Path, storage: Path, config: str, *extra: str, workers: int = 2, name: str = "tiny"):
-    argv = ["--data", str(shards), "--config", config, "--storage", str(storage), "--name", name, "--workers", str(workers)]
-    for override in (*TINY, *extra):
-        argv += ["--override", override]
-    return train_pointer.run(train_pointer.build_parser().parse_args(argv))
+    overrides = parse_overrides([*TINY, *extra])
+    return train_pointer.run(train_pointer.spec(data=str(shards), config=config, storage=storage, name=name, workers=workers,
+                                                overrides=overrides))
 
 
 @pytest.fixture(scope="module")

@@ -41,11 +41,8 @@ def write_config(folder: Path, **training) -> Path:
     return write_training_config(folder, CONFIG, **training)
 
 
-def train(shards: Path, config: Path, storage: Path, *extra: str) -> TrainSummary:
-    args = train_fusion.build_parser().parse_args(
-        ["--data", str(shards), "--config", str(config), "--storage", str(storage), "--workers", "2", *extra]
-    )
-    return train_fusion.run(args)
+def train(shards: Path, config: Path, storage: Path, **spec) -> TrainSummary:
+    return train_fusion.run(train_fusion.spec(data=str(shards), config=str(config), storage=storage, workers=2, **spec))
 
 
 def mlflow_run(summary: TrainSummary):
@@ -58,7 +55,7 @@ def mlflow_run(summary: TrainSummary):
 @pytest.fixture(scope="module")
 def clean_run(shards, tmp_path_factory):
     folder = tmp_path_factory.mktemp("clean")
-    return train(shards, write_config(folder), folder / "runs", "--name", "clean")
+    return train(shards, write_config(folder), folder / "runs", name="clean")
 
 
 def test_training_completes_with_checkpoints_and_the_loss_falls(clean_run):
@@ -112,17 +109,17 @@ def test_workers_ran_and_the_mlflow_run_holds_metrics_and_artifacts(clean_run):
 
 
 def test_a_rerun_with_the_same_name_resumes_the_step_counter(shards, tmp_path, clean_run):
-    first = train(shards, write_config(tmp_path, epochs=2), tmp_path / "runs", "--name", "resumed")
+    first = train(shards, write_config(tmp_path, epochs=2), tmp_path / "runs", name="resumed")
     assert first.step == 2 * (clean_run.step // 3)
     (tmp_path / "more").mkdir()
-    again = train(shards, write_config(tmp_path / "more", epochs=3), tmp_path / "runs", "--name", "resumed", "--resume")
+    again = train(shards, write_config(tmp_path / "more", epochs=3), tmp_path / "runs", name="resumed", resume=True)
     assert again.step == clean_run.step and again.run_id == first.run_id
     client, run = mlflow_run(again)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "total")] == [first.step // 2, first.step, again.step]
 
 
 def test_a_worker_killed_mid_run_costs_only_the_work_since_the_checkpoint(shards, tmp_path, clean_run, capsys):
-    summary = train(shards, write_config(tmp_path, fail_at_step=3, checkpoint_every_steps=2), tmp_path / "runs", "--name", "faulty")
+    summary = train(shards, write_config(tmp_path, fail_at_step=3, checkpoint_every_steps=2), tmp_path / "runs", name="faulty")
     assert (Path(summary.run_dir) / ".fault-injected-at-3").exists()
     assert summary.step == clean_run.step
     assert load_state(summary.latest_checkpoint, kind="fusion").step == clean_run.step
@@ -184,7 +181,7 @@ def test_a_validation_folder_validates_and_every_data_pair_trains(shards, valida
     first = next(validation_rows.batches(3, epoch=0))
     assert sorted(first["pair_id"]) == validation_ids
 
-    summary = train(shards, write_config(tmp_path, epochs=1), tmp_path / "runs", "--name", "held-out", "--validation", str(validation_shards))
+    summary = train(shards, write_config(tmp_path, epochs=1), tmp_path / "runs", name="held-out", validation=str(validation_shards))
     state = load_state(summary.best_checkpoint, kind="fusion")
     assert state.data["validation_shards"] == str(validation_shards) and state.data["validation_pairs"] == 3
     assert state.data["train_pairs"] == len(data.rows_by_pair)

@@ -51,6 +51,12 @@ def fusion_data(ray_session, tmp_path_factory) -> Path:
     return root
 
 
+def tune_spec(root: Path, storage: Path, **spec):
+    """The spec of a search on the fixture's shards, space and config."""
+    return tune_fusion.spec(data=str(root / "shards"), space=str(root / "space.yaml"), config=str(root / "config.json"),
+                            storage=storage, name="search", **spec)
+
+
 def tune_args(root: Path, storage: Path, *extra: str) -> list[str]:
     return ["--data", str(root / "shards"), "--space", str(root / "space.yaml"), "--config", str(root / "config.json"),
             "--storage", str(storage), "--name", "search", *extra]
@@ -59,9 +65,7 @@ def tune_args(root: Path, storage: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def search(fusion_data, tmp_path_factory):
     storage = tmp_path_factory.mktemp("tune-runs")
-    args = tune_fusion.build_parser().parse_args(tune_args(fusion_data, storage, "--samples", "6", "--max-epochs", "4",
-                                                           "--grace-period", "1", "--reduction-factor", "2"))
-    return storage, tune_fusion.run(args)
+    return storage, tune_fusion.run(tune_spec(fusion_data, storage, samples=6, max_epochs=4, grace_period=1, reduction_factor=2))
 
 
 def test_a_small_search_runs_to_the_end_with_trials_stopped_early(search):
@@ -92,10 +96,8 @@ def test_best_config_is_complete_and_trains_with_jingle_train(search, fusion_dat
     # the base config's own values are kept where the space did not search
     assert best["training"]["epochs"] == 4 and best["training"]["batch_size"] == CONFIG["training"]["batch_size"]
     assert best["model"]["model_dim"] == TINY_MODEL["model_dim"] and best["validation"]["score_segments"] == CONFIG["validation"]["score_segments"]
-    trained = train_fusion.run(train_fusion.build_parser().parse_args(
-        ["--data", str(fusion_data / "shards"), "--config", summary.best_config, "--storage", str(tmp_path), "--workers", "1",
-         "--override", "training.epochs=1"]
-    ))
+    trained = train_fusion.run(train_fusion.spec(data=str(fusion_data / "shards"), config=summary.best_config, storage=tmp_path,
+                                                 workers=1, overrides={"training.epochs": 1}))
     assert trained.epoch == 1 and trained.best_checkpoint
 
 
@@ -174,8 +176,7 @@ def test_an_interrupted_search_resumes_without_rerunning_finished_trials(fusion_
         assert noise not in printed, printed[-2000:]
     lengths = {trial: len(path.read_text().splitlines()) for trial, path in first.items()}
 
-    resumed = tune_fusion.run(tune_fusion.build_parser().parse_args(tune_args(fusion_data, tmp_path, "--resume", "--max-epochs", "3",
-                                                                              "--grace-period", "3")))
+    resumed = tune_fusion.run(tune_spec(fusion_data, tmp_path, resume=True, max_epochs=3, grace_period=3))
     assert resumed.trials == 4 and resumed.errored == 0
     for trial, path in first.items():  # finished trials were not run again
         assert len(path.read_text().splitlines()) == lengths[trial] == 3
@@ -195,9 +196,8 @@ def test_multi_worker_trials_train_in_their_own_trainers(fusion_data, tmp_path):
     """--workers-per-trial 2 on 2 CPUs: each trial launches a TorchTrainer of two workers
     whose reports reach Tune; ASHA ends each trial (at max_t at the latest) and the next one
     still gets the CPUs: none waits forever on the one before."""
-    summary = tune_fusion.run(tune_fusion.build_parser().parse_args(tune_args(
-        fusion_data, tmp_path, "--samples", "2", "--max-epochs", "2", "--grace-period", "1", "--reduction-factor", "2",
-        "--workers-per-trial", "2")))
+    summary = tune_fusion.run(tune_spec(fusion_data, tmp_path, samples=2, max_epochs=2, grace_period=1, reduction_factor=2,
+                                        workers_per_trial=2))
     assert summary.trials == 2 and summary.errored == 0
     rows = list(csv.DictReader((tmp_path / "search" / "trials.csv").open()))
     trainers = tmp_path / "search" / "trainers"
@@ -229,9 +229,36 @@ def test_the_pointer_search_runs(ray_session, tmp_path):
         ["--pairs", str(tmp_path / "pairs"), "--out", str(tmp_path / "shards"), "--config", str(tmp_path / "config.json"), "--quiet"]
     ))
     (tmp_path / "space.yaml").write_text("parameters:\n  training.learning_rate: {loguniform: [1.0e-4, 3.0e-3]}\n")
-    summary = tune_pointer.run(tune_pointer.build_parser().parse_args(
-        ["--data", str(tmp_path / "shards"), "--space", str(tmp_path / "space.yaml"), "--config", str(tmp_path / "config.json"),
-         "--storage", str(tmp_path / "runs"), "--samples", "2", "--max-epochs", "2", "--grace-period", "2"]
+    summary = tune_pointer.run(tune_pointer.spec(
+        data=str(tmp_path / "shards"), space=str(tmp_path / "space.yaml"), config=str(tmp_path / "config.json"),
+        storage=tmp_path / "runs", samples=2, max_epochs=2, grace_period=2,
     ))
     assert summary.trials == 2 and summary.errored == 0 and summary.metric == "val_accuracy_within_2" and summary.mode == "max"
     assert summary.best_value is not None and Path(summary.best_config).exists()
+
+
+def test_a_trial_runs_what_jingle_train_would_run_with_its_config(fusion_data, tmp_path):
+    """One builder plans a training run and a trial: a trial keeps the base config's
+    checkpoints every N steps and fault injection (trials once dropped both), runs the
+    search's --max-epochs, and its plan is the one ``jingle train`` makes of the trial's config."""
+    from jingle.pipelines.run_spec import worker_plan
+    from jingle.pipelines.shard_data import ShardData
+    from jingle.pipelines.tasks import get_task
+    from jingle.pipelines.tune import TrialSetup, trial_config, trial_plan
+
+    task = get_task("fusion")
+    base = task.config_class.from_dict(CONFIG).with_overrides(
+        {"training.checkpoint_every_steps": 3, "training.fail_at_step": 5, "training.num_to_keep": 4})
+    data = ShardData.open(str(fusion_data / "shards"), kind="fusion")
+    train_ids, validation_ids = data.split(base.training.validation_fraction, base.training.seed)
+    setup = TrialSetup(task="fusion", base_config=base.to_dict(), data=data, validation=None, train_ids=train_ids,
+                       validation_ids=validation_ids, max_epochs=7, node_cpus=1)
+    params = {"losses.corr_weight": 0.5, "masking.strategy": "temporal", "masking.temporal_segment": 20}
+    plan = trial_plan(setup, params, tmp_path)
+    assert (plan.loop.checkpoint_every_steps, plan.loop.fail_at_step, plan.loop.epochs) == (3, 5, 7)
+    assert plan.config["losses"]["corr_weight"] == 0.5 and plan.config["masking"]["temporal_segment"] == 20
+    config = trial_config(setup, params)
+    trained = worker_plan(task, config, data, train_ids=train_ids, validation_ids=validation_ids, validation=None,
+                          task_plan=task.plan(config, data, train_ids=train_ids, workers=1, options={}), run_dir=tmp_path)
+    assert (plan.loop, plan.config, plan.data) == (trained.loop, trained.config, trained.data)
+    assert config.training.num_to_keep == 4  # what the trial's trainer and Tune keep (no longer a fixed 2)

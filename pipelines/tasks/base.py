@@ -15,7 +15,7 @@ data reading, reporting, MLflow) is ``pipelines/worker.py``'s and the same for e
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,7 +25,6 @@ from torch import nn
 
 from jingle.core.config import SectionedConfig
 from jingle.datasets.shard_rows import Rows
-from jingle.models.checkpoints import TrainingState
 from jingle.pipelines.loop import Selection
 
 
@@ -74,11 +73,12 @@ class TaskWorker:
         raise NotImplementedError
 
     def extra_state(self) -> dict[str, Any]:
-        """``TrainingState`` fields beyond model, optimiser and schedule (e.g. a discriminator)."""
+        """The task's own training state beyond model, optimiser and schedule (e.g. a
+        discriminator), kept in the checkpoint's ``task_state``."""
         return {}
 
-    def load_extra_state(self, state: TrainingState) -> None:
-        """Restore what ``extra_state`` saved."""
+    def load_extra_state(self, saved: dict[str, Any]) -> None:
+        """Restore what ``extra_state`` saved (a resumed run's ``TrainingState.task_state``)."""
 
     def artifacts(self, model: nn.Module, folder: Path) -> list[Path]:
         """Files for MLflow after training (a picture of a held-out example...)."""
@@ -91,6 +91,8 @@ class Task:
     name: ClassVar[str]
     config_class: ClassVar[type[SectionedConfig]]
     columns: ClassVar[tuple[str, ...]]
+    # the ``jingle preprocess`` output it trains on (None: its own name's)
+    shard_kind: ClassVar[str | None] = None
     # metrics the command's summary prints
     shown_metrics: ClassVar[tuple[str, ...]] = ("total", "val_total")
     # the held-out metric that picks the best checkpoint and ranks search trials
@@ -103,7 +105,9 @@ class Task:
         """The shard columns a training with ``config`` reads (default: ``columns``)."""
         return self.columns
 
-    def plan(self, config: SectionedConfig, data: Any, *, train_ids: list[str], workers: int, args: argparse.Namespace) -> TaskPlan:
+    def plan(self, config: SectionedConfig, data: Any, *, train_ids: list[str], workers: int, options: Mapping[str, Any]) -> TaskPlan:
+        """Check ``config`` against the shards and work out the workers' plan; ``options``: the
+        task's own settings (``TrainSpec.task_options``, e.g. fusion's ``codec_checkpoint``)."""
         raise NotImplementedError
 
     def unranked(self, config: SectionedConfig) -> str | None:

@@ -10,7 +10,7 @@ domain (``models/fusion_training.py``).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,6 @@ from torch import nn
 
 from jingle.datasets.shard_rows import Rows
 from jingle.models.cascade import build_fusion_model
-from jingle.models.checkpoints import TrainingState
 from jingle.models.codecs import build_codec
 from jingle.models.fusion_config import FusionTrainConfig
 from jingle.models.fusion_training import ArrangementValidator, FusionObjective, evaluate, train_step
@@ -56,8 +55,8 @@ class FusionTask(Task):
             return "validation.score_segments is 0: trials would report no val_score to rank them by; set it to 1 or more"
         return None
 
-    def plan(self, config: FusionTrainConfig, data: Any, *, train_ids: list[str], workers: int, args: argparse.Namespace) -> TaskPlan:
-        codec = build_codec(data.codec["name"], checkpoint=getattr(args, "codec_checkpoint", None))
+    def plan(self, config: FusionTrainConfig, data: Any, *, train_ids: list[str], workers: int, options: Mapping[str, Any]) -> TaskPlan:
+        codec = build_codec(data.codec["name"], checkpoint=options.get("codec_checkpoint"))
         if codec.id != data.codec["id"]:
             raise UsageError(f"--data was encoded with codec {data.codec['id']}, but the codec given is {codec.id}")
         if config.model.latent_dim != codec.dim:
@@ -152,10 +151,10 @@ class FusionWorker(TaskWorker):
             return {}
         return {"discriminator": self.objective.discriminator.state_dict(), "discriminator_optimizer": self.discriminator_optimizer.state_dict()}
 
-    def load_extra_state(self, state: TrainingState) -> None:
-        if self.discriminator_optimizer is not None and state.discriminator:
-            self.objective.discriminator.load_state_dict(state.discriminator)
-            self.discriminator_optimizer.load_state_dict(state.discriminator_optimizer)
+    def load_extra_state(self, saved: dict[str, Any]) -> None:
+        if self.discriminator_optimizer is not None and saved.get("discriminator"):
+            self.objective.discriminator.load_state_dict(saved["discriminator"])
+            self.discriminator_optimizer.load_state_dict(saved["discriminator_optimizer"])
 
     def artifacts(self, model: nn.Module, folder: Path) -> list[Path]:
         """A mask picture and a fused held-out segment (WAV and PNG)."""

@@ -9,8 +9,7 @@ comes from the config; the checkpoint records the log-mel settings in place of a
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ class PointerTask(Task):
     shown_metrics = ("total", "val_total", "val_accuracy_within_2", "val_jump_accuracy_within_2")
     selection = Selection("val_accuracy_within_2", "max")
 
-    def plan(self, config: PointerTrainConfig, data: Any, *, train_ids: list[str], workers: int, args: argparse.Namespace) -> TaskPlan:
+    def plan(self, config: PointerTrainConfig, data: Any, *, train_ids: list[str], workers: int, options: Mapping[str, Any]) -> TaskPlan:
         if data.settings["features"] != config.features.to_dict():
             raise UsageError(
                 f"--data was made with features {data.settings['features']}, the config asks for {config.features.to_dict()}: "

@@ -1,0 +1,52 @@
+"""The run specs: what the command line parses into, and what they refuse in one line."""
+
+from __future__ import annotations
+
+import pytest
+
+from jingle.core.storage import Location
+from jingle.pipelines import train_fusion, tune_fusion, tune_pointer
+from jingle.pipelines.common import UsageError
+from jingle.pipelines.run_spec import TrainSpec, TuneSpec
+
+
+def test_the_command_line_parses_into_the_spec_a_caller_would_build(tmp_path):
+    args = train_fusion.build_parser().parse_args(
+        ["--data", "shards", "--config", "configs/fusion.json", "--storage", str(tmp_path), "--workers", "3", "--gpu",
+         "--override", "training.epochs=2", "--override", "masking.strategy=energy", "--codec-checkpoint", "weights.pt",
+         "--validation", "held", "--resume", "--name", "n"])
+    built = train_fusion.spec(data="shards", config="configs/fusion.json", storage=tmp_path, workers=3, use_gpu=True,
+                              overrides={"training.epochs": 2, "masking.strategy": "energy"},
+                              task_options={"codec_checkpoint": "weights.pt"}, validation="held", resume=True, name="n")
+    assert TrainSpec.from_args("fusion", args) == built
+    assert isinstance(built.storage, Location) and built.storage == Location.of(tmp_path)
+
+
+def test_run_names_default_to_the_config_and_the_space():
+    assert train_fusion.spec(data="d", config="configs/demo.json").run_name == "fusion-demo"
+    assert tune_pointer.spec(data="d", space="tune_spaces/pointer.yaml").run_name == "tune-pointer-pointer"
+    assert tune_pointer.spec(data="d", space="s.yaml").config.endswith("configs/pointer/mini.json")
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"samples": 0}, "--samples must be at least 1, got 0"),
+    ({"grace_period": 0}, "--grace-period must be at least 1 epoch, got 0"),
+    ({"max_epochs": 2, "grace_period": 3}, "--max-epochs (2) is below --grace-period (3)"),
+    ({"reduction_factor": 1.0}, "--reduction-factor must be above 1, got 1.0"),
+    ({"workers_per_trial": 0}, "--workers-per-trial must be at least 1, got 0"),
+    ({"search": "grid"}, "--search must be one of random, optuna, got 'grid'"),
+])
+def test_a_bad_search_is_refused_before_anything_runs(bad, message):
+    with pytest.raises(UsageError) as refused:
+        tune_fusion.spec(data="d", space="s.yaml", **bad)
+    assert message in str(refused.value)
+
+
+def test_a_spec_is_keyword_only_and_frozen():
+    with pytest.raises(TypeError):
+        TrainSpec("fusion", "d", "c")  # positional: which is which would be a guess
+    spec = TuneSpec(task="fusion", data="d", space="s.yaml")
+    with pytest.raises(AttributeError):
+        spec.samples = 3
+    with pytest.raises(UsageError, match="--workers must be at least 1, got 0"):
+        TrainSpec(task="fusion", data="d", config="c", workers=0)
