@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -36,6 +35,7 @@ import torch
 from jingle.datasets.audio import READ_BLOCK_FRAMES, AudioError, Segmenting, check_mono, cut_stream, stream_mono
 from jingle.datasets.resampling import resampled_length
 from jingle.datasets.pairs import Reject
+from jingle.datasets.shard_stream import Progress, cap_in_flight, shard_entry, stream_commits
 from jingle.datasets.shards import ShardStore, WorkItem, fusion_schema, write_shard
 from jingle.models.codecs import build_codec
 
@@ -44,7 +44,6 @@ _ENCODER_BASE_BYTES = 600 * 1024 * 1024
 
 # Decoded windows allowed in the object store at once: enough to feed every encoder actor.
 _BATCHES_IN_FLIGHT = 8
-_MIN_IN_FLIGHT_BYTES = 256 * 1024 * 1024
 
 # Decode output blocks hold at most this many windows (16 s at 24 kHz, both sides:
 # 8 windows are ~25 MB), so a long recording streams instead of forming one huge block.
@@ -285,46 +284,6 @@ def write_fusion_shard(
     return {"entry": np.array([json.dumps(entry)], dtype=object)}
 
 
-def shard_entry(
-    batch: dict[str, np.ndarray],
-    *,
-    written: dict | None,
-    keys: list[tuple[str, int]],
-    audio_seconds: float,
-    encoded_on: Iterable[str] = (),
-) -> dict:
-    """The journal record of one writer batch (``ShardStore.commit``'s ``entry``).
-
-    Args:
-        batch: the writer's rows, with ``pair_id``, ``segments_total``, ``fingerprint`` and
-            the ``reject_*`` columns (``reject_reason`` empty for good rows).
-        written: what ``write_shard`` returned, or None when the batch held only rejects.
-        keys: (item id, segment index) of every row written.
-        audio_seconds: audio the written rows cover.
-        encoded_on: the Ray node id of every written row's encoder (repeats allowed);
-            stored as the sorted distinct ids. Empty where no actor stage encodes
-            (pointer rows are featurized in plain tasks).
-    """
-    entry = {"file": None, "rows": 0, "bytes": 0, "sha256": "", "items": {}, "audio_seconds": 0.0}
-    entry["encoded_on"] = sorted({str(node_id) for node_id in encoded_on}) if written is not None else []
-    if written is not None:
-        entry.update(written)
-        for pair_id, index in keys:
-            entry["items"].setdefault(pair_id, []).append(index)
-        entry["audio_seconds"] = audio_seconds
-    good = batch["reject_reason"] == ""
-    entry["segments_total"] = {str(p): int(t) for p, t, ok in zip(batch["pair_id"], batch["segments_total"], good) if ok}
-    entry["rejects"] = {}
-    for p, path, reason, stage, ok in zip(
-        batch["pair_id"], batch["reject_path"], batch["reject_reason"], batch["reject_stage"], good
-    ):
-        if not ok:
-            reject = {"pair_id": str(p), "path": str(path), "reason": str(reason), "stage": str(stage)}
-            entry["rejects"].setdefault(str(p), []).append(reject)
-    entry["fingerprints"] = {str(p): str(f) for p, f in zip(batch["pair_id"], batch["fingerprint"])}
-    return entry
-
-
 def _tensor_array(values: np.ndarray, latent_type: pa.DataType) -> pa.Array:
     array = pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(values))
     if array.type != latent_type:
@@ -386,30 +345,6 @@ class Resources:
         spare = 0.5 * len(node_cpus)  # half a CPU of every node for decode and write
         share = round(max(0.3, min(float(threads), (sum(node_cpus) - spare) / actors)), 2)
         return cls(actors, threads, share, 0.0, encode_batch or 4)
-
-
-@dataclass
-class Progress:
-    """Counters the driver keeps while committing; printed as the run goes."""
-
-    started: float = field(default_factory=time.perf_counter)
-    shards: int = 0
-    rows: int = 0
-    audio_seconds: float = 0.0
-    pairs_done: int = 0
-    pairs_total: int = 0
-    decode_rejects: list[Reject] = field(default_factory=list)
-
-    @property
-    def wall_seconds(self) -> float:
-        return time.perf_counter() - self.started
-
-    def line(self) -> str:
-        rate = self.audio_seconds / max(self.wall_seconds, 1e-9)
-        return (
-            f"[preprocess] {self.pairs_done}/{self.pairs_total} pairs, {self.rows} segments, "
-            f"{self.audio_seconds / 60:.1f} min audio, {rate:.1f} audio-s/s"
-        )
 
 
 def run_fusion_pipeline(
@@ -499,31 +434,3 @@ def run_fusion_pipeline(
     window_bytes = (3 if arrangements else 2) * 4 * round(segmenting.segment_seconds * codec.sample_rate)  # every role, float32
     cap_in_flight(dataset, _BATCHES_IN_FLIGHT * resources.encoder_actors * resources.encode_batch * window_bytes)
     return stream_commits(dataset, store, progress, on_progress)
-
-
-def cap_in_flight(dataset: ray.data.Dataset, object_store_bytes: int) -> None:
-    """Bound what a pipeline keeps in the object store at once (memory stays flat)."""
-    limits = dataset.context.execution_options.resource_limits
-    dataset.context.execution_options.resource_limits = limits.copy(
-        object_store_memory=max(_MIN_IN_FLIGHT_BYTES, object_store_bytes)
-    )
-
-
-def stream_commits(
-    dataset: ray.data.Dataset, store: ShardStore, progress: Progress, on_progress: Callable[[Progress], None]
-) -> Progress:
-    """Run a pipeline whose last stage yields ``{"entry": json}`` rows; commit each shard."""
-    finished: set[str] = set()
-    for record in dataset.iter_rows():
-        entry = json.loads(record["entry"])
-        store.commit(entry)
-        progress.shards += entry["file"] is not None
-        progress.rows += entry["rows"]
-        progress.audio_seconds += entry["audio_seconds"]
-        for item_id, rejects in entry["rejects"].items():
-            progress.decode_rejects += [Reject(**reject) for reject in rejects]
-            finished.add(item_id)
-        finished.update(item_id for item_id in entry["items"] if store.items[item_id].complete())
-        progress.pairs_done = len(finished)
-        on_progress(progress)
-    return progress

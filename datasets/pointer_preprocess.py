@@ -33,7 +33,7 @@ import ray
 from jingle.datasets.audio import READ_BLOCK_FRAMES, AudioError, stream_mono
 from jingle.datasets.features import MelFeatures
 from jingle.datasets.pairs import PointerPair
-from jingle.datasets.fusion_preprocess import Progress, cap_in_flight, shard_entry, stream_commits
+from jingle.datasets.shard_stream import Progress, cap_in_flight, shard_entry, stream_commits
 from jingle.datasets.shards import SCHEMA_VERSION, ShardStore, WorkItem, write_shard
 
 LABEL_SOURCES = ("pointers", "edl", "alignment")

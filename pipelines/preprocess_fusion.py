@@ -32,7 +32,7 @@ from jingle.pipelines.common import (
 )
 
 if TYPE_CHECKING:  # Ray Data is imported when a run has work, not at start-up
-    from jingle.datasets.fusion_preprocess import Progress
+    from jingle.datasets.shard_stream import Progress
 
 PROG = "jingle preprocess fusion"
 
