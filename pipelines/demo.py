@@ -109,16 +109,13 @@ def fusion_demo(args: argparse.Namespace, out: Path, lines: list[str], trainings
     else:
         print(f"[demo] reusing the corpus in {corpus}", file=sys.stderr)
     codec_flags = ["--codec-checkpoint", args.codec_checkpoint] if args.codec_checkpoint else []
-    cpu_flags = ["--num-cpus", str(args.num_cpus)] if args.num_cpus else []
 
     shards = out / f"shards-{args.codec}"
     print("[demo] fusion 1/4: preprocessing", file=sys.stderr)
-    summary = preprocess_fusion.run(
-        preprocess_fusion.build_parser().parse_args(
-            ["--pairs", str(corpus), "--out", str(shards), "--codec", args.codec, "--rows-per-shard", "16",
-             "--segment-seconds", str(SEGMENT_SECONDS)] + codec_flags + cpu_flags
-        )
-    )
+    summary = preprocess_fusion.run(preprocess_fusion.spec(
+        pairs=str(corpus), out=shards, codec=args.codec, codec_checkpoint=args.codec_checkpoint, rows_per_shard=16,
+        segment_seconds=SEGMENT_SECONDS, num_cpus=args.num_cpus, debug=args.debug,
+    ))
     print(summary.report())
 
     print(f"[demo] fusion 2/4: training with {args.fusion_workers} worker(s)", file=sys.stderr)
@@ -183,14 +180,11 @@ def pointer_demo(args: argparse.Namespace, out: Path, lines: list[str], training
         write_pointer_corpus(corpus, pairs[1::2], features, labels="none")
         write_pointer_corpus(held_out, [held], features, labels="pointers")
         print(f"[demo] generated {len(pairs)} raw recordings with edits in {corpus}", file=sys.stderr)
-    cpu_flags = ["--num-cpus", str(args.num_cpus)] if args.num_cpus else []
     shards = out / "pointer-shards"
     print("[demo] pointer 1/3: preprocessing (alignment where no pointers are given)", file=sys.stderr)
-    summary = preprocess_pointer.run(
-        preprocess_pointer.build_parser().parse_args(
-            ["--pairs", str(corpus), "--out", str(shards), "--config", str(POINTER_DEMO_CONFIG), "--quiet"] + cpu_flags
-        )
-    )
+    summary = preprocess_pointer.run(preprocess_pointer.spec(
+        pairs=str(corpus), out=shards, config=str(POINTER_DEMO_CONFIG), quiet=True, num_cpus=args.num_cpus, debug=args.debug,
+    ))
     print(summary.report())
     print(f"[demo] pointer 2/3: training a conform model with {args.workers} workers", file=sys.stderr)
     trained = train_pointer.run(train_pointer.spec(

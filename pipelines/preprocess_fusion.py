@@ -16,20 +16,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from jingle.datasets.audio import Segmenting
 from jingle.datasets.pairs import Discovery, Reject, check_pairs, discover_fusion_pairs
-from jingle.core.storage import Location, check_writable
+from jingle.core.storage import check_writable
 from jingle.datasets.shards import LATENT_DTYPES, REJECTS, ShardStore
 from jingle.models.codecs import CODEC_NAMES, build_codec
 from jingle.pipelines.common import (
     EntryPoint,
-    UsageError,
     add_codec_checkpoint_argument,
     add_common_arguments,
     human_seconds,
     init_ray,
     reporting,
 )
+
+from jingle.pipelines.run_spec import FusionPreprocessSpec, PointerPreprocessSpec
 
 if TYPE_CHECKING:  # Ray Data is imported when a run has work, not at start-up
     from jingle.datasets.shard_stream import Progress
@@ -138,32 +138,18 @@ class Summary:
         return "\n".join(lines)
 
 
-def segmenting_from_args(args: argparse.Namespace) -> Segmenting:
-    try:
-        return Segmenting(
-            segment_seconds=args.segment_seconds,
-            hop_seconds=args.hop_seconds,
-            tail=args.tail,
-            min_tail_seconds=args.min_tail_seconds,
-        )
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-
-
-def run(args: argparse.Namespace) -> Summary:
+def run(spec: FusionPreprocessSpec) -> Summary:
     """Preprocess; raises ``InputError``/``UsageError``/``CodecUnavailable`` for bad input."""
     from jingle.datasets.fusion_preprocess import Resources, run_fusion_pipeline
 
     started = time.perf_counter()
-    if args.rows_per_shard < 1:
-        raise UsageError(f"--rows-per-shard must be at least 1, got {args.rows_per_shard}")
-    segmenting = segmenting_from_args(args)
-    found = discover_fusion_pairs(args.pairs)  # before Ray: a wrong --pairs costs nothing
-    codec = build_codec(args.codec, checkpoint=args.codec_checkpoint)
+    segmenting = spec.segmenting
+    found = discover_fusion_pairs(spec.pairs)  # before Ray: a wrong --pairs costs nothing
+    codec = build_codec(spec.codec, checkpoint=spec.codec_checkpoint)
     settings = {
         "codec": codec.describe(),
         "segmenting": segmenting.to_dict(),
-        "latent_dtype": args.latent_dtype,
+        "latent_dtype": spec.latent_dtype,
     }
     # Pairs with reference arrangements (arrangement/ or a manifest column) make shards with
     # two more columns; the key is written only then, so folders made before it still match.
@@ -172,23 +158,23 @@ def run(args: argparse.Namespace) -> Summary:
         settings["arrangements"] = True
 
     def pipeline(store: ShardStore, work: list, pairs: dict):
-        resources = Resources.for_cluster(actors=args.encoder_actors, threads=args.encoder_threads, encode_batch=args.encode_batch)
+        resources = Resources.for_cluster(actors=spec.encoder_actors, threads=spec.encoder_threads, encode_batch=spec.encode_batch)
         return run_fusion_pipeline(
             store=store,
             work=work,
             pairs=pairs,
-            codec_name=args.codec,
+            codec_name=spec.codec,
             codec=codec,
             segmenting=segmenting,
-            latent_dtype=args.latent_dtype,
-            rows_per_shard=args.rows_per_shard,
+            latent_dtype=spec.latent_dtype,
+            rows_per_shard=spec.rows_per_shard,
             resources=resources,
-            on_progress=progress_printer(args.quiet),
+            on_progress=progress_printer(spec.quiet),
             arrangements=arrangements,
         )
 
     return preprocess_into_store(
-        args, kind="fusion", settings=settings, found=found, check=lambda pairs: check_pairs(pairs, segmenting),
+        spec, kind="fusion", settings=settings, found=found, check=lambda pairs: check_pairs(pairs, segmenting),
         pipeline=pipeline, first_role="input", started=started,
     )
 
@@ -198,7 +184,7 @@ def progress_printer(quiet: bool) -> Callable[[Progress], None]:
 
 
 def preprocess_into_store(
-    args: argparse.Namespace,
+    spec: FusionPreprocessSpec | PointerPreprocessSpec,
     *,
     kind: str,
     settings: dict,
@@ -215,7 +201,7 @@ def preprocess_into_store(
     runs ``pipeline(store, work, pairs)``, then writes the manifest and ``rejects.parquet``.
 
     Args:
-        args: the command's flags (``out``, ``num_cpus``).
+        spec: the run's spec (``out``, ``if_busy``, ``verify``, ``num_cpus``, ``debug``).
         kind: ``"fusion"`` or ``"pointer"``.
         settings: what makes rows incompatible when it changes (stored in the manifest).
         found: the discovered pairs and discovery rejects.
@@ -223,10 +209,10 @@ def preprocess_into_store(
         first_role: the role whose decode rejects mean its file was not read (for the count
             of files read).
     """
-    out = Location.of(args.out)
+    out = spec.out
     check_writable(out, "--out")
     summary = Summary(out_dir=str(out), pairs_found=len(found.pairs))
-    with ShardStore(out, kind=kind, settings=settings, wait=args.if_busy == "wait", verify=getattr(args, "verify", False)) as store:
+    with ShardStore(out, kind=kind, settings=settings, wait=spec.if_busy == "wait", verify=spec.verify) as store:
         summary.took_over = store.took_over
         checked, probe_rejects = check(found.pairs)
         pairs = {c.pair.pair_id: c.pair for c in checked}
@@ -236,7 +222,7 @@ def preprocess_into_store(
         summary.damaged_files = list(store.damaged_files)
         progress = None
         if work:
-            init_ray(args.num_cpus, debug=args.debug)
+            init_ray(spec.num_cpus, debug=spec.debug)
             progress = pipeline(store, work, pairs)
         rejects = store.all_rejects(found.rejects + probe_rejects, present={c.pair.pair_id for c in checked})
         summary.new_rejects = store.new_rejects(rejects)  # before finish() rewrites the table
@@ -254,7 +240,8 @@ def preprocess_into_store(
     return summary
 
 
-ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, reporting(run))
+ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, reporting(lambda args: run(FusionPreprocessSpec.from_args(args))))
+spec = FusionPreprocessSpec  # keyword arguments -> the spec of a run
 build_parser, main = ENTRY_POINT.build_parser, ENTRY_POINT.main
 
 

@@ -17,8 +17,9 @@ from dataclasses import asdict
 
 from jingle.datasets.pairs import check_pointer_pairs, discover_pointer_pairs
 from jingle.datasets.shards import ShardStore
-from jingle.pipelines.common import EntryPoint, UsageError, add_common_arguments, reporting
+from jingle.pipelines.common import EntryPoint, add_common_arguments, reporting
 from jingle.pipelines.pointer_config import PointerTrainConfig
+from jingle.pipelines.run_spec import PointerPreprocessSpec
 from jingle.pipelines.preprocess_fusion import Summary, add_store_arguments, preprocess_into_store, progress_printer
 
 PROG = "jingle preprocess pointer"
@@ -35,17 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
 
 
-def run(args: argparse.Namespace) -> Summary:
+def run(spec: PointerPreprocessSpec) -> Summary:
     """Preprocess; raises ``InputError``/``UsageError``/``ConfigError`` for bad input."""
     import ray
 
     from jingle.datasets.pointer_preprocess import run_pointer_pipeline
 
     started = time.perf_counter()
-    if args.rows_per_shard < 1:
-        raise UsageError(f"--rows-per-shard must be at least 1, got {args.rows_per_shard}")
-    config = PointerTrainConfig.from_file(args.config) if args.config else PointerTrainConfig()
-    found = discover_pointer_pairs(args.pairs)  # before Ray: a wrong --pairs costs nothing
+    config = PointerTrainConfig.from_file(spec.config) if spec.config else PointerTrainConfig()
+    found = discover_pointer_pairs(spec.pairs)  # before Ray: a wrong --pairs costs nothing
     settings = {"features": config.features.to_dict(), "alignment": asdict(config.alignment)}
 
     def pipeline(store: ShardStore, work: list, pairs: dict):
@@ -55,18 +54,19 @@ def run(args: argparse.Namespace) -> Summary:
             pairs=pairs,
             features=config.features,
             alignment=asdict(config.alignment),
-            rows_per_shard=args.rows_per_shard,
-            featurize_tasks=args.tasks or max(1, int(ray.cluster_resources().get("CPU", 1))),
-            on_progress=progress_printer(args.quiet),
+            rows_per_shard=spec.rows_per_shard,
+            featurize_tasks=spec.tasks or max(1, int(ray.cluster_resources().get("CPU", 1))),
+            on_progress=progress_printer(spec.quiet),
         )
 
     return preprocess_into_store(
-        args, kind="pointer", settings=settings, found=found, check=check_pointer_pairs,
+        spec, kind="pointer", settings=settings, found=found, check=check_pointer_pairs,
         pipeline=pipeline, first_role="raw", started=started,
     )
 
 
-ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, reporting(run))
+ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, reporting(lambda args: run(PointerPreprocessSpec.from_args(args))))
+spec = PointerPreprocessSpec  # keyword arguments -> the spec of a run
 build_parser, main = ENTRY_POINT.build_parser, ENTRY_POINT.main
 
 

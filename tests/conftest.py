@@ -122,8 +122,5 @@ def fusion_train_shards(ray_session, tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("train-data")
     write_fusion_corpus(root / "pairs", CorpusSpec(pairs=6, min_seconds=3.2, max_seconds=4.5, seed=5))
-    args = preprocess_fusion.build_parser().parse_args(
-        ["--pairs", str(root / "pairs"), "--out", str(root / "shards"), "--segment-seconds", "1", "--quiet"]
-    )
-    preprocess_fusion.run(args)
+    preprocess_fusion.run(preprocess_fusion.spec(pairs=str(root / "pairs"), out=root / "shards", segment_seconds=1, quiet=True))
     return root / "shards"

@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 # some, and a node lost at the first commit leaves work behind.
 CORPUS = CorpusSpec(pairs=6, min_seconds=2.6, max_seconds=4.6, seed=11)
 FLAGS = ["--segment-seconds", "1", "--rows-per-shard", "2", "--encode-batch", "1", "--quiet"]
+SETTINGS = {"segment_seconds": 1, "rows_per_shard": 2, "encode_batch": 1, "quiet": True}  # FLAGS, as a spec takes them
 # A run on the cluster that takes longer than this is taken for hung (runs take 30-80 s on
 # two cores under heavy load).
 RUN_LIMIT_S = 180
@@ -126,8 +127,7 @@ def corpus(tmp_path_factory) -> Path:
 def clean_run(ray_session, corpus, tmp_path_factory) -> Path:
     """The corpus preprocessed on the session's Ray, nothing lost."""
     out = tmp_path_factory.mktemp("clean") / "out"
-    args = preprocess_fusion.build_parser().parse_args(["--pairs", str(corpus), "--out", str(out), *FLAGS])
-    preprocess_fusion.run(args)
+    preprocess_fusion.run(preprocess_fusion.spec(pairs=str(corpus), out=out, **SETTINGS))
     return out
 
 
@@ -200,8 +200,7 @@ def test_a_manifest_from_before_encoded_on_still_loads(clean_run, corpus, tmp_pa
     for entry in manifest["files"].values():
         del entry["encoded_on"]
     (old / MANIFEST).write_text(json.dumps(manifest))
-    args = preprocess_fusion.build_parser().parse_args(["--pairs", str(corpus), "--out", str(old), *FLAGS])
-    summary = preprocess_fusion.run(args)
+    summary = preprocess_fusion.run(preprocess_fusion.spec(pairs=str(corpus), out=old, **SETTINGS))
     assert summary.pairs_processed == 0 and summary.pairs_already_done == CORPUS.pairs
     assert summary.total_rows == len(shard_rows(clean_run)) and summary.removed_orphans == 0
 

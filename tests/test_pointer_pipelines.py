@@ -32,8 +32,7 @@ TINY = [
 
 
 def preprocess(pairs: Path, out: Path, config: str) -> None:
-    args = preprocess_pointer.build_parser().parse_args(["--pairs", str(pairs), "--out", str(out), "--config", config, "--quiet"])
-    preprocess_pointer.run(args)
+    preprocess_pointer.run(preprocess_pointer.spec(pairs=str(pairs), out=out, config=config, quiet=True))
 
 
 def train(shards: Path, storage: Path, config: str, *extra: str, workers: int = 2, name: str = "tiny"):

@@ -32,11 +32,9 @@ REPO = Path(__file__).resolve().parent.parent
 SMALL = CorpusSpec(pairs=4, min_seconds=2.2, max_seconds=4.6, seed=3)
 
 
-def preprocess(pairs: Path, out: Path, *extra: str) -> preprocess_fusion.Summary:
-    args = preprocess_fusion.build_parser().parse_args(
-        ["--pairs", str(pairs), "--out", str(out), "--segment-seconds", "1", "--rows-per-shard", "3", "--quiet", *extra]
-    )
-    return preprocess_fusion.run(args)
+def preprocess(pairs: Path, out: Path, **settings) -> preprocess_fusion.Summary:
+    spec = {"segment_seconds": 1, "rows_per_shard": 3, "quiet": True, **settings}
+    return preprocess_fusion.run(preprocess_fusion.spec(pairs=str(pairs), out=out, **spec))
 
 
 def rows_on_disk(out: Path) -> list[tuple[str, int, str]]:
@@ -216,7 +214,7 @@ def test_a_killed_run_resumes_to_exactly_the_clean_result(ray_session, ray_addre
     time.sleep(2)  # let Ray reap the dead driver's workers
     assert (out / JOURNAL).exists() and not (out / "manifest.json").exists()
 
-    summary = preprocess(corpus, out, "--rows-per-shard", "1")
+    summary = preprocess(corpus, out, rows_per_shard=1)
     assert summary.took_over["pid"] == process.pid  # the killed run's lock, recognised and taken over
     assert "taken over from a run that did not finish" in summary.report()
     assert summary.pairs_already_done + summary.pairs_processed == 4
@@ -237,8 +235,7 @@ def test_encodec_pipeline_with_float16_latents(ray_session, tmp_path, encodec_ch
     pairs, out = tmp_path / "pairs", tmp_path / "out"
     write_pair(pairs, "a", 2.2)
     write_pair(pairs, "b", 1.3, sample_rate=48_000)
-    summary = preprocess(pairs, out, "--codec", "encodec_24khz", "--codec-checkpoint", str(encodec_checkpoint),
-                         "--latent-dtype", "float16")
+    summary = preprocess(pairs, out, codec="encodec_24khz", codec_checkpoint=str(encodec_checkpoint), latent_dtype="float16")
     assert summary.segments_written == 3
     table = pq.read_table(shard_paths(out)[0])
     latents = latents_to_numpy(table["target_latent"])
@@ -246,15 +243,14 @@ def test_encodec_pipeline_with_float16_latents(ray_session, tmp_path, encodec_ch
     codec = build_codec("encodec_24khz", checkpoint=encodec_checkpoint)
     assert table["codec_id"][0].as_py() == codec.id
     # a different codec cannot be mixed into the same folder
-    mel = preprocess_fusion.build_parser().parse_args(["--pairs", str(pairs), "--out", str(out), "--segment-seconds", "1"])
     with pytest.raises(Exception, match="written with other settings"):
-        preprocess_fusion.run(mel)
+        preprocess_fusion.run(preprocess_fusion.spec(pairs=str(pairs), out=out, segment_seconds=1))
 
 
 def test_pad_tail_keeps_the_last_partial_window(ray_session, tmp_path):
     pairs, out = tmp_path / "pairs", tmp_path / "out"
     write_pair(pairs, "a", 2.7)
-    preprocess(pairs, out, "--tail", "pad")
+    preprocess(pairs, out, tail="pad")
     table = pq.read_table(shard_paths(out)[0], columns=["segment_index", "start_s", "end_s"]).to_pylist()
     assert [(r["segment_index"], r["start_s"], round(r["end_s"], 3)) for r in table] == [(0, 0.0, 1.0), (1, 1.0, 2.0), (2, 2.0, 2.7)]
 

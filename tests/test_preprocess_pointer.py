@@ -22,9 +22,8 @@ pytestmark = pytest.mark.ray
 FEATURES = MelFeatures()
 
 
-def preprocess(pairs: Path, out: Path, *extra: str) -> preprocess_pointer.Summary:
-    args = preprocess_pointer.build_parser().parse_args(["--pairs", str(pairs), "--out", str(out), "--rows-per-shard", "2", "--quiet", *extra])
-    return preprocess_pointer.run(args)
+def preprocess(pairs: Path, out: Path) -> preprocess_pointer.Summary:
+    return preprocess_pointer.run(preprocess_pointer.spec(pairs=str(pairs), out=out, rows_per_shard=2, quiet=True))
 
 
 def stored_rows(out: Path) -> dict[str, dict]:

@@ -50,3 +50,17 @@ def test_a_spec_is_keyword_only_and_frozen():
         spec.samples = 3
     with pytest.raises(UsageError, match="--workers must be at least 1, got 0"):
         TrainSpec(task="fusion", data="d", config="c", workers=0)
+
+
+def test_preprocessing_specs_refuse_a_bad_cut_or_shard_size_in_one_line():
+    from jingle.pipelines import preprocess_fusion, preprocess_pointer
+
+    with pytest.raises(UsageError, match="segment_seconds must be positive, got 0"):
+        preprocess_fusion.spec(pairs="p", out="o", segment_seconds=0)
+    with pytest.raises(UsageError, match="--rows-per-shard must be at least 1, got 0"):
+        preprocess_pointer.spec(pairs="p", out="o", rows_per_shard=0)
+    args = preprocess_fusion.build_parser().parse_args(["--pairs", "p", "--out", "o", "--segment-seconds", "2", "--tail", "pad",
+                                                        "--if-busy", "wait", "--verify"])
+    parsed = preprocess_fusion.FusionPreprocessSpec.from_args(args)
+    assert parsed == preprocess_fusion.spec(pairs="p", out="o", segment_seconds=2, tail="pad", if_busy="wait", verify=True)
+    assert parsed.segmenting.segment_seconds == 2 and parsed.segmenting.tail == "pad"

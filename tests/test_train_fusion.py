@@ -161,9 +161,7 @@ def validation_shards(ray_session, tmp_path_factory) -> Path:
     """Three held-out pairs (seeds the training corpus does not use), preprocessed alike."""
     root = tmp_path_factory.mktemp("validation-data")
     write_fusion_corpus(root / "pairs", CorpusSpec(pairs=3, min_seconds=3.2, max_seconds=3.2, seed=5), first_index=500)
-    preprocess_fusion.run(preprocess_fusion.build_parser().parse_args(
-        ["--pairs", str(root / "pairs"), "--out", str(root / "shards"), "--segment-seconds", "1", "--quiet"]
-    ))
+    preprocess_fusion.run(preprocess_fusion.spec(pairs=str(root / "pairs"), out=root / "shards", segment_seconds=1, quiet=True))
     return root / "shards"
 
 
@@ -195,9 +193,7 @@ def test_a_validation_folder_of_training_pairs_or_another_segmenting_is_refused(
     assert "validation pairs must be held out" in capsys.readouterr().err
     other = tmp_path / "other"
     write_fusion_corpus(tmp_path / "pairs", CorpusSpec(pairs=2, min_seconds=3.0, max_seconds=3.0, seed=9), first_index=900)
-    preprocess_fusion.run(preprocess_fusion.build_parser().parse_args(
-        ["--pairs", str(tmp_path / "pairs"), "--out", str(other), "--segment-seconds", "1.5", "--quiet"]
-    ))
+    preprocess_fusion.run(preprocess_fusion.spec(pairs=str(tmp_path / "pairs"), out=other, segment_seconds=1.5, quiet=True))
     assert train_fusion.main(["--data", str(shards), "--validation", str(other), *common]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "preprocessed with segmenting" in error[0]

@@ -43,9 +43,7 @@ parameters:
 def fusion_data(ray_session, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tune-data")
     write_fusion_corpus(root / "pairs", CorpusSpec(pairs=6, min_seconds=3.2, max_seconds=4.5, seed=5))
-    preprocess_fusion.run(preprocess_fusion.build_parser().parse_args(
-        ["--pairs", str(root / "pairs"), "--out", str(root / "shards"), "--segment-seconds", "1", "--quiet"]
-    ))
+    preprocess_fusion.run(preprocess_fusion.spec(pairs=str(root / "pairs"), out=root / "shards", segment_seconds=1, quiet=True))
     (root / "config.json").write_text(json.dumps(CONFIG))
     (root / "space.yaml").write_text(SPACE)
     return root
@@ -225,9 +223,8 @@ def test_the_pointer_search_runs(ray_session, tmp_path):
         "training.warmup_steps": 2, "training.validation_fraction": 0.2,
     })
     (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
-    preprocess_pointer.run(preprocess_pointer.build_parser().parse_args(
-        ["--pairs", str(tmp_path / "pairs"), "--out", str(tmp_path / "shards"), "--config", str(tmp_path / "config.json"), "--quiet"]
-    ))
+    preprocess_pointer.run(preprocess_pointer.spec(pairs=str(tmp_path / "pairs"), out=tmp_path / "shards",
+                                                   config=str(tmp_path / "config.json"), quiet=True))
     (tmp_path / "space.yaml").write_text("parameters:\n  training.learning_rate: {loguniform: [1.0e-4, 3.0e-3]}\n")
     summary = tune_pointer.run(tune_pointer.spec(
         data=str(tmp_path / "shards"), space=str(tmp_path / "space.yaml"), config=str(tmp_path / "config.json"),

@@ -8,7 +8,6 @@ tiny checkpoints of tests/test_fusion_inference.py).
 from __future__ import annotations
 
 import os
-import pickle
 import struct
 import zipfile
 from pathlib import Path
