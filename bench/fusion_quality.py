@@ -200,9 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     shards = work / "shards"
     shutil.rmtree(shards, ignore_errors=True)
     started = time.perf_counter()
-    preprocess_fusion.run(preprocess_fusion.build_parser().parse_args(
-        ["--pairs", str(corpus), "--out", str(shards), "--codec", "mel", "--segment-seconds", repr(args.segment_seconds), "--quiet"]
-    ))
+    preprocess_fusion.run(preprocess_fusion.spec(pairs=str(corpus), out=shards, codec="mel", segment_seconds=args.segment_seconds, quiet=True))
     timings["preprocess"] = time.perf_counter() - started
 
     config = build_config(work, epochs=args.epochs)

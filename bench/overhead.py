@@ -47,9 +47,8 @@ MODES = {"streamed": {"training.max_in_memory_mb": 0}, "in memory": {}}
 def fusion_shards(out: Path, pairs: int, seconds: float) -> Path:
     corpus, shards = out / "fusion-corpus", out / "fusion-shards"
     write_fusion_corpus(corpus, CorpusSpec(pairs=pairs, min_seconds=seconds, max_seconds=2 * seconds, seed=0), arrangements=True)
-    preprocess_fusion.run(preprocess_fusion.build_parser().parse_args(
-        ["--pairs", str(corpus), "--out", str(shards), "--codec", "mel", "--rows-per-shard", "16",
-         "--segment-seconds", str(SEGMENT_SECONDS), "--quiet"]))
+    preprocess_fusion.run(preprocess_fusion.spec(pairs=str(corpus), out=shards, codec="mel", rows_per_shard=16,
+                                                 segment_seconds=SEGMENT_SECONDS, quiet=True))
     return shards
 
 
@@ -58,8 +57,7 @@ def pointer_shards(out: Path, pairs: int, seconds: float) -> Path:
     corpus, shards = out / "pointer-corpus", out / "pointer-shards"
     made = [make_conform_pair(index, seconds=seconds, features=features, processed=index % 2 == 1) for index in range(pairs)]
     write_pointer_corpus(corpus, made, features, labels="pointers")
-    preprocess_pointer.run(preprocess_pointer.build_parser().parse_args(
-        ["--pairs", str(corpus), "--out", str(shards), "--config", str(CONFIGS["pointer"]), "--quiet"]))
+    preprocess_pointer.run(preprocess_pointer.spec(pairs=str(corpus), out=shards, config=str(CONFIGS["pointer"]), quiet=True))
     return shards
 
 

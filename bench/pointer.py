@@ -110,10 +110,7 @@ def edl_matches(generated: np.ndarray, rule: EditPair) -> bool:
 
 def write_and_preprocess(pairs: list[EditPair], root: Path, config_path: str, features: MelFeatures) -> Path:
     write_pointer_corpus(root / "pairs", pairs, features, labels="pointers")
-    args = preprocess_pointer.build_parser().parse_args(
-        ["--pairs", str(root / "pairs"), "--out", str(root / "shards"), "--config", config_path, "--quiet"]
-    )
-    summary = preprocess_pointer.run(args)
+    summary = preprocess_pointer.run(preprocess_pointer.spec(pairs=str(root / "pairs"), out=root / "shards", config=config_path, quiet=True))
     if summary.rejects:
         raise RuntimeError(f"generated pairs were rejected: {summary.rejects[:3]}")
     return root / "shards"

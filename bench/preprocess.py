@@ -287,7 +287,7 @@ def random_encodec_checkpoint(work: Path) -> Path:
 def pipeline_arguments(
     pairs: Path, out_dir: Path, *, codec_name: str, checkpoint: Path | None, segmenting: Segmenting, encode_batch: int
 ) -> list[str]:
-    """``jingle preprocess fusion`` flags for one benchmark run."""
+    """``jingle preprocess fusion`` flags for one benchmark run in its own process (the memory run)."""
     arguments = [
         "--pairs", str(pairs),
         "--out", str(out_dir),
@@ -301,16 +301,23 @@ def pipeline_arguments(
     return arguments + (["--codec-checkpoint", str(checkpoint)] if checkpoint else [])
 
 
+def pipeline_spec(
+    pairs: Path, out_dir: Path, *, codec_name: str, checkpoint: Path | None, segmenting: Segmenting, encode_batch: int
+):
+    """The ``jingle preprocess fusion`` run of one benchmark measurement."""
+    return preprocess_fusion.spec(pairs=str(pairs), out=out_dir, codec=codec_name, codec_checkpoint=str(checkpoint) if checkpoint else None,
+                                  segment_seconds=segmenting.segment_seconds, rows_per_shard=ROWS_PER_SHARD, latent_dtype=LATENT_DTYPE,
+                                  encode_batch=encode_batch, quiet=True)
+
+
 def run_pipeline(
     pairs: Path, out_dir: Path, *, codec_name: str, checkpoint: Path | None, segmenting: Segmenting, encode_batch: int
 ) -> Measurement:
     """Time ``preprocess_fusion.run`` into a fresh ``out_dir`` (Ray is already up)."""
     shutil.rmtree(out_dir, ignore_errors=True)
-    args = preprocess_fusion.build_parser().parse_args(
-        pipeline_arguments(pairs, out_dir, codec_name=codec_name, checkpoint=checkpoint, segmenting=segmenting, encode_batch=encode_batch)
-    )
+    spec = pipeline_spec(pairs, out_dir, codec_name=codec_name, checkpoint=checkpoint, segmenting=segmenting, encode_batch=encode_batch)
     started = time.perf_counter()
-    summary = preprocess_fusion.run(args)
+    summary = preprocess_fusion.run(spec)
     wall_seconds = time.perf_counter() - started
     if summary.rejects:
         raise RuntimeError(f"the pipeline rejected generated files: {summary.rejects[:3]}")

@@ -175,9 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, out in shards.items():
         if not args.reuse:
             shutil.rmtree(out, ignore_errors=True)
-        preprocess_fusion.run(preprocess_fusion.build_parser().parse_args(
-            ["--pairs", str(folders[name]), "--out", str(out), "--codec", "mel", "--segment-seconds", repr(args.segment_seconds), "--quiet"]
-        ))
+        preprocess_fusion.run(preprocess_fusion.spec(pairs=str(folders[name]), out=out, codec="mel",
+                                                     segment_seconds=args.segment_seconds, quiet=True))
     validation_segments = sum(ShardData.open(shards["validation"]).rows_by_pair.values())
     timings["data"] = time.perf_counter() - started
     default_config = build_config(work)

@@ -248,10 +248,8 @@ def make_shards(work: Path, plan: DataPlan) -> Path:
             raise AssertionError(f"write_fusion_corpus named pair {index} {written}, not {pair_id}")
         lines.append(f"{pair_id},{root / 'pairs' / 'input' / f'{pair_id}.wav'},{root / 'pairs' / 'target' / f'{pair_id}.wav'}")
     (root / "pairs.csv").write_text("\n".join(lines) + "\n")
-    args = preprocess_fusion.build_parser().parse_args(
-        ["--pairs", str(root / "pairs.csv"), "--out", str(shards), "--codec", CODEC, "--segment-seconds", repr(plan.segment_seconds), "--quiet"]
-    )
-    summary = preprocess_fusion.run(args)
+    summary = preprocess_fusion.run(preprocess_fusion.spec(pairs=str(root / "pairs.csv"), out=shards, codec=CODEC,
+                                                           segment_seconds=plan.segment_seconds, quiet=True))
     if summary.rejects or summary.segments_written != len(indices) * plan.windows_per_pair:
         raise RuntimeError(f"preprocessing wrote {summary.segments_written} segments, not {len(indices) * plan.windows_per_pair}; rejects: {summary.rejects[:3]}")
     stamp.write_text(json.dumps(asdict(plan)))  # last, so that interrupted shards are made again

@@ -100,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(folder, ignore_errors=True)
     write_fusion_corpus(corpus, CorpusSpec(pairs=args.train_pairs, min_seconds=args.seconds, max_seconds=args.seconds))
     start_ray(args.ray_address)
-    preprocess_fusion.run(preprocess_fusion.build_parser().parse_args(
-        ["--pairs", str(corpus), "--out", str(shards), "--codec", "mel", "--segment-seconds", repr(args.segment_seconds), "--quiet"]
-    ))
+    preprocess_fusion.run(preprocess_fusion.spec(pairs=str(corpus), out=shards, codec="mel", segment_seconds=args.segment_seconds, quiet=True))
     config = build_config(work)
     full, full_seconds = search(args, work, shards, config, early_stopping="none")
     asha, asha_seconds = search(args, work, shards, config, early_stopping="asha")
