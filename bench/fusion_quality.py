@@ -171,13 +171,9 @@ def train_and_score(args, work: Path, shards: Path, config: Path, held_out: dict
         evaluation = work / "evaluation" / label / name
         shutil.rmtree(evaluation, ignore_errors=True)
         started = time.perf_counter()
-        code = evaluate_fusion.main([
-            "--checkpoint", trained.best_checkpoint, "--pairs", str(folder), "--out", str(evaluation),
-            "--arrangements", str(folder / "arrangement"), "--device", "cpu",
-        ])
+        evaluate_fusion.command(evaluate_fusion.spec(checkpoint=trained.best_checkpoint, pairs=str(folder), out=str(evaluation),
+                                                     arrangements=str(folder / "arrangement"), device="cpu"))
         timings[f"evaluate {label} {name}"] = time.perf_counter() - started
-        if code:
-            raise SystemExit(code)
         report = json.loads((evaluation / "report.json").read_text())
         scored["sets"][name] = {"pairs": len(report["pairs"]), "means": summarize(report), "report": str(evaluation / "report.md")}
     return scored

@@ -27,6 +27,7 @@ from jingle.models.pointer_decoding import conform_log_probs
 from jingle.pipelines.common import EntryPoint, UsageError, add_common_arguments, local_device, reporting
 from jingle.pipelines.pointer_config import PointerTrainConfig
 from jingle.pipelines.pointer_inference import load_pointer, read_log_mel, write_json
+from jingle.pipelines.run_spec import ConformSpec, spec_from_args
 
 PROG = "jingle conform"
 # Jump and stay costs of the path through the network's log-probabilities (nats): a cut
@@ -84,22 +85,20 @@ def conform_with_network(loaded, raw_mel: np.ndarray, edit_mel: np.ndarray, *, d
     return pointers, confidence
 
 
-def run(args: argparse.Namespace) -> Conformed:
+def run(spec: ConformSpec) -> Conformed:
     started = time.perf_counter()
-    if args.method == "network" and not args.checkpoint:
-        raise UsageError("--checkpoint is needed with --method network (or use --method align)")
-    loaded = load_pointer(args.checkpoint, mode="conform", device=local_device(args.device)) if args.checkpoint else None
+    loaded = load_pointer(spec.checkpoint, mode="conform", device=local_device(spec.device)) if spec.checkpoint else None
     if loaded is not None:
         config = loaded.config
     else:
-        config = PointerTrainConfig.from_file(args.config) if args.config else PointerTrainConfig()
+        config = PointerTrainConfig.from_file(spec.config) if spec.config else PointerTrainConfig()
     features = config.features
-    _, raw_mel = read_log_mel(args.raw, features)
-    _, edit_mel = read_log_mel(args.edited, features)
-    if args.method == "align":
+    _, raw_mel = read_log_mel(spec.raw, features)
+    _, edit_mel = read_log_mel(spec.edited, features)
+    if spec.method == "align":
         alignment = config.alignment
-        if args.jump_penalty is not None:
-            alignment = replace(alignment, jump_penalty=args.jump_penalty)
+        if spec.jump_penalty is not None:
+            alignment = replace(alignment, jump_penalty=spec.jump_penalty)
         found = align(raw_mel, edit_mel, alignment)
         pointers, confidence = found.pointers, found.confidence
     else:
@@ -109,15 +108,15 @@ def run(args: argparse.Namespace) -> Conformed:
                 f"the recordings have {raw_mel.shape[1]} and {edit_mel.shape[1]} frames; this model reads at most {limit} "
                 f"({limit / features.frame_rate:.0f} s): use --method align"
             )
-        jump = NETWORK_JUMP_PENALTY if args.jump_penalty is None else args.jump_penalty
-        pointers, confidence = conform_with_network(loaded, raw_mel, edit_mel, decode=args.decode, jump_penalty=jump)
+        jump = NETWORK_JUMP_PENALTY if spec.jump_penalty is None else spec.jump_penalty
+        pointers, confidence = conform_with_network(loaded, raw_mel, edit_mel, decode=spec.decode, jump_penalty=jump)
     edl = edl_from_pointers(pointers, features.frame_rate, confidence)
-    out = Path(args.out)
+    out = Path(spec.out)
     pointers_path, figure_path = out.with_suffix(".npy"), out.with_suffix(".png")
     write_json(out, {
-        "raw": str(Path(args.raw).resolve()),
-        "edited": str(Path(args.edited).resolve()),
-        "method": args.method,
+        "raw": str(Path(spec.raw).resolve()),
+        "edited": str(Path(spec.edited).resolve()),
+        "method": spec.method,
         "checkpoint": loaded.checkpoint if loaded else None,
         "frame_rate": features.frame_rate,
         "features": features.to_dict(),
@@ -130,12 +129,13 @@ def run(args: argparse.Namespace) -> Conformed:
     from jingle.pipelines.figures import pointer_figure
 
     pointer_figure(figure_path, raw_mel=raw_mel, edit_mel=edit_mel, pointers=pointers, confidence=confidence,
-                   frame_rate=features.frame_rate, title=f"{Path(args.edited).name} conformed to {Path(args.raw).name} ({args.method})")
-    return Conformed(pointers, confidence, features.frame_rate, args.method, time.perf_counter() - started, edl,
+                   frame_rate=features.frame_rate, title=f"{Path(spec.edited).name} conformed to {Path(spec.raw).name} ({spec.method})")
+    return Conformed(pointers, confidence, features.frame_rate, spec.method, time.perf_counter() - started, edl,
                      {"EDL": str(out), "npy": str(pointers_path), "PNG": str(figure_path)})
 
 
-ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, reporting(run))
+ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, reporting(lambda args: run(spec_from_args(ConformSpec, args))))
+spec = ConformSpec  # keyword arguments -> the spec of a run
 build_parser, main = ENTRY_POINT.build_parser, ENTRY_POINT.main
 
 if __name__ == "__main__":

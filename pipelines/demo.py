@@ -108,7 +108,6 @@ def fusion_demo(args: argparse.Namespace, out: Path, lines: list[str], trainings
         print(f"[demo] generated {len(ids)} pairs of drums (input) and chords (target) in {corpus}", file=sys.stderr)
     else:
         print(f"[demo] reusing the corpus in {corpus}", file=sys.stderr)
-    codec_flags = ["--codec-checkpoint", args.codec_checkpoint] if args.codec_checkpoint else []
 
     shards = out / f"shards-{args.codec}"
     print("[demo] fusion 1/4: preprocessing", file=sys.stderr)
@@ -128,12 +127,9 @@ def fusion_demo(args: argparse.Namespace, out: Path, lines: list[str], trainings
 
     print("[demo] fusion 3/4: fusing the held-out pair", file=sys.stderr)
     fused = out / "fused" / "held_out.wav"
-    code = fuse.main(
-        ["--checkpoint", trained.best_checkpoint, str(held_out / "input" / "pair_10000.wav"),
-         str(held_out / "target" / "pair_10000.wav"), "-o", str(fused), "--device", "cpu"] + codec_flags
-    )
-    if code:
-        return code
+    fuse.command(fuse.spec(checkpoint=trained.best_checkpoint, input=str(held_out / "input" / "pair_10000.wav"),
+                           target=str(held_out / "target" / "pair_10000.wav"), output=str(fused), device="cpu",
+                           codec_checkpoint=args.codec_checkpoint))
 
     print("[demo] fusion 4/4: scoring the fusion against the shortcuts and the rendered arrangement", file=sys.stderr)
     from jingle.models.codecs import build_codec
@@ -202,8 +198,8 @@ def pointer_demo(args: argparse.Namespace, out: Path, lines: list[str], training
     ]
     for method in ("network", "align"):
         edl = out / "conformed" / f"{method}.json"
-        flags = ["--checkpoint", trained.best_checkpoint] if method == "network" else ["--config", str(POINTER_DEMO_CONFIG)]
-        conformed = conform.run(conform.build_parser().parse_args([str(raw), str(edited), "-o", str(edl), "--method", method] + flags))
+        source = {"checkpoint": trained.best_checkpoint} if method == "network" else {"config": str(POINTER_DEMO_CONFIG)}
+        conformed = conform.run(conform.spec(raw=str(raw), edited=str(edited), out=str(edl), method=method, **source))
         accuracy = float(np.mean(np.abs(conformed.pointers - held.pointers) <= 2))
         lines.append(f"  conformed ({method:<7})  {edl}, {edl.with_suffix('.png')} ({len(conformed.edl)} segments, "
                      f"{accuracy:.0%} of edit frames within ±2 frames of the truth)")

@@ -26,6 +26,7 @@ from jingle.datasets.audio import splice, write_wav
 from jingle.models.pointer_decoding import generate_edit
 from jingle.pipelines.common import EntryPoint, UsageError, add_common_arguments, local_device, reporting
 from jingle.pipelines.pointer_inference import load_pointer, read_log_mel, write_json
+from jingle.pipelines.run_spec import EditSpec, spec_from_args
 
 PROG = "jingle edit"
 
@@ -79,30 +80,28 @@ def render(raw_path: str, pointers: np.ndarray, frame_rate: float, crossfade_sec
     return edited, sample_rate
 
 
-def run(args: argparse.Namespace) -> Edited:
+def run(spec: EditSpec) -> Edited:
     started = time.perf_counter()
-    if args.beam < 1:
-        raise UsageError(f"--beam must be at least 1, got {args.beam}")
-    loaded = load_pointer(args.checkpoint, mode="edit", device=local_device(args.device))
+    loaded = load_pointer(spec.checkpoint, mode="edit", device=local_device(spec.device))
     features = loaded.config.features
-    _, raw_mel = read_log_mel(args.raw, features)
+    _, raw_mel = read_log_mel(spec.raw, features)
     limit = loaded.config.model.max_frames
     if raw_mel.shape[1] > limit:
-        raise UsageError(f"{args.raw} has {raw_mel.shape[1]} frames; this model reads at most {limit} ({limit / features.frame_rate:.0f} s)")
-    max_frames = round(args.max_seconds * features.frame_rate) if args.max_seconds else round(1.5 * raw_mel.shape[1])
+        raise UsageError(f"{spec.raw} has {raw_mel.shape[1]} frames; this model reads at most {limit} ({limit / features.frame_rate:.0f} s)")
+    max_frames = round(spec.max_seconds * features.frame_rate) if spec.max_seconds else round(1.5 * raw_mel.shape[1])
     max_frames = max(1, min(max_frames, limit))
-    generated = generate_edit(loaded.model, torch.from_numpy(raw_mel), beam=args.beam, max_frames=max_frames)
+    generated = generate_edit(loaded.model, torch.from_numpy(raw_mel), beam=spec.beam, max_frames=max_frames)
     pointers = generated.pointers.cpu().numpy().astype(np.int64)
-    edited, sample_rate = render(args.raw, pointers, features.frame_rate, args.crossfade_ms / 1000)
-    out = Path(args.out)
+    edited, sample_rate = render(spec.raw, pointers, features.frame_rate, spec.crossfade_ms / 1000)
+    out = Path(spec.out)
     write_wav(out, edited, sample_rate, subtype="FLOAT")
     edl = edl_from_pointers(pointers, features.frame_rate)
     json_path, figure_path = out.with_suffix(".json"), out.with_suffix(".png")
     write_json(json_path, {
-        "raw": str(Path(args.raw).resolve()),
+        "raw": str(Path(spec.raw).resolve()),
         "edited": str(out.resolve()),
         "checkpoint": loaded.checkpoint,
-        "beam": args.beam,
+        "beam": spec.beam,
         "stopped_by_model": generated.stopped,
         "log_prob": generated.log_prob,
         "frame_rate": features.frame_rate,
@@ -113,12 +112,13 @@ def run(args: argparse.Namespace) -> Edited:
 
     # the edit's frames are the raw frames it plays (the crossfades aside): no need to read the WAV back
     pointer_figure(figure_path, raw_mel=raw_mel, edit_mel=raw_mel[:, pointers], pointers=pointers,
-                   frame_rate=features.frame_rate, title=f"edit of {Path(args.raw).name} (beam {args.beam})")
+                   frame_rate=features.frame_rate, title=f"edit of {Path(spec.raw).name} (beam {spec.beam})")
     return Edited(pointers, edl, generated.stopped, time.perf_counter() - started, len(edited) / sample_rate,
                   {"WAV": str(out), "JSON": str(json_path), "PNG": str(figure_path)})
 
 
-ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, reporting(run))
+ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, reporting(lambda args: run(spec_from_args(EditSpec, args))))
+spec = EditSpec  # keyword arguments -> the spec of a run
 build_parser, main = ENTRY_POINT.build_parser, ENTRY_POINT.main
 
 if __name__ == "__main__":

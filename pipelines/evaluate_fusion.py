@@ -33,6 +33,8 @@ from pathlib import Path
 from jingle.core.storage import Location, check_writable, staged
 from jingle.pipelines.common import EntryPoint, UsageError, add_codec_checkpoint_argument, add_common_arguments, add_model_device_argument
 
+from jingle.pipelines.run_spec import EvaluateFusionSpec, spec_from_args
+
 PROG = "jingle evaluate fusion"
 
 
@@ -66,30 +68,30 @@ def pair_mode(text: str):
     return parse_pair_mode(text)
 
 
-def command(args: argparse.Namespace) -> int:
-    out = Location.of(args.out)
+def command(spec: EvaluateFusionSpec) -> int:
+    out = Location.of(spec.out)
     check_writable(out, "--out")
     with staged(out) as folder:  # a bucket's report is written here, then uploaded
-        return evaluate(args, out, folder)
+        return evaluate(spec, out, folder)
 
 
-def evaluate(args: argparse.Namespace, out: Location, folder: Path) -> int:
-    if args.checkpoint is not None or args.pairs is not None:
+def evaluate(spec: EvaluateFusionSpec, out: Location, folder: Path) -> int:
+    if spec.checkpoint is not None or spec.pairs is not None:
         from jingle.pipelines.fuse import evaluate_checkpoint  # Ray and the model only for this form
 
-        if args.files:
+        if spec.files:
             raise UsageError("give either INPUT.wav TARGET.wav OUTPUT.wav... or --checkpoint CKPT --pairs DIR, not both")
-        if args.checkpoint is None or args.pairs is None:
+        if spec.checkpoint is None or spec.pairs is None:
             raise UsageError("--checkpoint and --pairs go together: --checkpoint CKPT --pairs DIR_OR_MANIFEST --out DIR")
-        if args.arrangement is not None:
+        if spec.arrangement is not None:
             raise UsageError("--arrangement FILE goes with the files form; with --checkpoint, give --arrangements FOLDER")
-        if args.arrangements is not None and not Path(args.arrangements).is_dir():
-            raise UsageError(f"--arrangements {args.arrangements} is not a folder")
-        pairs = evaluate_checkpoint(args, compare=parse_compare(args.compare))
+        if spec.arrangements is not None and not Path(spec.arrangements).is_dir():
+            raise UsageError(f"--arrangements {spec.arrangements} is not a folder")
+        pairs = evaluate_checkpoint(spec, compare=parse_compare(spec.compare))
     else:
-        if args.compare or args.actors is not None or args.arrangements is not None:
+        if spec.compare or spec.actors is not None or spec.arrangements is not None:
             raise UsageError("--compare, --arrangements and --actors go with --checkpoint CKPT --pairs DIR")
-        pairs = [evaluate_given_files(args, folder)]
+        pairs = [evaluate_given_files(spec, folder)]
     from jingle.pipelines.fusion_evaluation import summary_table, write_report
 
     write_report(folder, pairs)
@@ -102,22 +104,22 @@ def evaluate(args: argparse.Namespace, out: Location, folder: Path) -> int:
     return 0
 
 
-def evaluate_given_files(args: argparse.Namespace, folder: Path):
+def evaluate_given_files(spec: EvaluateFusionSpec, folder: Path):
     from jingle.pipelines.fusion_evaluation import evaluate_files, output_names, picture_path
 
-    if len(args.files) < 3:
+    if len(spec.files) < 3:
         raise UsageError("give INPUT.wav TARGET.wav and at least one OUTPUT.wav (or --checkpoint CKPT --pairs DIR)")
-    input_path, target_path, *output_paths = args.files
+    input_path, target_path, *output_paths = spec.files
     try:
         names = output_names(output_paths)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    if args.arrangement is not None and "arrangement" in names:
+    if spec.arrangement is not None and "arrangement" in names:
         raise UsageError("an output is named 'arrangement', as --arrangement's file is scored: rename it")
     stems = Path(input_path).stem, Path(target_path).stem
     label = stems[0] if stems[0] == stems[1] else "+".join(stems)  # pair_0001, or drums+piano
     return evaluate_files(input_path, target_path, dict(zip(names, output_paths)), pair_id=label,
-                          picture=picture_path(folder, label), arrangement=args.arrangement)
+                          picture=picture_path(folder, label), arrangement=spec.arrangement)
 
 
 def parse_compare(values: list[str]) -> dict[str, Path]:
@@ -141,7 +143,8 @@ def parse_compare(values: list[str]) -> dict[str, Path]:
     return compare
 
 
-ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, command)
+ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, lambda args: command(spec_from_args(EvaluateFusionSpec, args)))
+spec = EvaluateFusionSpec  # keyword arguments -> the spec of a run
 build_parser, main = ENTRY_POINT.build_parser, ENTRY_POINT.main
 
 

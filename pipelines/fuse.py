@@ -51,6 +51,8 @@ from jingle.pipelines.fusion_inference import (
     probe_source,
 )
 
+from jingle.pipelines.run_spec import EvaluateFusionSpec, FuseSpec, spec_from_args
+
 PROG = "jingle fuse"
 
 
@@ -89,32 +91,32 @@ def parse_pair_mode(text: str) -> PairMode:
 # ------------------------------------------------------------------ command
 
 
-def command(args: argparse.Namespace) -> int:
-    _check_layout(args)
-    if args.batch is not None:
-        return run_batch(args)
-    for role, path in (("input", args.input), ("target", args.target)):
-        if Path(path).resolve() == Path(args.output).resolve():
-            raise UsageError(f"-o {args.output} would overwrite the {role}: choose another output file")
+def command(spec: FuseSpec) -> int:
+    _check_layout(spec)
+    if spec.batch is not None:
+        return run_batch(spec)
+    for role, path in (("input", spec.input), ("target", spec.target)):
+        if Path(path).resolve() == Path(spec.output).resolve():
+            raise UsageError(f"-o {spec.output} would overwrite the {role}: choose another output file")
         probe_source(path, role)  # headers only: a wrong file name costs no model load
-    device = local_device(args.device)
-    loaded = load_fusion_checkpoint(args.checkpoint, codec_checkpoint=args.codec_checkpoint, device=device)
+    device = local_device(spec.device)
+    loaded = load_fusion_checkpoint(spec.checkpoint, codec_checkpoint=spec.codec_checkpoint, device=device)
     try:
-        check_pair_mode(args.pair, loaded.model.config)
+        check_pair_mode(spec.pair, loaded.model.config)
     except ValueError as error:
         raise UsageError(str(error)) from None
     report = fuse_pair(
         loaded.model,
         loaded.codec,
-        args.input,
-        args.target,
-        args.output,
-        args.pair,
+        spec.input,
+        spec.target,
+        spec.output,
+        spec.pair,
         loaded.segment_seconds,
         device,
         provenance=loaded.provenance,
     )
-    wav_path, png_path, json_path = output_paths(args.output)
+    wav_path, png_path, json_path = output_paths(spec.output)
     correlation = report["envelope_correlation"]
     scaled = "" if report["output_gain"] == 1.0 else f", scaled by {report['output_gain']:.3g}: the model's peak was {report['output_peak']:.3g}"
     print(f"wrote {wav_path} ({report['duration_seconds']:.2f} s at {report['sample_rate']} Hz, {report['chunks']} chunk(s){scaled})")
@@ -127,23 +129,23 @@ def _format(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.2f}"
 
 
-def _check_layout(args: argparse.Namespace) -> None:
+def _check_layout(spec: FuseSpec) -> None:
     """One pair (INPUT.wav TARGET.wav -o OUT.wav) or --batch PAIRS_DIR --out DIR, not a mix."""
-    if args.batch is not None:
-        extra = [name for name, value in (("INPUT.wav", args.input), ("-o", args.output)) if value is not None]
+    if spec.batch is not None:
+        extra = [name for name, value in (("INPUT.wav", spec.input), ("-o", spec.output)) if value is not None]
         if extra:
             raise UsageError(f"--batch takes no {' or '.join(extra)}: use --batch PAIRS_DIR --out DIR")
-        if args.out is None:
+        if spec.out is None:
             raise UsageError("--batch needs --out DIR for the fused files")
-        if args.actors is not None and args.actors < 1:
-            raise UsageError(f"--actors must be at least 1, got {args.actors}")
+        if spec.actors is not None and spec.actors < 1:
+            raise UsageError(f"--actors must be at least 1, got {spec.actors}")
         return
-    if args.out is not None or args.actors is not None:
+    if spec.out is not None or spec.actors is not None:
         raise UsageError("--out and --actors go with --batch PAIRS_DIR; for one pair use INPUT.wav TARGET.wav -o OUT.wav")
-    if args.input is None or args.target is None or args.output is None:
+    if spec.input is None or spec.target is None or spec.output is None:
         raise UsageError("give INPUT.wav TARGET.wav -o OUT.wav, or --batch PAIRS_DIR --out DIR")
-    if Path(args.output).suffix.lower() not in (".wav", ".wave"):
-        raise UsageError(f"-o {args.output} must end in .wav (OUT.png and OUT.json are written beside it)")
+    if Path(spec.output).suffix.lower() not in (".wav", ".wave"):
+        raise UsageError(f"-o {spec.output} must end in .wav (OUT.png and OUT.json are written beside it)")
 
 
 # ------------------------------------------------------------------ batch (Ray Data)
@@ -299,7 +301,7 @@ def plan_batch(source: str, out_dir: Location, *, flag: str) -> BatchPlan:
 
 def fuse_batch(
     plan: BatchPlan,
-    args: argparse.Namespace,
+    spec: FuseSpec | EvaluateFusionSpec,
     out_dir: Location,
     *,
     evaluation_dir: Location | None = None,
@@ -309,31 +311,31 @@ def fuse_batch(
 ) -> list[dict[str, str]]:
     """Fuse (and with ``evaluation_dir``, score) every planned pair on a Ray Data actor
     pool; returns one row per pair that was tried (``pair_id``, ``status``,
-    ``evaluation``). ``args`` gives --checkpoint, --codec-checkpoint, --pair, --device,
-    --actors and --num-cpus."""
+    ``evaluation``). ``spec`` gives the checkpoint, codec checkpoint, pair mode, device,
+    actors and CPUs."""
     import ray
 
     from jingle.pipelines.common import init_ray
 
     # the driver checks the checkpoint, codec and --pair once, before any worker starts
-    loaded = load_fusion_checkpoint(args.checkpoint, codec_checkpoint=args.codec_checkpoint, device="cpu")
+    loaded = load_fusion_checkpoint(spec.checkpoint, codec_checkpoint=spec.codec_checkpoint, device="cpu")
     try:
-        check_pair_mode(args.pair, loaded.model.config)
+        check_pair_mode(spec.pair, loaded.model.config)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    init_ray(args.num_cpus)
+    init_ray(spec.num_cpus)
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    if args.device == "cuda" and not gpus:
+    if spec.device == "cuda" and not gpus:
         raise UsageError("--device cuda: the Ray cluster has no GPU; use --device cpu")
-    use_gpus = gpus > 0 and args.device != "cpu"
+    use_gpus = gpus > 0 and spec.device != "cpu"
     if use_gpus:
-        threads, actors, remote_args = 2, args.actors or gpus, {"num_cpus": 1, "num_gpus": 1}
+        threads, actors, remote_args = 2, spec.actors or gpus, {"num_cpus": 1, "num_gpus": 1}
     else:
         # Two torch threads per actor but one logical CPU reserved: an actor asking for a
         # whole 2-CPU node would wait forever behind any other task on it.
         per_node = max(int(node["Resources"].get("CPU", 1)) for node in ray.nodes() if node["Alive"])
         threads = min(2, per_node)
-        actors = args.actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
+        actors = spec.actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
         remote_args = {"num_cpus": 1}
     weights = loaded.codec.worker_state()
     codec_state = [ray.put(dict(weights))] if weights is not None else None
@@ -343,11 +345,11 @@ def fuse_batch(
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=min(actors, len(items))),
         fn_constructor_kwargs={
-            "checkpoint": args.checkpoint if is_remote(args.checkpoint) else os.path.abspath(args.checkpoint),
+            "checkpoint": spec.checkpoint if is_remote(spec.checkpoint) else os.path.abspath(spec.checkpoint),
             "codec_id": loaded.codec.id,
             "codec_state": codec_state,
             "out_dir": str(out_dir),
-            "pair_mode": args.pair,
+            "pair_mode": spec.pair,
             "threads": threads,
             "evaluation_dir": str(evaluation_dir) if evaluation_dir is not None else None,
             "compare": {name: str(folder) for name, folder in (compare or {}).items()},
@@ -364,15 +366,15 @@ def fuse_batch(
     return rows
 
 
-def run_batch(args: argparse.Namespace) -> int:
-    out_dir = Location.of(args.out)
+def run_batch(spec: FuseSpec) -> int:
+    out_dir = Location.of(spec.out)
     check_writable(out_dir, "--out")
-    plan = plan_batch(args.batch, out_dir, flag="--batch")
+    plan = plan_batch(spec.batch, out_dir, flag="--batch")
     for reject in plan.rejects:
         print(f"[fuse] skipped {reject.path}: {reject.reason}", file=sys.stderr)
     failed = dict(plan.failed)
     fused = []
-    for row in fuse_batch(plan, args, out_dir):
+    for row in fuse_batch(plan, spec, out_dir):
         if row["status"] == "ok":
             fused.append(row["pair_id"])
         else:
@@ -383,25 +385,25 @@ def run_batch(args: argparse.Namespace) -> int:
     if plan.rejects:
         print(f"  skipped {len(plan.rejects)} file(s) without a partner")
     if not fused:
-        raise InputError(f"--batch {args.batch}: none of the {len(plan.items)} pair(s) could be fused")
+        raise InputError(f"--batch {spec.batch}: none of the {len(plan.items)} pair(s) could be fused")
     return 0
 
 
-def evaluate_checkpoint(args: argparse.Namespace, *, compare: dict[str, Path]) -> list:
+def evaluate_checkpoint(spec: EvaluateFusionSpec, *, compare: dict[str, Path]) -> list:
     """``jingle evaluate fusion --checkpoint CKPT --pairs DIR --out OUT``: fuse every pair
     into ``OUT/fused/`` and score it (with the ``compare`` outputs and the shortcuts);
     returns the pairs' evaluations (``PairEvaluation``), in pair order."""
     from jingle.pipelines.fusion_evaluation import PairEvaluation
 
-    out = Location.of(args.out)
+    out = Location.of(spec.out)
     check_writable(out, "--out")
-    plan = plan_batch(args.pairs, out / "fused", flag="--pairs")
+    plan = plan_batch(spec.pairs, out / "fused", flag="--pairs")
     for reject in plan.rejects:
         print(f"[evaluate] skipped {reject.path}: {reject.reason}", file=sys.stderr)
     failed = dict(plan.failed)
     evaluations = []
-    rows = fuse_batch(plan, args, out / "fused", evaluation_dir=out, compare=compare,
-                      arrangements=getattr(args, "arrangements", None), prefix="[evaluate]")
+    rows = fuse_batch(plan, spec, out / "fused", evaluation_dir=out, compare=compare,
+                      arrangements=spec.arrangements, prefix="[evaluate]")
     for row in rows:
         if row["status"] == "ok":
             values = json.loads(row["evaluation"])
@@ -411,11 +413,12 @@ def evaluate_checkpoint(args: argparse.Namespace, *, compare: dict[str, Path]) -
     for pair_id in sorted(failed):
         print(f"[evaluate] {pair_id} not scored: {failed[pair_id]}", file=sys.stderr)
     if not evaluations:
-        raise InputError(f"--pairs {args.pairs}: none of the {len(plan.items)} pair(s) could be fused and scored")
+        raise InputError(f"--pairs {spec.pairs}: none of the {len(plan.items)} pair(s) could be fused and scored")
     return sorted(evaluations, key=lambda evaluation: evaluation.pair_id)
 
 
-ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, command)
+ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, lambda args: command(spec_from_args(FuseSpec, args)))
+spec = FuseSpec  # keyword arguments -> the spec of a run
 build_parser, main = ENTRY_POINT.build_parser, ENTRY_POINT.main
 
 

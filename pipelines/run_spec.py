@@ -320,3 +320,117 @@ class PointerPreprocessSpec:
     def from_args(cls, args: argparse.Namespace) -> "PointerPreprocessSpec":
         return cls(pairs=args.pairs, out=args.out, config=args.config, rows_per_shard=args.rows_per_shard, tasks=args.tasks,
                    quiet=args.quiet, if_busy=args.if_busy, verify=args.verify, num_cpus=args.num_cpus, debug=args.debug)
+
+
+# ------------------------------------------------------------------ inference
+
+
+def spec_from_args(spec_class, args: argparse.Namespace):
+    """A spec whose fields are its command's flags (by their ``dest``), from parsed arguments."""
+    from dataclasses import fields
+
+    return spec_class(**{item.name: getattr(args, item.name) for item in fields(spec_class) if hasattr(args, item.name)})
+
+
+def check_choice(flag: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise UsageError(f"{flag} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def check_pair_choice(pair: Any) -> None:
+    """``--pair``: best, mean or a window-pair index of 0 or more."""
+    if isinstance(pair, bool) or not (pair in ("best", "mean") or (isinstance(pair, int) and pair >= 0)):
+        raise UsageError(f"--pair must be best, mean or a pair index of 0 or more, got {pair!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FuseSpec:
+    """One ``jingle fuse``: a pair (``input``, ``target`` -> ``output``) or a folder
+    (``batch`` -> ``out``), with a fusion checkpoint; the fields are the command's flags."""
+
+    checkpoint: str
+    input: str | None = None
+    target: str | None = None
+    output: str | None = None
+    batch: str | None = None
+    out: str | None = None
+    codec_checkpoint: str | None = None
+    pair: str | int = "best"
+    device: str | None = None
+    actors: int | None = None
+    num_cpus: int | None = None
+    debug: bool = False
+
+    def __post_init__(self):
+        check_pair_choice(self.pair)
+        if self.device is not None:
+            check_choice("--device", self.device, ("cpu", "cuda"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluateFusionSpec:
+    """One ``jingle evaluate fusion``: given files (``files``: input, target, outputs...) or
+    a checkpoint fused over ``pairs`` and scored; the fields are the command's flags."""
+
+    out: str
+    files: tuple[str, ...] = ()
+    checkpoint: str | None = None
+    pairs: str | None = None
+    compare: tuple[str, ...] = ()  # NAME=FOLDER
+    arrangement: str | None = None
+    arrangements: str | None = None
+    codec_checkpoint: str | None = None
+    pair: str | int = "best"
+    device: str | None = None
+    actors: int | None = None
+    num_cpus: int | None = None
+    debug: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "files", tuple(map(str, self.files)))
+        object.__setattr__(self, "compare", tuple(self.compare))
+        check_pair_choice(self.pair)
+        if self.device is not None:
+            check_choice("--device", self.device, ("cpu", "cuda"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConformSpec:
+    """One ``jingle conform``: the edit decision list of ``edited`` against ``raw``."""
+
+    raw: str
+    edited: str
+    out: str
+    checkpoint: str | None = None
+    method: str = "network"
+    decode: str = "path"
+    jump_penalty: float | None = None
+    config: str | None = None
+    device: str | None = None
+    num_cpus: int | None = None
+    debug: bool = False
+
+    def __post_init__(self):
+        check_choice("--method", self.method, ("network", "align"))
+        check_choice("--decode", self.decode, ("path", "argmax"))
+        if self.method == "network" and not self.checkpoint:
+            raise UsageError("--checkpoint is needed with --method network (or use --method align)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EditSpec:
+    """One ``jingle edit``: a new edit of ``raw`` by an edit-mode pointer checkpoint."""
+
+    raw: str
+    out: str
+    checkpoint: str
+    beam: int = 1
+    max_seconds: float | None = None
+    crossfade_ms: float = 10.0
+    device: str | None = None
+    num_cpus: int | None = None
+    debug: bool = False
+
+    def __post_init__(self):
+        if self.beam < 1:
+            raise UsageError(f"--beam must be at least 1, got {self.beam}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from jingle.core.storage import Location
@@ -64,3 +66,24 @@ def test_preprocessing_specs_refuse_a_bad_cut_or_shard_size_in_one_line():
     parsed = preprocess_fusion.FusionPreprocessSpec.from_args(args)
     assert parsed == preprocess_fusion.spec(pairs="p", out="o", segment_seconds=2, tail="pad", if_busy="wait", verify=True)
     assert parsed.segmenting.segment_seconds == 2 and parsed.segmenting.tail == "pad"
+
+
+def test_inference_specs_are_the_commands_flags_and_refuse_in_one_line():
+    from jingle.pipelines import conform, edit, evaluate_fusion, fuse
+    from jingle.pipelines.run_spec import spec_from_args
+
+    args = fuse.build_parser().parse_args(["--checkpoint", "c", "in.wav", "tg.wav", "-o", "o.wav", "--pair", "2", "--device", "cpu"])
+    assert spec_from_args(fuse.FuseSpec, args) == fuse.spec(checkpoint="c", input="in.wav", target="tg.wav", output="o.wav",
+                                                            pair=2, device="cpu")
+    args = evaluate_fusion.build_parser().parse_args(["a.wav", "b.wav", "c.wav", "--out", "o", "--compare", "x=y"])
+    parsed = spec_from_args(evaluate_fusion.EvaluateFusionSpec, args)
+    assert parsed.files == ("a.wav", "b.wav", "c.wav") and parsed.compare == ("x=y",)
+    for bad, message in [
+        (lambda: fuse.spec(checkpoint="c", pair="worst"), "--pair must be best, mean or a pair index of 0 or more, got 'worst'"),
+        (lambda: fuse.spec(checkpoint="c", pair=-1), "got -1"),
+        (lambda: conform.spec(raw="r", edited="e", out="o"), "--checkpoint is needed with --method network"),
+        (lambda: conform.spec(raw="r", edited="e", out="o", method="guess"), "--method must be one of network, align, got 'guess'"),
+        (lambda: edit.spec(raw="r", out="o", checkpoint="c", beam=0), "--beam must be at least 1, got 0"),
+    ]:
+        with pytest.raises(UsageError, match=re.escape(message)):
+            bad()
