@@ -210,119 +210,7 @@ def worker_plan(task: Task, config: SectionedConfig, data, *, train_ids: list[st
     )
 
 
-# ------------------------------------------------------------------ preprocessing
-
-
-IF_BUSY = ("exit", "wait")
-
-
-def _check_store_settings(spec) -> None:
-    """What both preprocessing specs refuse: a shard size below one row, an unknown --if-busy."""
-    if spec.rows_per_shard < 1:
-        raise UsageError(f"--rows-per-shard must be at least 1, got {spec.rows_per_shard}")
-    if spec.if_busy not in IF_BUSY:
-        raise UsageError(f"--if-busy must be one of {', '.join(IF_BUSY)}, got {spec.if_busy!r}")
-
-
-@dataclass(frozen=True, kw_only=True)
-class FusionPreprocessSpec:
-    """One ``jingle preprocess fusion`` run.
-
-    Attributes:
-        pairs: a folder with input/ and target/ (and arrangement/), or a CSV/JSONL manifest.
-        out: the shard folder (a path or bucket URI).
-        codec: the latent codec's name; ``codec_checkpoint``: EnCodec weights.
-        segment_seconds, hop_seconds, tail, min_tail_seconds: how recordings are cut
-            (``datasets.audio.Segmenting``).
-        latent_dtype: the stored latents' precision.
-        rows_per_shard: segments per Parquet file.
-        encoder_actors, encoder_threads, encode_batch: the encoder pool (None: sized to the cluster).
-        quiet: no progress lines.
-        if_busy: ``exit`` (status 75) or ``wait`` when another run writes ``out``.
-        verify: check every shard's sha256 against the manifest.
-        num_cpus, debug: as the flags say.
-    """
-
-    pairs: str
-    out: Location
-    codec: str = "mel"
-    codec_checkpoint: str | None = None
-    segment_seconds: float = 16.0
-    hop_seconds: float | None = None
-    tail: str = "drop"
-    min_tail_seconds: float | None = None
-    latent_dtype: str = "float32"
-    rows_per_shard: int = 64
-    encoder_actors: int | None = None
-    encoder_threads: int | None = None
-    encode_batch: int | None = None
-    quiet: bool = False
-    if_busy: str = "exit"
-    verify: bool = False
-    num_cpus: int | None = None
-    debug: bool = False
-
-    def __post_init__(self):
-        if not isinstance(self.out, Location):
-            object.__setattr__(self, "out", Location.of(self.out))
-        _check_store_settings(self)
-        self.segmenting  # noqa: B018 - refuses a bad cut before anything runs
-
-    @property
-    def segmenting(self):
-        from jingle.datasets.audio import Segmenting
-
-        try:
-            return Segmenting(segment_seconds=self.segment_seconds, hop_seconds=self.hop_seconds, tail=self.tail,
-                              min_tail_seconds=self.min_tail_seconds)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "FusionPreprocessSpec":
-        return cls(pairs=args.pairs, out=args.out, codec=args.codec, codec_checkpoint=args.codec_checkpoint,
-                   segment_seconds=args.segment_seconds, hop_seconds=args.hop_seconds, tail=args.tail,
-                   min_tail_seconds=args.min_tail_seconds, latent_dtype=args.latent_dtype, rows_per_shard=args.rows_per_shard,
-                   encoder_actors=args.encoder_actors, encoder_threads=args.encoder_threads, encode_batch=args.encode_batch,
-                   quiet=args.quiet, if_busy=args.if_busy, verify=args.verify, num_cpus=args.num_cpus, debug=args.debug)
-
-
-@dataclass(frozen=True, kw_only=True)
-class PointerPreprocessSpec:
-    """One ``jingle preprocess pointer`` run.
-
-    Attributes:
-        pairs: a folder with raw/ and edit/ (and pointers/ or edl/), or a CSV/JSONL manifest.
-        out: the shard folder.
-        config: a pointer config whose ``features`` and ``alignment`` apply (None: defaults).
-        rows_per_shard: pairs per Parquet file.
-        tasks: concurrent featurize tasks (None: the cluster's CPUs).
-        quiet, if_busy, verify, num_cpus, debug: as for ``FusionPreprocessSpec``.
-    """
-
-    pairs: str
-    out: Location
-    config: str | None = None
-    rows_per_shard: int = 16
-    tasks: int | None = None
-    quiet: bool = False
-    if_busy: str = "exit"
-    verify: bool = False
-    num_cpus: int | None = None
-    debug: bool = False
-
-    def __post_init__(self):
-        if not isinstance(self.out, Location):
-            object.__setattr__(self, "out", Location.of(self.out))
-        _check_store_settings(self)
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "PointerPreprocessSpec":
-        return cls(pairs=args.pairs, out=args.out, config=args.config, rows_per_shard=args.rows_per_shard, tasks=args.tasks,
-                   quiet=args.quiet, if_busy=args.if_busy, verify=args.verify, num_cpus=args.num_cpus, debug=args.debug)
-
-
-# ------------------------------------------------------------------ inference
+# ------------------------------------------------------------------ from flags
 
 
 def spec_from_args(spec_class, args: argparse.Namespace):
@@ -335,6 +223,103 @@ def spec_from_args(spec_class, args: argparse.Namespace):
 def check_choice(flag: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise UsageError(f"{flag} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+# ------------------------------------------------------------------ preprocessing
+
+
+IF_BUSY = ("exit", "wait")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreprocessSpec:
+    """What every ``jingle preprocess MODEL`` run states.
+
+    Attributes:
+        pairs: the pairs' folder or CSV/JSONL manifest.
+        out: the shard folder (a path or bucket URI).
+        rows_per_shard: rows per Parquet file.
+        quiet: no progress lines.
+        if_busy: ``exit`` (status 75) or ``wait`` when another run writes ``out``.
+        verify: check every shard's sha256 against the manifest.
+        num_cpus, debug: as the flags say.
+    """
+
+    pairs: str
+    out: Location
+    rows_per_shard: int
+    quiet: bool = False
+    if_busy: str = "exit"
+    verify: bool = False
+    num_cpus: int | None = None
+    debug: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.out, Location):
+            object.__setattr__(self, "out", Location.of(self.out))
+        if self.rows_per_shard < 1:
+            raise UsageError(f"--rows-per-shard must be at least 1, got {self.rows_per_shard}")
+        check_choice("--if-busy", self.if_busy, IF_BUSY)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace):
+        return spec_from_args(cls, args)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FusionPreprocessSpec(PreprocessSpec):
+    """One ``jingle preprocess fusion`` run (WAV pairs -> latent shards).
+
+    Attributes:
+        codec: the latent codec's name; ``codec_checkpoint``: EnCodec weights.
+        segment_seconds, hop_seconds, tail, min_tail_seconds: how recordings are cut
+            (``datasets.audio.Segmenting``).
+        latent_dtype: the stored latents' precision.
+        encoder_actors, encoder_threads, encode_batch: the encoder pool (None: sized to the cluster).
+    """
+
+    rows_per_shard: int = 64
+    codec: str = "mel"
+    codec_checkpoint: str | None = None
+    segment_seconds: float = 16.0
+    hop_seconds: float | None = None
+    tail: str = "drop"
+    min_tail_seconds: float | None = None
+    latent_dtype: str = "float32"
+    encoder_actors: int | None = None
+    encoder_threads: int | None = None
+    encode_batch: int | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.segmenting  # noqa: B018 - refuses a bad cut before anything runs
+
+    @property
+    def segmenting(self):
+        from jingle.datasets.audio import Segmenting
+
+        try:
+            return Segmenting(segment_seconds=self.segment_seconds, hop_seconds=self.hop_seconds, tail=self.tail,
+                              min_tail_seconds=self.min_tail_seconds)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PointerPreprocessSpec(PreprocessSpec):
+    """One ``jingle preprocess pointer`` run (raw/edit pairs -> log-mel rows with pointers).
+
+    Attributes:
+        config: a pointer config whose ``features`` and ``alignment`` apply (None: defaults).
+        tasks: concurrent featurize tasks (None: the cluster's CPUs).
+    """
+
+    rows_per_shard: int = 16
+    config: str | None = None
+    tasks: int | None = None
+
+
+# ------------------------------------------------------------------ inference
 
 
 def check_pair_choice(pair: Any) -> None:
