@@ -53,8 +53,12 @@ def test_installed_beside_hugging_face_datasets_both_import(wheel, tmp_path):
     # environment, after the fresh one's own site-packages; its .pth files (the editable jingle
     # of this checkout among them) are not run, so only the installed wheel can answer `jingle`
     (site / "test_environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
-                    "--no-index", str(wheel)], check=True, capture_output=True, text=True, timeout=300)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    # --ignore-installed: the test environment's own (editable) jingle is visible through the
+    # .pth above and would otherwise count as already installed
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", "--ignore-installed",
+                    "--no-index", str(wheel)], check=True, capture_output=True, text=True, timeout=300, env=env)
+    assert (site / "jingle" / "__init__.py").exists()
     assert not any((site / folder).exists() for folder in OWN_FOLDERS)
 
     probe = textwrap.dedent("""
@@ -64,7 +68,6 @@ def test_installed_beside_hugging_face_datasets_both_import(wheel, tmp_path):
         print(jingle.datasets.audio.__file__)
         print(jingle.__path__)
     """)
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     result = subprocess.run([str(python), "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
