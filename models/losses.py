@@ -206,7 +206,7 @@ class LossWeights:
             correlation with the input, and an arrangement's loudness follows the input's
             rhythm (the rendered arrangements: 0.7-0.8, cost ~1.5), so at 0.5 it fights the
             reconstruction's rhythm half; 0.1 keeps it as a brake on copying
-            (bench/fusion_quality.py, README).
+            (bench/fusion_quality.py, docs/benchmarks.md).
         gan_weight: 0.0, off: the GAN is optional (note 004); 0.01 when on, so it refines
             quality without dominating.
         shuffle_targets: pair each input with another example's target in training (the
@@ -218,7 +218,7 @@ class LossWeights:
             loss starts with a reconstruction term; without one nothing asks the output
             for either source's part (a previous model met the other terms with
             decorrelated bursts of near-silence). Chosen by hand with
-            bench/fusion_quality.py (README: Fusion quality): 5 and 10 did alike and
+            bench/fusion_quality.py (docs/benchmarks.md: Fusion quality): 5 and 10 did alike and
             best, 1 left the model at noise under the input's loudness.
         teacher_weight: 0.0, off: the spectral loss (``spectral``'s, multi-resolution) of
             the output against the pair's reference arrangement, on the rows that have one
@@ -230,7 +230,7 @@ class LossWeights:
             output's onsets on the target's partials follow the input's onsets, and little
             of its onset strength rises off those partials. The reconstruction's rhythm half
             credits a broadband burst on a hit as fully as a note starting there; this term
-            does not (bench/fusion_quality.py, README: Fusion quality).
+            does not (bench/fusion_quality.py, docs/benchmarks.md: Fusion quality).
     """
 
     loss_weight_spectral: float = 0.01

@@ -68,7 +68,7 @@ class MaskingConfig:
             recommended first try, but it hides the target's chords in half the segments
             while the objective asks for them everywhere: a demo-size model trained with
             it settled on noise in the target's average spectrum (held-out harmony near
-            0; bench/fusion_quality.py, README: Fusion quality). Masking stays a setting
+            0; bench/fusion_quality.py, docs/benchmarks.md: Fusion quality). Masking stays a setting
             to search (``jingle tune``).
         temporal_segment: frames per temporal segment (temporal, hybrid), >= 1.
         fade_frames: cross-fade length at each segment boundary, 0 <= fade < segment.

@@ -204,7 +204,7 @@ def pointer_demo(args: argparse.Namespace, out: Path, lines: list[str], training
         lines.append(f"  conformed ({method:<7})  {edl}, {edl.with_suffix('.png')} ({len(conformed.edl)} segments, "
                      f"{accuracy:.0%} of edit frames within ±2 frames of the truth)")
     lines.append(f"  (the demo trains the pointer network for {trained.step} steps, about a minute; "
-                 f"bench/pointer.py trains it longer for the README's figures)")
+                 f"bench/pointer.py trains it longer for the figures in docs/benchmarks.md)")
 
 
 ENTRY_POINT = EntryPoint(PROG, __doc__, add_arguments, command)

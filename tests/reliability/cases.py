@@ -1,5 +1,5 @@
 """Every fault, bad input and hostile neighbour the project answers for, and the tests that
-show it (the README's "Reliability and security" table has one row per case).
+show it (the table in docs/reliability.md has one row per case).
 
 Tests under ``tests/reliability/`` are the cases this table gained with issue 19; the rest
 live beside the feature they exercise. ``tests/conftest.py`` marks all of them
