@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jingle.core.config import fail
+
 # Rows of the score matrix computed and scanned at a time: a block is [N, R] float32, so
 # 256 rows of a 10-minute recording (30k frames) are 31 MB.
 DEFAULT_BLOCK_ROWS = 256
@@ -64,15 +66,15 @@ class AlignmentConfig:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.jump_penalty) and self.jump_penalty >= 0):
-            raise ValueError(f"jump_penalty must be a finite number >= 0, got {self.jump_penalty}")
+            fail("jump_penalty", f"must be a finite number >= 0, got {self.jump_penalty}")
         if not (math.isfinite(self.stay_penalty) and self.stay_penalty >= 0):
-            raise ValueError(f"stay_penalty must be a finite number >= 0, got {self.stay_penalty}")
+            fail("stay_penalty", f"must be a finite number >= 0, got {self.stay_penalty}")
         if self.confidence_radius < 0:
-            raise ValueError(f"confidence_radius must be >= 0 frames, got {self.confidence_radius}")
+            fail("confidence_radius", f"must be >= 0 frames, got {self.confidence_radius}")
         if not self.temperature > 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
+            fail("temperature", f"must be positive, got {self.temperature}")
         if self.block_rows < 1:
-            raise ValueError(f"block_rows must be at least 1, got {self.block_rows}")
+            fail("block_rows", f"must be at least 1, got {self.block_rows}")
 
 
 @dataclass

@@ -25,6 +25,7 @@ from typing import Iterable, Iterator, NamedTuple
 import numpy as np
 import soundfile
 
+from jingle.core.config import fail
 from jingle.datasets.resampling import StreamingResampler, resampled_length
 
 # File frames read at a time: what a reader holds besides its output (6 s at 44.1 kHz).
@@ -305,14 +306,14 @@ class Segmenting:
 
     def __post_init__(self) -> None:
         if not self.segment_seconds > 0:
-            raise ValueError(f"segment_seconds must be positive, got {self.segment_seconds}")
+            fail("segment_seconds", f"must be positive, got {self.segment_seconds}")
         if self.hop_seconds is not None and not 0 < self.hop_seconds:
-            raise ValueError(f"hop_seconds must be positive, got {self.hop_seconds}")
+            fail("hop_seconds", f"must be positive, got {self.hop_seconds}")
         if self.tail not in TAIL_POLICIES:
-            raise ValueError(f"tail must be one of {TAIL_POLICIES}, got {self.tail!r}")
+            fail("tail", f"must be one of {TAIL_POLICIES}, got {self.tail!r}")
         if self.min_tail_seconds is not None and not 0 < self.min_tail_seconds <= self.segment_seconds:
-            raise ValueError(
-                f"min_tail_seconds must be in (0, segment_seconds={self.segment_seconds}], got {self.min_tail_seconds}"
+            fail("min_tail_seconds",
+                f"must be in (0, segment_seconds={self.segment_seconds}], got {self.min_tail_seconds}"
             )
 
     @property

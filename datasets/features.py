@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from jingle.core.config import config_from_dict
+from jingle.core.config import config_from_dict, fail
 from jingle.models.codecs import MelCodec, MelCodecConfig
 
 
@@ -45,7 +45,7 @@ class MelFeatures:
         if self.sample_rate <= 0 or self.hop_length <= 0 or self.n_mels <= 0:
             raise ValueError(f"sample_rate, hop_length and n_mels must be positive, got {self}")
         if self.n_fft < self.hop_length:
-            raise ValueError(f"n_fft ({self.n_fft}) must be at least hop_length ({self.hop_length})")
+            fail("n_fft", f"({self.n_fft}) must be at least hop_length ({self.hop_length})")
 
     @property
     def frame_rate(self) -> float:

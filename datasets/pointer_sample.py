@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from jingle.core.config import fail
+
 # The models' convention (``models.pointer.PADDED_POINTER``): a negative pointer is padding.
 PADDED_POINTER = -1
 
@@ -52,17 +54,17 @@ class PointerSample:
             if mel.ndim != 2 or mel.dtype != torch.float32:
                 raise ValueError(f"{name} must be a [M, T] float32 tensor, got {tuple(mel.shape)} {mel.dtype}")
         if self.raw_mel.shape[0] != self.edit_mel.shape[0]:
-            raise ValueError(f"raw_mel and edit_mel mel bins differ: {self.raw_mel.shape[0]} != {self.edit_mel.shape[0]}")
+            fail("raw_mel", f"and edit_mel mel bins differ: {self.raw_mel.shape[0]} != {self.edit_mel.shape[0]}")
         edit_frames = self.edit_mel.shape[1]
         pointers, weights = self.pointers, self.weights
         if pointers.shape != (edit_frames,) or pointers.dtype != torch.int64:
-            raise ValueError(f"pointers must be [T_edit={edit_frames}] int64, got {tuple(pointers.shape)} {pointers.dtype}")
+            fail("pointers", f"must be [T_edit={edit_frames}] int64, got {tuple(pointers.shape)} {pointers.dtype}")
         if edit_frames:
             lowest, highest = int(pointers.min()), int(pointers.max())
             if lowest < 0 or highest >= self.raw_frames:
-                raise ValueError(f"pointers must lie in [0, {self.raw_frames}), got [{lowest}, {highest}]")
+                fail("pointers", f"must lie in [0, {self.raw_frames}), got [{lowest}, {highest}]")
         if weights is not None and (weights.shape != (edit_frames,) or weights.dtype != torch.float32):
-            raise ValueError(f"weights must be [T_edit={edit_frames}] float32, got {tuple(weights.shape)} {weights.dtype}")
+            fail("weights", f"must be [T_edit={edit_frames}] float32, got {tuple(weights.shape)} {weights.dtype}")
 
     @property
     def mel_bins(self) -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jingle.core.config import fail
 from jingle.datasets.audio import write_wav
 
 # (sample rate, channels, soundfile subtype): the corpus mixes formats on purpose, so
@@ -318,7 +319,7 @@ class CorpusSpec:
 
     def __post_init__(self) -> None:
         if self.style not in STYLES:
-            raise ValueError(f"style must be one of {sorted(STYLES)}, got {self.style!r}")
+            fail("style", f"must be one of {sorted(STYLES)}, got {self.style!r}")
 
 
 @dataclass(frozen=True, eq=False)

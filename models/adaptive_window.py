@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jingle.core.config import config_from_dict
+from jingle.core.config import config_from_dict, fail, require_int
 from jingle.models.compositional import CompositionalConfig, CompositionalCreativeAgent, CompositionalOutput
 
 SELECTION_OUTPUTS = ("start_input", "start_target", "ratio_input", "ratio_target", "tonality_strength")
@@ -97,26 +97,24 @@ class AdaptiveWindowConfig:
         if isinstance(self.compositional, Mapping):
             object.__setattr__(self, "compositional", CompositionalConfig.from_dict(self.compositional))
         if not isinstance(self.compositional, CompositionalConfig):
-            raise ValueError(f"compositional must be a CompositionalConfig or a dict, got {self.compositional!r}")
+            fail("compositional", f"must be a CompositionalConfig or a dict, got {self.compositional!r}")
         if isinstance(self.selector_hidden_dims, (list, tuple)):
             object.__setattr__(self, "selector_hidden_dims", tuple(self.selector_hidden_dims))
         else:
-            raise ValueError(f"selector_hidden_dims must be a list of widths, got {self.selector_hidden_dims!r}")
+            fail("selector_hidden_dims", f"must be a list of widths, got {self.selector_hidden_dims!r}")
         for name in ("latent_dim", "window_frames", "num_pairs", "pooled_steps", "tonality_kernel_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            require_int(name, getattr(self, name), minimum=1)
         if not self.selector_hidden_dims or any(not isinstance(w, int) or w <= 0 for w in self.selector_hidden_dims):
-            raise ValueError(f"selector_hidden_dims must be positive integers, got {list(self.selector_hidden_dims)}")
+            fail("selector_hidden_dims", f"must be positive integers, got {list(self.selector_hidden_dims)}")
         if self.tonality_kernel_size % 2 == 0:
-            raise ValueError(f"tonality_kernel_size must be odd to keep the frame count, got {self.tonality_kernel_size}")
+            fail("tonality_kernel_size", f"must be odd to keep the frame count, got {self.tonality_kernel_size}")
         if not self.max_ratio >= 1.0:
-            raise ValueError(f"max_ratio must be at least 1.0, got {self.max_ratio}")
+            fail("max_ratio", f"must be at least 1.0, got {self.max_ratio}")
         if not 0.0 < self.initial_strength < 1.0:
-            raise ValueError(f"initial_strength must be in (0, 1) (a sigmoid's range), got {self.initial_strength}")
+            fail("initial_strength", f"must be in (0, 1) (a sigmoid's range), got {self.initial_strength}")
         if self.compositional.latent_dim != self.latent_dim:
-            raise ValueError(
-                f"compositional.latent_dim ({self.compositional.latent_dim}) must equal latent_dim ({self.latent_dim})"
+            fail("compositional.latent_dim",
+                f"({self.compositional.latent_dim}) must equal latent_dim ({self.latent_dim})"
             )
 
     @property

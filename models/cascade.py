@@ -54,7 +54,7 @@ from torch import nn
 
 from jingle.models.adaptive_window import AdaptiveWindowConfig, AdaptiveWindowCreativeAgent
 from jingle.models.blocks import FrameTransformer
-from jingle.core.config import config_from_dict
+from jingle.core.config import config_from_dict, fail, require_int
 from jingle.models.compositional import COMPONENT_NAMES, CompositionalConfig, CompositionalCreativeAgent
 from jingle.models.losses import NoveltyTerms, novelty_loss
 
@@ -106,28 +106,26 @@ class CascadeConfig:
         window = {**window, "latent_dim": self.latent_dim, "compositional": compositional}
         object.__setattr__(self, "adaptive_window", AdaptiveWindowConfig.from_dict(window))
         for name in ("latent_dim", "model_dim", "heads", "layers_per_stage", "feedforward_dim"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            require_int(name, getattr(self, name), minimum=1)
         if self.model_dim % self.heads:
-            raise ValueError(f"model_dim ({self.model_dim}) must be divisible by heads ({self.heads})")
+            fail("model_dim", f"({self.model_dim}) must be divisible by heads ({self.heads})")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            fail("dropout", f"must be in [0, 1), got {self.dropout}")
         if self.agent not in AGENTS:
-            raise ValueError(f"agent must be one of {AGENTS}, got {self.agent!r}")
+            fail("agent", f"must be one of {AGENTS}, got {self.agent!r}")
         if self.num_stages not in (1, 2):
-            raise ValueError(f"num_stages must be 1 or 2, got {self.num_stages!r}")
+            fail("num_stages", f"must be 1 or 2, got {self.num_stages!r}")
         if (self.num_stages == 1) != (self.agent == "none"):
             raise ValueError(
                 f"num_stages={self.num_stages} needs agent={'none' if self.num_stages == 1 else 'compositional or adaptive_window'}, "
                 f"got agent={self.agent!r}"
             )
         if not self.anti_cheating >= 0.0:
-            raise ValueError(f"anti_cheating must be non-negative, got {self.anti_cheating}")
+            fail("anti_cheating", f"must be non-negative, got {self.anti_cheating}")
         if not isinstance(self.target_skip, bool):
-            raise ValueError(f"target_skip must be true or false, got {self.target_skip!r}")
+            fail("target_skip", f"must be true or false, got {self.target_skip!r}")
         if self.target_skip and self.agent == "adaptive_window":
-            raise ValueError("target_skip works with the compositional agent and the single stage, not adaptive_window "
+            fail("target_skip", "works with the compositional agent and the single stage, not adaptive_window "
                              "(its outputs are windows, not the target's frames)")
 
     @property

@@ -30,6 +30,8 @@ import torch
 import torchaudio
 from torch import nn
 
+from jingle.core.config import fail
+
 
 class CodecUnavailable(RuntimeError):
     """A codec cannot be built (missing or wrong weights); the message says what to do."""
@@ -135,11 +137,11 @@ class MelCodecConfig:
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0 or self.hop_length <= 0:
-            raise ValueError(f"sample_rate and hop_length must be positive, got {self}")
+            fail("sample_rate", f"and hop_length must be positive, got {self}")
         if self.n_fft < self.hop_length:
-            raise ValueError(f"n_fft ({self.n_fft}) must be at least hop_length ({self.hop_length})")
+            fail("n_fft", f"({self.n_fft}) must be at least hop_length ({self.hop_length})")
         if self.n_mels <= 0 or self.log_floor <= 0:
-            raise ValueError(f"n_mels and log_floor must be positive, got {self}")
+            fail("n_mels", f"and log_floor must be positive, got {self}")
 
 
 class MelCodec(Codec):

@@ -41,7 +41,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from jingle.core.config import config_from_dict
+from jingle.core.config import config_from_dict, fail, require_int
 from jingle.models.blocks import FrameTransformer
 from jingle.models.losses import NoveltyTerms, novelty_loss
 
@@ -87,17 +87,15 @@ class CompositionalConfig:
 
     def __post_init__(self) -> None:
         for name in ("latent_dim", "component_dim", "model_dim", "heads", "layers", "feedforward_dim", "selector_hidden_dim"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            require_int(name, getattr(self, name), minimum=1)
         if self.model_dim % self.heads:
-            raise ValueError(f"model_dim ({self.model_dim}) must be divisible by heads ({self.heads})")
+            fail("model_dim", f"({self.model_dim}) must be divisible by heads ({self.heads})")
         if self.model_dim % 2:
-            raise ValueError(f"model_dim must be even for the sinusoidal positional encoding, got {self.model_dim}")
+            fail("model_dim", f"must be even for the sinusoidal positional encoding, got {self.model_dim}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            fail("dropout", f"must be in [0, 1), got {self.dropout}")
         if not -1.0 <= self.novelty_threshold <= 1.0:
-            raise ValueError(f"novelty_threshold is a cosine similarity in [-1, 1], got {self.novelty_threshold}")
+            fail("novelty_threshold", f"is a cosine similarity in [-1, 1], got {self.novelty_threshold}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -52,6 +52,8 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
+from jingle.core.config import fail, require_number
+
 STRATEGIES = ("none", "temporal", "frequency", "spectral", "energy", "hybrid")
 
 DEFAULT_FRAME_RATE = 75.0  # frames/s the frame defaults below are meant for
@@ -87,23 +89,19 @@ class MaskingConfig:
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+            fail("strategy", f"must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         for name in ("temporal_segment", "fade_frames"):
             value = getattr(self, name)
             # bool is an int to Python, but a True segment length is a mistake, not 1
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ValueError(f"{name} must be a whole number of frames, got {value!r}")
         if self.temporal_segment < 1:
-            raise ValueError(f"temporal_segment must be at least 1 frame, got {self.temporal_segment!r}")
+            fail("temporal_segment", f"must be at least 1 frame, got {self.temporal_segment!r}")
         if not 0 <= self.fade_frames < self.temporal_segment:
-            raise ValueError(
-                f"fade_frames must be at least 0 and smaller than temporal_segment ({self.temporal_segment}), "
-                f"got {self.fade_frames!r}"
-            )
-        for name in ("freq_split", "channel_keep", "energy_threshold"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-                raise ValueError(f"{name} must be a fraction strictly between 0 and 1, got {value!r}")
+            fail("fade_frames", f"must be at least 0 and smaller than temporal_segment ({self.temporal_segment}), "
+                                f"got {self.fade_frames!r}")
+        for name in ("freq_split", "channel_keep", "energy_threshold"):  # fractions strictly between 0 and 1
+            require_number(name, getattr(self, name), minimum=0, maximum=1, open_minimum=True, open_maximum=True)
 
     @classmethod
     def for_frame_rate(

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 import torch
 
+from jingle.core.config import fail
 from jingle.core.storage import Location
 from jingle.models.checkpoints import TrainingState, load_state, save_state
 
@@ -44,7 +45,7 @@ class Selection:
 
     def __post_init__(self) -> None:
         if self.mode not in ("min", "max"):
-            raise ValueError(f"selection mode must be 'min' or 'max', got {self.mode!r}")
+            fail("selection", f"mode must be 'min' or 'max', got {self.mode!r}")
 
     @property
     def worst(self) -> float:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from jingle.core.config import ConfigError, SectionedConfig, TrainingConfig, config_from_dict
+from jingle.core.config import ConfigError, SectionedConfig, TrainingConfig, config_from_dict, fail, require_int
 from jingle.datasets.alignment import AlignmentConfig
 from jingle.datasets.augmentation_config import AugmentationConfig
 from jingle.datasets.features import MelFeatures
@@ -51,11 +51,9 @@ class PointerDataConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_edit_frames", "max_raw_frames", "bucket_batches", "repeats_per_epoch"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            require_int(name, getattr(self, name), minimum=1)
         if not 0 <= self.min_confidence <= 1:
-            raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence!r}")
+            fail("min_confidence", f"must be in [0, 1], got {self.min_confidence!r}")
 
 
 @dataclass(frozen=True)
