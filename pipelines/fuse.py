@@ -51,7 +51,7 @@ from jingle.pipelines.fusion_inference import (
     probe_source,
 )
 
-from jingle.pipelines.run_spec import EvaluateFusionSpec, FuseSpec, spec_from_args
+from jingle.pipelines.run_spec import EvaluateFusionSpec, FuseSpec, FusingSpec, spec_from_args
 
 PROG = "jingle fuse"
 
@@ -301,7 +301,7 @@ def plan_batch(source: str, out_dir: Location, *, flag: str) -> BatchPlan:
 
 def fuse_batch(
     plan: BatchPlan,
-    spec: FuseSpec | EvaluateFusionSpec,
+    spec: FusingSpec,
     out_dir: Location,
     *,
     evaluation_dir: Location | None = None,

@@ -329,16 +329,11 @@ def check_pair_choice(pair: Any) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class FuseSpec:
-    """One ``jingle fuse``: a pair (``input``, ``target`` -> ``output``) or a folder
-    (``batch`` -> ``out``), with a fusion checkpoint; the fields are the command's flags."""
+class FusingSpec:
+    """What every command that fuses with a fusion checkpoint states (``jingle fuse``, ``jingle
+    evaluate fusion --checkpoint``): the codec's weights, the adaptive agent's window pair
+    (best, mean or an index), the device, the Ray actors of a folder, the local Ray's CPUs."""
 
-    checkpoint: str
-    input: str | None = None
-    target: str | None = None
-    output: str | None = None
-    batch: str | None = None
-    out: str | None = None
     codec_checkpoint: str | None = None
     pair: str | int = "best"
     device: str | None = None
@@ -353,7 +348,20 @@ class FuseSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvaluateFusionSpec:
+class FuseSpec(FusingSpec):
+    """One ``jingle fuse``: a pair (``input``, ``target`` -> ``output``) or a folder
+    (``batch`` -> ``out``), with a fusion checkpoint; the fields are the command's flags."""
+
+    checkpoint: str
+    input: str | None = None
+    target: str | None = None
+    output: str | None = None
+    batch: str | None = None
+    out: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluateFusionSpec(FusingSpec):
     """One ``jingle evaluate fusion``: given files (``files``: input, target, outputs...) or
     a checkpoint fused over ``pairs`` and scored; the fields are the command's flags."""
 
@@ -364,19 +372,11 @@ class EvaluateFusionSpec:
     compare: tuple[str, ...] = ()  # NAME=FOLDER
     arrangement: str | None = None
     arrangements: str | None = None
-    codec_checkpoint: str | None = None
-    pair: str | int = "best"
-    device: str | None = None
-    actors: int | None = None
-    num_cpus: int | None = None
-    debug: bool = False
 
     def __post_init__(self):
+        super().__post_init__()
         object.__setattr__(self, "files", tuple(map(str, self.files)))
         object.__setattr__(self, "compare", tuple(self.compare))
-        check_pair_choice(self.pair)
-        if self.device is not None:
-            check_choice("--device", self.device, ("cpu", "cuda"))
 
 
 @dataclass(frozen=True, kw_only=True)
