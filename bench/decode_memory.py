@@ -63,20 +63,25 @@ ROLES = ("input", "target")
 WINDOWS_PER_BATCH = 8  # fusion_preprocess._WINDOWS_PER_BLOCK: the rows of one decoded batch
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--minutes", type=float, nargs="+", default=[20 / 60, 20.0, 120.0], help="recording lengths")
     parser.add_argument("--baseline-up-to", type=float, default=120.0, metavar="MINUTES",
                         help="measure the whole-file baseline only for recordings up to this long")
     parser.add_argument("--codec", default="mel", choices=["mel", "encodec_24khz"])
     parser.add_argument("--segment-seconds", type=float, default=16.0)
-    parser.add_argument("--work", type=Path, default=None, help="where the temporary WAVs go (default: the system's temp folder)")
+    parser.add_argument("--work", type=Path, default=None, help="where the temporary WAVs and results.json go (default: the WAVs in the system's temp folder, no results.json)")
     parser.add_argument("--smoke", action="store_true", help="pairs of 3 s and 12 s with 1 s windows: checks that it runs")
     # one measurement in this process (what the parent runs in a fresh subprocess)
     parser.add_argument("--child", choices=["streamed", "whole", "floor"], help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
     parser.add_argument("--codec-checkpoint", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.smoke:
         args.minutes, args.segment_seconds = [0.05, 0.2], 1.0
@@ -102,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{'added: streamed':>15}  {'whole':>7}  {'rows':>5}  {'same rows':>9}  {'wall s (streamed, whole)':>24}")
     print(header)
     started = time.perf_counter()
+    lengths = []
     for minutes in args.minutes:
         with tempfile.TemporaryDirectory(prefix="decode-memory-", dir=work) as folder:
             pair = {role: Path(folder) / f"{role}.wav" for role in ROLES}
@@ -110,7 +116,12 @@ def main(argv: list[str] | None = None) -> int:
             streamed = run_child("streamed", pair, common)
             whole = run_child("whole", pair, common) if minutes <= args.baseline_up_to else None
         print(row(minutes, streamed, whole, floor), flush=True)
+        lengths.append({"minutes": minutes, "streamed_mb": streamed["peak_rss_mb"], "whole_mb": whole["peak_rss_mb"] if whole else None,
+                        "same_rows": whole["rows_sha256"] == streamed["rows_sha256"] if whole else None, "rows": streamed["rows"]})
     print(f"total wall {time.perf_counter() - started:.0f} s")
+    results = {"codec": args.codec, "floor_mb": floor["peak_rss_mb"], "lengths": lengths}
+    if args.work:
+        (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

@@ -86,7 +86,7 @@ def train(model: str, shards: Path, storage: Path, workers: int, overrides: dict
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--out", default=None, help="work folder (default: a temporary one)")
     parser.add_argument("--workers", type=int, default=2)
@@ -94,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny corpora, one epoch (the test suite's run; no figures)")
     parser.add_argument("--json", default=None, help="also write the results here")
     add_ray_address_argument(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     machine = describe_machine()
     start_ray(args.ray_address)

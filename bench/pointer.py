@@ -64,7 +64,7 @@ TRAINING_BUDGET_SECONDS = 600
 HEAVY = 6.0
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="bench/pointer.py", description=__doc__.strip().splitlines()[0])
     parser.add_argument("--work", default="bench-pointer", help="folder for corpora, shards, runs and results.json")
     parser.add_argument("--config", default=str(REPO / "configs/pointer/mini.json"), help="conform training config (default: mini.json)")
@@ -78,6 +78,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip", action="append", default=[], choices=("conform", "edit"), help="leave a part out")
     parser.add_argument("--smoke", action="store_true", help="a few short pairs, one epoch: checks that it runs")
     add_ray_address_argument(parser)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.smoke:
         args.train_pairs, args.test_pairs, args.edit_train_pairs, args.seconds = 4, 2, 3, 8.0

@@ -47,13 +47,18 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, subprocess.Co
     return time.perf_counter() - started, result
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--pairs", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--work", default="out/bench-schedule")
     parser.add_argument("--smoke", action="store_true", help="20 pairs: checks that it runs")
     add_ray_address_argument(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.smoke:
         args.pairs = 20
