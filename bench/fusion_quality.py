@@ -45,8 +45,8 @@ import numpy as np
 
 from bench.machine import add_ray_address_argument, describe_machine, start_ray
 from jingle.datasets.synth import CorpusSpec, write_fusion_corpus
-from jingle.models.arrangement import SCORE_FIGURES
-from jingle.models.shortcuts import ALL_SHORTCUTS
+from jingle.evaluation.arrangement import SCORE_FIGURES
+from jingle.evaluation.shortcuts import ALL_SHORTCUTS
 from jingle.pipelines import evaluate_fusion, preprocess_fusion, train_fusion
 from jingle.pipelines.run_spec import parse_overrides
 
@@ -102,7 +102,7 @@ def parse_variants(values: list[str], overrides: list[str]) -> dict[str, list[st
     return variants
 
 
-# the note figures beside the score's parts (models/notes.py)
+# the note figures beside the score's parts (evaluation/notes.py)
 NOTE_FIGURES = ("note_onset_f1", "pitch_class_precision", "pitch_class_recall", "notes_per_second")
 COLUMNS = ("score", *SCORE_FIGURES, *NOTE_FIGURES)
 SHORT_NAMES = {"note_onset_f1": "onset F1", "pitch_class_precision": "pc prec", "pitch_class_recall": "pc recall",

@@ -34,7 +34,7 @@ from jingle.datasets.edits import make_conform_pair, write_pointer_corpus  # noq
 from jingle.datasets.synth import CorpusSpec, write_fusion_corpus  # noqa: E402
 from jingle.pipelines import preprocess_fusion, preprocess_pointer, train_fusion, train_pointer  # noqa: E402
 from jingle.pipelines.demo import SEGMENT_SECONDS  # noqa: E402
-from jingle.pipelines.pointer_config import PointerTrainConfig  # noqa: E402
+from jingle.training.pointer_config import PointerTrainConfig  # noqa: E402
 
 CONFIGS = {"fusion": REPO_ROOT / "configs" / "demo.json", "pointer": REPO_ROOT / "configs" / "pointer" / "demo.json"}
 # Streamed, every pass over the pointer rows is a Ray Data read: the baseline runs the

@@ -52,7 +52,7 @@ from jingle.models.pointer_decoding import generate_edit
 from jingle.pipelines import preprocess_pointer, train_pointer
 from jingle.pipelines.common import OneLineParser
 from jingle.pipelines.conform import NETWORK_JUMP_PENALTY, conform_with_network
-from jingle.pipelines.pointer_config import PointerTrainConfig
+from jingle.training.pointer_config import PointerTrainConfig
 from jingle.pipelines.pointer_inference import load_pointer
 from jingle.pipelines.run_spec import parse_overrides
 

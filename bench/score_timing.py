@@ -3,7 +3,7 @@
     python bench/score_timing.py [--clips 8] [--seconds 16] [--threads 1] [--work DIR]
 
 Generated arrangements (``datasets/synth.py``) of ``--seconds``, scored as ``jingle
-evaluate fusion`` scores an output (``models/arrangement.py: score_output`` against
+evaluate fusion`` scores an output (``evaluation/arrangement.py: score_output`` against
 analysed sources), after one warm-up clip (imports, the ONNX session, librosa's first
 calls). Printed per clip (median over ``--clips``): the transcription alone (Basic Pitch
 through onnxruntime, ``--threads`` intra-op threads: a training worker's validation runs
@@ -30,8 +30,8 @@ import numpy as np
 
 from bench.machine import describe_machine
 from jingle.datasets.synth import CorpusSpec, generate_pair
-from jingle.models import transcription
-from jingle.models.arrangement import analyse_sources, score_output
+from jingle.evaluation import transcription
+from jingle.evaluation.arrangement import analyse_sources, score_output
 
 
 def build_parser() -> argparse.ArgumentParser:

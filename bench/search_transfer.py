@@ -17,7 +17,7 @@ real ``jingle tune fusion``, on the same space, sample count and seed (ASHA), ra
   scored (``validation.score_segments`` = their count, interleaved over the pairs).
 
 For each search, every trial's best checkpoint (``trials.csv``) is fused and scored on the
-test pairs (``models/arrangement.py``'s score against the test sources), and the Spearman
+test pairs (``evaluation/arrangement.py``'s score against the test sources), and the Spearman
 rank correlation between the trials' ``val_score`` and their test scores is printed (aim:
 >= 0.7). Then ``configs``' default and each search's ``best_config.json`` are trained in
 full (``--full-epochs``, the same seed, each validated on the validation folder) and scored
@@ -62,7 +62,7 @@ class TestPairs:
 
     def __init__(self, folder: Path, sample_rate: int) -> None:
         from jingle.datasets.audio import read_mono
-        from jingle.models.arrangement import analyse_sources
+        from jingle.evaluation.arrangement import analyse_sources
 
         self.sample_rate = sample_rate
         self.pairs = []
@@ -73,7 +73,7 @@ class TestPairs:
             self.pairs.append((input_audio[:length], target_audio[:length], analyse_sources(input_audio[:length], target_audio[:length], sample_rate)))
 
     def score(self, checkpoint: str) -> dict[str, float]:
-        from jingle.models.arrangement import score_output
+        from jingle.evaluation.arrangement import score_output
         from jingle.pipelines.fusion_inference import fuse_audio, load_fusion_checkpoint
 
         loaded = load_fusion_checkpoint(checkpoint, device="cpu")

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-WORK = "{work}"  # stands for the benchmark's own work folder in an argument list
+WORK = "{work}"  # stands for the benchmark's own work folder in an argument (alone or in a path)
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Benchmark:
     def arguments(self, *, quick: bool, work: str) -> list[str]:
         chosen = self.quick if quick else self.full
         assert chosen is not None, f"{self.name} is not part of --quick"
-        return [work if argument == WORK else argument for argument in chosen]
+        return [argument.replace(WORK, work) for argument in chosen]
 
 
 # ------------------------------------------------------------------ figures
@@ -103,7 +103,7 @@ def overhead_figures(results: dict) -> list[Figure]:
 
 
 def fusion_quality_figures(results: dict) -> list[Figure]:
-    from jingle.models.shortcuts import ALL_SHORTCUTS
+    from jingle.evaluation.shortcuts import ALL_SHORTCUTS
 
     means = results["means"]
     model, arrangement = means["model"], means["arrangement"]
@@ -193,7 +193,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
                      "--work", WORK),
               figures=tune_figures),
     Benchmark("pointer", "pointer.py", "the pointer network's conform against alignment, and its edits against the unedited recording",
-              full=("--work", WORK), quick=("--smoke", "--work", WORK), figures=pointer_figures),
+              full=("--work", WORK), quick=("--smoke", "--skip", "edit", "--work", WORK), figures=pointer_figures),
     Benchmark("schedule", "schedule.py", "a scheduled preprocessing run with nothing to do against the first run",
               full=("--work", WORK), quick=None, figures=schedule_figures),
     Benchmark("score timing", "score_timing.py", "what hearing notes adds to the arrangement score's time",

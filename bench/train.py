@@ -65,12 +65,12 @@ from jingle.datasets.shards import latents_to_numpy, shard_paths
 from bench.machine import add_ray_address_argument, describe_machine, start_ray
 from bench.train_data import CODEC, StepPlan, make_shards, plan_data
 from jingle.models.cascade import build_fusion_model
-from jingle.models.checkpoints import load_state
+from jingle.training.checkpoints import load_state
 from jingle.models.codecs import build_codec
 from jingle.core.config import ConfigError
-from jingle.models.fusion_config import FusionTrainConfig
-from jingle.models.fusion_training import FusionObjective, train_step
-from jingle.models.optimization import build_optimizer, build_scheduler
+from jingle.training.fusion_config import FusionTrainConfig
+from jingle.training.fusion_training import FusionObjective, train_step
+from jingle.training.optimization import build_optimizer, build_scheduler
 from jingle.pipelines import train_fusion
 from jingle.pipelines.common import OneLineParser
 from jingle.pipelines.shard_data import ShardData, split_pair_ids

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from jingle.datasets.synth import CorpusSpec, write_fusion_corpus
-from jingle.models.fusion_config import FusionTrainConfig
+from jingle.training.fusion_config import FusionTrainConfig
 from jingle.pipelines import preprocess_fusion
 from jingle.pipelines.shard_data import split_pair_ids
 

@@ -1,7 +1,7 @@
 """jingle: a Ray pipeline that trains a fusion model and a pointer network on codec latents.
 
 The code lives in the repository's top-level folders (``core/``, ``datasets/``, ``models/``,
-``pipelines/``) and installs under this one namespace (``jingle.models``, ``jingle.datasets``,
+``training/``, ``evaluation/``, ``pipelines/``) and installs under this one namespace (``jingle.models``, ``jingle.datasets``,
 ...; setuptools' package mapping in ``pyproject.toml``), so that nothing named ``datasets`` or
 ``models`` lands at the top of site-packages, where Hugging Face's ``datasets`` lives.
 

@@ -56,7 +56,7 @@ from jingle.models.adaptive_window import AdaptiveWindowConfig, AdaptiveWindowCr
 from jingle.models.blocks import FrameTransformer
 from jingle.core.config import config_from_dict, fail, require_int
 from jingle.models.compositional import COMPONENT_NAMES, CompositionalConfig, CompositionalCreativeAgent
-from jingle.models.losses import NoveltyTerms, novelty_loss
+from jingle.models.novelty import NoveltyTerms, novelty_loss
 
 AGENTS = ("none", "compositional", "adaptive_window")
 

@@ -43,7 +43,7 @@ from torch import nn
 
 from jingle.core.config import config_from_dict, fail, require_int
 from jingle.models.blocks import FrameTransformer
-from jingle.models.losses import NoveltyTerms, novelty_loss
+from jingle.models.novelty import NoveltyTerms, novelty_loss
 
 COMPONENT_NAMES = (
     "input_rhythm",

@@ -12,7 +12,7 @@ edit frame's *pointer*, an index into ``[0, Tr)``. One class, two modes, chosen 
 
 This file holds the config, the modules and the network. Decoding a trained network
 (conform log-probabilities, greedy or beam edit generation) is ``models/pointer_decoding.py``;
-its loss ``models/pointer_loss.py``; the padded batch it is trained on
+its loss ``training/pointer_loss.py``; the padded batch it is trained on
 ``datasets/pointer_sample.py`` (its tensors, as the arguments of ``forward``).
 
 Shape letters: B batch, M mel bins, D model width, Tr raw frames, Te edit frames.

@@ -21,7 +21,7 @@ from typing import Callable
 
 from jingle.datasets.audio import AudioError
 from jingle.datasets.pairs import InputError
-from jingle.models.checkpoints import CheckpointError
+from jingle.training.checkpoints import CheckpointError
 from jingle.models.codecs import CodecUnavailable
 from jingle.core.config import ConfigError
 from jingle.core.storage import StorageError, storage_environment

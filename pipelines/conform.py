@@ -25,7 +25,7 @@ import torch
 from jingle.datasets.alignment import align, edl_from_pointers, frame_confidence, viterbi
 from jingle.models.pointer_decoding import conform_log_probs
 from jingle.pipelines.common import EntryPoint, UsageError, add_common_arguments, local_device, reporting
-from jingle.pipelines.pointer_config import PointerTrainConfig
+from jingle.training.pointer_config import PointerTrainConfig
 from jingle.pipelines.pointer_inference import load_pointer, read_log_mel, write_json
 from jingle.pipelines.run_spec import ConformSpec, spec_from_args
 

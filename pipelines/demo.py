@@ -161,7 +161,7 @@ def pointer_demo(args: argparse.Namespace, out: Path, lines: list[str], training
     import numpy as np
 
     from jingle.datasets.edits import make_conform_pair, write_pointer_corpus
-    from jingle.pipelines.pointer_config import PointerTrainConfig
+    from jingle.training.pointer_config import PointerTrainConfig
 
     features = PointerTrainConfig.from_file(POINTER_DEMO_CONFIG).features
     corpus, held_out = out / "pointer-corpus", out / "pointer-held-out"

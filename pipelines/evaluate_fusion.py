@@ -17,9 +17,9 @@ or rendered one): each is scored as ``arrangement``, with the second form also a
 and its time-smeared copy is scored as the shortcut ``smeared_arrangement``.
 
 Both also score, in the same run, the shortcuts a loss can settle on
-(``models/shortcuts.py``), and write ``DIR/report.json``, ``DIR/report.md`` and one
+(``evaluation/shortcuts.py``), and write ``DIR/report.json``, ``DIR/report.md`` and one
 picture per pair in ``DIR/pictures/``. What the score and its figures measure:
-``models/arrangement.py`` and ``models/notes.py``. A bad or missing file stops the first
+``evaluation/arrangement.py`` and ``evaluation/notes.py``. A bad or missing file stops the first
 form with one line (exit 2); in the second, it fails its pair only, and the run stops
 (exit 2) if no pair is left.
 """
@@ -125,7 +125,7 @@ def evaluate_given_files(spec: EvaluateFusionSpec, folder: Path):
 def parse_compare(values: list[str]) -> dict[str, Path]:
     """``NAME=FOLDER`` flags -> {name: folder}; names distinct and not the model's, the
     arrangement's or a shortcut's."""
-    from jingle.models.shortcuts import ALL_SHORTCUTS
+    from jingle.evaluation.shortcuts import ALL_SHORTCUTS
 
     compare: dict[str, Path] = {}
     for value in values:

@@ -60,8 +60,8 @@ def notes_axis(axis, input_audio: np.ndarray, target_audio: np.ndarray, output_a
     bar per note, green where the target sounds its pitch class then, red where not) and
     the input's onsets (dotted lines): notes starting on the lines, in green, are an
     arrangement; bars spanning several lines, or red, are not."""
-    from jingle.models.notes import detect_onsets, pitch_class_roll
-    from jingle.models.transcription import FRAME_RATE, transcribe
+    from jingle.evaluation.notes import detect_onsets, pitch_class_roll
+    from jingle.evaluation.transcription import FRAME_RATE, transcribe
 
     target, output = transcribe(target_audio, sample_rate), transcribe(output_audio, sample_rate)
     frames = int(np.ceil(max(len(target_audio), len(output_audio)) / sample_rate * FRAME_RATE)) + 1

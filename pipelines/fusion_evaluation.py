@@ -2,9 +2,9 @@
 fusion`` writes (``pipelines/evaluate_fusion.py`` is its command line and Ray glue).
 
 Per pair, every output (a model's, another system's, a hand-made one) and the shortcuts
-a loss can settle on (``models/shortcuts.py``: copies, a mix, noise, the target under the
+a loss can settle on (``evaluation/shortcuts.py``: copies, a mix, noise, the target under the
 input's loudness, the target smeared and pulsing; with a reference arrangement, its
-smeared copy) are scored with the one fixed arrangement score (``models/pair_score.py``),
+smeared copy) are scored with the one fixed arrangement score (``evaluation/pair_score.py``),
 so a table shows at a glance whether an output beats doing nothing clever.
 ``DIR/report.json`` holds every figure; ``DIR/report.md`` a table per pair (and, for
 several pairs, the mean score and note figures per output); ``DIR/pictures/<pair>.png``
@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from jingle.datasets.audio import AudioError, read_mono
-from jingle.models.arrangement import ANALYSIS_SAMPLE_RATE, FRAME_RATE, HIGHER_IS_BETTER, SCORE_FIGURES, analyse_clip
-from jingle.models.pair_score import prepare_pair, score_pair
-from jingle.models.shortcuts import ALL_SHORTCUTS
+from jingle.evaluation.arrangement import ANALYSIS_SAMPLE_RATE, FRAME_RATE, HIGHER_IS_BETTER, SCORE_FIGURES, analyse_clip
+from jingle.evaluation.pair_score import prepare_pair, score_pair
+from jingle.evaluation.shortcuts import ALL_SHORTCUTS
 
 # Columns of the Markdown tables after the score: the six parts, the note figures' parts,
 # then note 003's measure.
@@ -167,7 +167,7 @@ def markdown_report(pairs: Sequence[PairEvaluation]) -> str:
         "# Arrangement scores",
         "",
         "Score: geometric mean of rhythm (from the input), harmony and timbre (from the target), newness and "
-        "movement, each in [0, 1]; higher is better (models/arrangement.py). Shortcuts are marked *.",
+        "movement, each in [0, 1]; higher is better (evaluation/arrangement.py). Shortcuts are marked *.",
         "",
     ]
     if len(pairs) > 1:

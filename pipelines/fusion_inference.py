@@ -44,9 +44,10 @@ import torch
 
 from jingle.datasets.audio import AudioError, limit_peak, probe, read_mono, write_wav
 from jingle.models.cascade import CascadeConfig, CascadeFusionModel, FusionOutput
-from jingle.models.checkpoints import CheckpointError, check_codec, load_trained
+from jingle.training.checkpoints import CheckpointError, check_codec, load_trained
 from jingle.models.codecs import Codec, build_codec
-from jingle.models.losses import ENVELOPE_PARTS, NoveltyTerms, envelope, pearson
+from jingle.models.novelty import NoveltyTerms
+from jingle.training.losses import ENVELOPE_PARTS, envelope, pearson
 from jingle.pipelines.figures import fusion_figure
 from jingle.pipelines.tasks import get_task
 

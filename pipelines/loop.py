@@ -26,7 +26,7 @@ import torch
 
 from jingle.core.config import fail
 from jingle.core.storage import Location
-from jingle.models.checkpoints import TrainingState, load_state, save_state
+from jingle.training.checkpoints import TrainingState, load_state, save_state
 
 VALIDATION_METRIC = "val_total"  # reported by every task; not necessarily what picks checkpoints
 

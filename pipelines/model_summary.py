@@ -83,7 +83,7 @@ def summary_table(config: CascadeConfig, depth: int) -> str:
 
 def pointer_summary_table(path: str | None, depth: int) -> str:
     from jingle.models.pointer import PointerConfig, PointerNetwork
-    from jingle.pipelines.pointer_config import PointerTrainConfig
+    from jingle.training.pointer_config import PointerTrainConfig
 
     config = PointerTrainConfig.from_file(path).model if path else PointerConfig()
     model = PointerNetwork(config)

@@ -14,7 +14,7 @@ import numpy as np
 
 from jingle.datasets.audio import read_mono
 from jingle.datasets.features import MelFeatures
-from jingle.models.checkpoints import CheckpointError, TrainedModel, load_trained
+from jingle.training.checkpoints import CheckpointError, TrainedModel, load_trained
 from jingle.pipelines.tasks import get_task
 
 

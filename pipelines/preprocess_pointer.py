@@ -18,7 +18,7 @@ from dataclasses import asdict
 from jingle.datasets.pairs import check_pointer_pairs, discover_pointer_pairs
 from jingle.datasets.shards import ShardStore
 from jingle.pipelines.common import EntryPoint, add_common_arguments, reporting
-from jingle.pipelines.pointer_config import PointerTrainConfig
+from jingle.training.pointer_config import PointerTrainConfig
 from jingle.pipelines.run_spec import PointerPreprocessSpec
 from jingle.pipelines.preprocess_fusion import Summary, add_store_arguments, preprocess_into_store, progress_printer
 

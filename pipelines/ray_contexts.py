@@ -19,7 +19,7 @@ import ray.tune
 import torch
 
 from jingle.core.storage import Location
-from jingle.models.checkpoints import TrainingState, load_state, save_state
+from jingle.training.checkpoints import TrainingState, load_state, save_state
 from jingle.pipelines.worker import WorkerPlan, deterministic_errors_marked, train_worker
 
 

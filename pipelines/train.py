@@ -28,7 +28,7 @@ from functools import partial
 from typing import Any, Callable
 
 from jingle.core.storage import Location, checkpoint_uri, check_writable, ray_storage
-from jingle.models.checkpoints import load_state
+from jingle.training.checkpoints import load_state
 from jingle.pipelines.common import DeterministicError, EntryPoint, UsageError, add_common_arguments, init_ray, reporting
 from jingle.pipelines.loop import VALIDATION_METRIC
 from jingle.pipelines.run_spec import TrainSpec, worker_plan

@@ -22,8 +22,8 @@ import torch
 
 from jingle.core.storage import Location
 from jingle.datasets.shards import read_manifest, shard_problem
-from jingle.models.checkpoints import TrainingState
-from jingle.models.optimization import build_optimizer, build_scheduler, unwrap
+from jingle.training.checkpoints import TrainingState
+from jingle.training.optimization import build_optimizer, build_scheduler, unwrap
 from jingle.pipelines.common import USER_ERRORS, DeterministicError, DeterministicInputError, UsageError, error_chain
 from jingle.pipelines.loop import VALIDATION_METRIC, LoopSettings, LoopState, RunContext, run_epochs
 from jingle.pipelines.shard_data import DataPlan

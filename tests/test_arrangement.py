@@ -1,8 +1,8 @@
-"""models/arrangement.py: the arrangement score and what each of its figures means.
+"""evaluation/arrangement.py: the arrangement score and what each of its figures means.
 
 The corpus is written by ``write_fusion_corpus(..., arrangements=True)`` (mixed formats)
 and read back as the pipeline reads it; every pair's rendered arrangement must outscore
-every shortcut a loss can settle on (models/shortcuts.py, the smeared arrangement and the
+every shortcut a loss can settle on (evaluation/shortcuts.py, the smeared arrangement and the
 smeared target pulsing with the input among them), raw and through the mel codec's round
 trip. The note figures themselves are tested on hand-made cases in tests/test_notes.py.
 """
@@ -21,7 +21,7 @@ import torch
 
 from jingle.datasets.audio import probe, read_mono
 from jingle.datasets.synth import CorpusSpec, write_fusion_corpus
-from jingle.models.arrangement import (
+from jingle.evaluation.arrangement import (
     ANALYSIS_SAMPLE_RATE,
     FIGURE_FLOOR,
     FIGURE_NAMES,
@@ -32,7 +32,7 @@ from jingle.models.arrangement import (
     score_output,
     score_outputs,
 )
-from jingle.models.shortcuts import ALL_SHORTCUTS, reference_shortcuts, shortcut_outputs
+from jingle.evaluation.shortcuts import ALL_SHORTCUTS, reference_shortcuts, shortcut_outputs
 
 SPEC = CorpusSpec(pairs=8, min_seconds=6.0, max_seconds=10.0, seed=0)  # pairs 0-7: every WAV format, raw
 CODEC_PAIRS = 4  # the codec's round trip resamples every file alike: 4 pairs suffice
@@ -284,7 +284,7 @@ def test_closed_form_nnls_matches_scipy():
 
 
 def test_note_003_figures_match_models_losses():
-    from jingle.models.losses import modulation_correlation
+    from jingle.training.losses import modulation_correlation
 
     rng = np.random.default_rng(0)
     length = 3 * ANALYSIS_SAMPLE_RATE

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from jingle.models.shortcuts import ALL_SHORTCUTS
+from jingle.evaluation.shortcuts import ALL_SHORTCUTS
 from tests.conftest import run_benchmark
 
 pytestmark = [pytest.mark.ray, pytest.mark.bench]  # not in the default run: `pytest -m bench`

@@ -1,4 +1,4 @@
-"""models/checkpoints.py: a checkpoint back to a model, for any kind, or a one-line refusal."""
+"""training/checkpoints.py: a checkpoint back to a model, for any kind, or a one-line refusal."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from jingle.core.config import ConfigError, SectionedConfig, TrainingConfig, config_from_dict, require_int
-from jingle.models.checkpoints import CheckpointError, TrainedModel, TrainingState, check_codec, load_state, load_trained, save_state
+from jingle.training.checkpoints import CheckpointError, TrainedModel, TrainingState, check_codec, load_state, load_trained, save_state
 
 CODEC = {"name": "mel", "id": "mel-v1-0123456789"}
 

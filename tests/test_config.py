@@ -8,8 +8,8 @@ import json
 import pytest
 
 from jingle.core.config import ConfigError, TrainingConfig, apply_overrides
-from jingle.models.fusion_config import FusionTrainConfig
-from jingle.pipelines.pointer_config import PointerTrainConfig
+from jingle.training.fusion_config import FusionTrainConfig
+from jingle.training.pointer_config import PointerTrainConfig
 
 
 def test_every_shipped_config_round_trips():

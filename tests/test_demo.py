@@ -9,7 +9,7 @@ import re
 import pytest
 
 from jingle.datasets.shards import shard_paths
-from jingle.models.shortcuts import ALL_SHORTCUTS
+from jingle.evaluation.shortcuts import ALL_SHORTCUTS
 
 pytestmark = pytest.mark.ray
 

@@ -12,8 +12,8 @@ import pytest
 import soundfile
 
 from jingle.datasets.synth import CorpusSpec, write_fusion_corpus
-from jingle.models.arrangement import SCORE_FIGURES
-from jingle.models.shortcuts import ALL_SHORTCUTS, SHORTCUTS
+from jingle.evaluation.arrangement import SCORE_FIGURES
+from jingle.evaluation.shortcuts import ALL_SHORTCUTS, SHORTCUTS
 from jingle.pipelines import evaluate_fusion
 from tests.conftest import tone, write
 from tests.test_fusion_inference import checkpoints  # noqa: F401 (fixture)

@@ -11,7 +11,7 @@ import pytest
 import soundfile
 import torch
 
-from jingle.models.checkpoints import state_path
+from jingle.training.checkpoints import state_path
 from jingle.models.codecs import MelCodec, build_codec
 from jingle.models.compositional import COMPONENT_NAMES
 from jingle.pipelines import fuse

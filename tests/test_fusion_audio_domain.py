@@ -1,4 +1,4 @@
-"""models/fusion_training.py in EnCodec's audio domain, with the GAN term on: one training
+"""training/fusion_training.py in EnCodec's audio domain, with the GAN term on: one training
 step decodes the outputs, scores them on audio, and trains the model and the MS-STFT
 discriminator each with its own loss. Random-init EnCodec (no weights can be downloaded),
 the tiny model of test_fusion_training.py, 1 s latents."""
@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from jingle.models import fusion_training
+from jingle.training import fusion_training
 from jingle.models.cascade import build_fusion_model
 from jingle.models.codecs import build_codec
-from jingle.models.fusion_config import FusionTrainConfig
-from jingle.models.fusion_training import FusionObjective, train_step
-from jingle.models.adversarial import build_discriminator, hinge_discriminator_loss
-from jingle.models.losses import correlation_cost, envelope
-from jingle.models.optimization import build_optimizer
+from jingle.training.fusion_config import FusionTrainConfig
+from jingle.training.fusion_training import FusionObjective, train_step
+from jingle.training.adversarial import build_discriminator, hinge_discriminator_loss
+from jingle.training.losses import correlation_cost, envelope
+from jingle.training.optimization import build_optimizer
 from tests.test_fusion_training import TINY_MODEL
 
 SAMPLE_RATE = 24_000

@@ -13,10 +13,10 @@ import torch
 
 from jingle.datasets.audio import AudioError, read_mono
 from jingle.models.cascade import CascadeConfig, FusionOutput, build_fusion_model
-from jingle.models.checkpoints import CheckpointError, TrainingState, save_state, state_path
+from jingle.training.checkpoints import CheckpointError, TrainingState, save_state, state_path
 from jingle.models.codecs import build_codec
-from jingle.models.fusion_config import FusionTrainConfig
-from jingle.models.losses import NoveltyTerms
+from jingle.training.fusion_config import FusionTrainConfig
+from jingle.models.novelty import NoveltyTerms
 from jingle.pipelines import fusion_inference
 from tests.conftest import tone, write
 

@@ -1,4 +1,4 @@
-"""models/fusion_training.py without Ray: the step lowers the loss, masking and shuffling apply
+"""training/fusion_training.py without Ray: the step lowers the loss, masking and shuffling apply
 only in training, evaluation is deterministic, and the configs validate."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from jingle.datasets.synth import chords, drums
 from jingle.models.cascade import build_fusion_model
 from jingle.models.codecs import build_codec
 from jingle.core.config import ConfigError
-from jingle.models.fusion_config import FusionTrainConfig
-from jingle.models.fusion_training import FusionObjective, derangement, evaluate, train_step
+from jingle.training.fusion_config import FusionTrainConfig
+from jingle.training.fusion_training import FusionObjective, derangement, evaluate, train_step
 from jingle.models.masking import apply_complementary_mask
-from jingle.models.optimization import build_optimizer, build_scheduler
+from jingle.training.optimization import build_optimizer, build_scheduler
 
 TINY_MODEL = {
     "latent_dim": 128, "model_dim": 32, "heads": 4, "layers_per_stage": 1, "feedforward_dim": 64, "dropout": 0.0,
@@ -237,9 +237,9 @@ def test_config_files_and_overrides(tmp_path):
 
 def test_the_arrangement_score_of_a_diverged_model_is_the_floor(mel_batch):
     """A model writing NaN gets the lowest score (a search can rank it), not a crashed validation."""
-    from jingle.models.arrangement import FIGURE_FLOOR
+    from jingle.evaluation.arrangement import FIGURE_FLOOR
     from jingle.models.cascade import FusionOutput
-    from jingle.models.fusion_training import ArrangementValidator
+    from jingle.training.fusion_training import ArrangementValidator
 
     codec, batch = mel_batch
 

@@ -31,7 +31,7 @@ import pytest
 import requests
 
 from jingle.datasets.synth import write_fusion_corpus
-from jingle.models.checkpoints import load_state
+from jingle.training.checkpoints import load_state
 from tests.test_preprocess_fusion import SMALL
 from tests.test_train_fusion import write_config
 

@@ -14,7 +14,7 @@ import torch
 
 from jingle.datasets.shard_rows import MemoryRows
 from jingle.models.codecs import build_codec
-from jingle.models.fusion_config import FusionTrainConfig
+from jingle.training.fusion_config import FusionTrainConfig
 from jingle.pipelines.loop import InjectedFault, LocalContext, LoopSettings, LoopState, run_epochs
 from jingle.pipelines.shard_data import DataPlan
 from jingle.pipelines.tasks import TaskPlan, get_task
@@ -101,7 +101,7 @@ def test_resume_restores_model_and_optimizer(tmp_path):
     context = LocalContext(tmp_path / "checkpoints")
     train_worker(context, plan)
     longer = fusion_plan(tmp_path, epochs=2)
-    from jingle.models.checkpoints import load_state
+    from jingle.training.checkpoints import load_state
 
     saved = load_state(context._checkpoints()[-1], kind="fusion")
     resumed = LocalContext(tmp_path / "checkpoints")
@@ -158,6 +158,6 @@ def test_tune_trial_context_runs_the_training_in_the_trial(tmp_path, ray_session
     assert result.error is None
     assert result.metrics["epoch"] == 2 and result.metrics["step"] == 6
     assert "val_total" in result.metrics and result.checkpoint is not None
-    from jingle.models.checkpoints import load_state
+    from jingle.training.checkpoints import load_state
 
     assert load_state(result.checkpoint.path, kind="fusion").step == 6

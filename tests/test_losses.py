@@ -8,15 +8,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from jingle.models.adversarial import (
+from jingle.training.adversarial import (
     build_discriminator,
     discriminator_loss,
     feature_matching_loss,
     hinge_discriminator_loss,
     hinge_generator_loss,
 )
-from jingle.models.arrangement_losses import note_onset_loss
-from jingle.models.losses import (
+from jingle.training.arrangement_losses import note_onset_loss
+from jingle.training.losses import (
     FusionLoss,
     arrangement_reconstruction,
     LossWeights,
@@ -25,10 +25,10 @@ from jingle.models.losses import (
     frame_envelope,
     loss_domain,
     modulation_correlation,
-    novelty_loss,
     pearson,
 )
-from jingle.models.spectral_losses import LogMelFrames, MultiResolutionLogMelLoss
+from jingle.models.novelty import novelty_loss
+from jingle.training.spectral_losses import LogMelFrames, MultiResolutionLogMelLoss
 
 PARTS = 250
 RECONSTRUCTION_TERMS = {"reconstruction", "reconstruction_harmony", "reconstruction_rhythm", "onsets", "onset_timing", "onset_purity"}

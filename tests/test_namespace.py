@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-OWN_FOLDERS = ("core", "datasets", "models", "pipelines")
+OWN_FOLDERS = ("core", "datasets", "models", "training", "evaluation", "pipelines")
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_the_wheel_holds_one_top_level_package(wheel):
     for folder in OWN_FOLDERS:
         assert f"jingle/{folder}/__init__.py" in names
     assert "jingle/pipelines/tasks/fusion.py" in names
-    assert "jingle/models/assets/basic_pitch/nmp.onnx" in names  # the transcriber's weights travel with it
+    assert "jingle/evaluation/assets/basic_pitch/nmp.onnx" in names  # the transcriber's weights travel with it
 
 
 def test_installed_beside_hugging_face_datasets_both_import(wheel, tmp_path):

@@ -1,4 +1,4 @@
-"""models/transcription.py and models/notes.py: the notes the score hears, on hand-made cases.
+"""evaluation/transcription.py and evaluation/notes.py: the notes the score hears, on hand-made cases.
 
 The transcriber must give basic-pitch's own notes (a golden file made with basic-pitch 0.4.0
 itself), and each note figure must move when what it names breaks: a rendered arrangement
@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from jingle.datasets.synth import CorpusSpec, arrange, generate_pair
-from jingle.models import notes, transcription
-from jingle.models.arrangement import ANALYSIS_SAMPLE_RATE, N_FFT, HOP_LENGTH
-from jingle.models.shortcuts import smeared
+from jingle.evaluation import notes, transcription
+from jingle.evaluation.arrangement import ANALYSIS_SAMPLE_RATE, N_FFT, HOP_LENGTH
+from jingle.evaluation.shortcuts import smeared
 
 GOLDEN = Path(__file__).parent / "data" / "basic_pitch_notes.json"
 RATE = ANALYSIS_SAMPLE_RATE

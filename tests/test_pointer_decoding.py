@@ -9,11 +9,11 @@ import torch
 
 from jingle.core.config import TrainingConfig
 from jingle.datasets.pointer_sample import pad_pointer_samples
-from jingle.models.optimization import build_optimizer
+from jingle.training.optimization import build_optimizer
 from jingle.models.pointer import PointerNetwork
 from jingle.models.pointer_decoding import conform_log_probs, generate_edit
-from jingle.models.pointer_loss import PointerLossConfig, build_pointer_loss
-from jingle.models.pointer_training import evaluate_pointer, pointer_train_step
+from jingle.training.pointer_loss import PointerLossConfig, build_pointer_loss
+from jingle.training.pointer_training import evaluate_pointer, pointer_train_step
 from tests.test_pointer_model import MELS, TINY_LOSS, _one_thread, sample, tiny_config  # noqa: F401 (_one_thread: autouse fixture)
 
 SILENCE = -4.0  # a log-mel value far below the unit-variance "sound" frames

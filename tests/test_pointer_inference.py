@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from jingle.models.checkpoints import CheckpointError, TrainingState, save_state
+from jingle.training.checkpoints import CheckpointError, TrainingState, save_state
 from jingle.models.pointer import PointerNetwork
-from jingle.pipelines.pointer_config import PointerTrainConfig
+from jingle.training.pointer_config import PointerTrainConfig
 from jingle.pipelines.pointer_inference import load_pointer, read_log_mel, write_json
 from tests.conftest import tone, write
 

@@ -1,4 +1,4 @@
-"""The pointer loss and metrics (models/pointer_loss.py): plain and smoothed cross-entropy,
+"""The pointer loss and metrics (training/pointer_loss.py): plain and smoothed cross-entropy,
 frame weights, the stop BCE, and the pointer accuracies."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from jingle.models.pointer import MASKED_LOGIT
-from jingle.models.pointer_loss import PointerLoss, pointer_metric_fractions, pointer_metrics, stop_targets
+from jingle.training.pointer_loss import PointerLoss, pointer_metric_fractions, pointer_metrics, stop_targets
 
 
 def test_loss_without_neighbours_is_plain_cross_entropy():

@@ -20,8 +20,8 @@ from jingle.models.pointer import (
     pointer_config_full,
     pointer_config_mini,
 )
-from jingle.models.pointer_loss import PointerLossConfig, build_pointer_loss
-from jingle.models.pointer_training import pointer_train_step
+from jingle.training.pointer_loss import PointerLossConfig, build_pointer_loss
+from jingle.training.pointer_training import pointer_train_step
 
 MELS = 16
 

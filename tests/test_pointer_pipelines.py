@@ -13,10 +13,10 @@ from mlflow.tracking import MlflowClient
 
 from jingle.datasets.edits import RULES, make_conform_pair, make_rule_pair, write_pointer_corpus
 from jingle.datasets.features import MelFeatures
-from jingle.models.checkpoints import load_state
+from jingle.training.checkpoints import load_state
 from jingle.pipelines import preprocess_pointer, train_pointer
 from jingle.pipelines.cli import main as jingle
-from jingle.pipelines.pointer_config import PointerTrainConfig
+from jingle.training.pointer_config import PointerTrainConfig
 from jingle.pipelines.run_spec import parse_overrides
 from jingle.pipelines.tracking import tracking_uri
 

@@ -8,7 +8,7 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from jingle.models.checkpoints import load_state
+from jingle.training.checkpoints import load_state
 from jingle.pipelines import cli
 from jingle.pipelines.registry import MODELS, Model, get_model, register
 from jingle.pipelines.shard_data import ShardData

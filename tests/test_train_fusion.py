@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from jingle.datasets.synth import CorpusSpec, write_fusion_corpus
-from jingle.models.checkpoints import CheckpointError, load_state
+from jingle.training.checkpoints import CheckpointError, load_state
 from jingle.pipelines import preprocess_fusion, train_fusion
 from jingle.pipelines.shard_data import split_pair_ids
 from jingle.pipelines.train import TrainSummary

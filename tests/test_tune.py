@@ -19,7 +19,7 @@ from jingle.datasets.edits import make_conform_pair, write_pointer_corpus
 from jingle.datasets.features import MelFeatures
 from jingle.datasets.synth import CorpusSpec, write_fusion_corpus
 from jingle.pipelines import preprocess_fusion, preprocess_pointer, train_fusion, tune_fusion, tune_pointer
-from jingle.pipelines.pointer_config import PointerTrainConfig
+from jingle.training.pointer_config import PointerTrainConfig
 from tests.test_fusion_training import TINY_MODEL
 
 pytestmark = pytest.mark.ray

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from jingle.core.config import ConfigError
-from jingle.models.fusion_config import FusionTrainConfig
-from jingle.pipelines.pointer_config import PointerTrainConfig
+from jingle.training.fusion_config import FusionTrainConfig
+from jingle.training.pointer_config import PointerTrainConfig
 from jingle.pipelines.tune_space import SearchSpace, make_searcher
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ Shape letters: B batch, D latent channels, T frames.
 
 The codec is frozen and travels to the workers (its weights through the object store in a
 Ray run); the objective masks and shuffles in training and takes the losses in the codec's
-domain (``models/fusion_training.py``).
+domain (``training/fusion_training.py``).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from torch import nn
 from jingle.datasets.shard_rows import Rows
 from jingle.models.cascade import build_fusion_model
 from jingle.models.codecs import build_codec
-from jingle.models.fusion_config import FusionTrainConfig
-from jingle.models.fusion_training import ArrangementValidator, FusionObjective, evaluate, train_step
-from jingle.models.optimization import unwrap
+from jingle.training.fusion_config import FusionTrainConfig
+from jingle.training.fusion_training import ArrangementValidator, FusionObjective, evaluate, train_step
+from jingle.training.optimization import unwrap
 from jingle.pipelines.common import UsageError, add_codec_checkpoint_argument
 from jingle.pipelines.loop import Selection
 from jingle.pipelines.tasks.base import Task, TaskPlan, TaskWorker
@@ -40,7 +40,7 @@ class FusionTask(Task):
     config_class = FusionTrainConfig
     columns = LATENT_COLUMNS
     shown_metrics = ("total", "val_total", "val_score", "val_score_plain_mix", "val_score_stationary")
-    # the fixed arrangement score, not the loss a search reweights (models/arrangement.py)
+    # the fixed arrangement score, not the loss a search reweights (evaluation/arrangement.py)
     selection = Selection("val_score", "max")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:

@@ -20,13 +20,13 @@ from jingle.datasets.augmentation import Augmentor
 from jingle.datasets.pointer_preprocess import TRAINING_COLUMNS, features_id
 from jingle.datasets.pointer_sample import PointerBatch, bucketed, cap_lengths, pad_pointer_samples, samples_from_rows
 from jingle.datasets.shard_rows import Rows
-from jingle.models.optimization import unwrap
+from jingle.training.optimization import unwrap
 from jingle.models.pointer import PointerNetwork
-from jingle.models.pointer_loss import build_pointer_loss
-from jingle.models.pointer_training import evaluate_pointer, pointer_train_step
+from jingle.training.pointer_loss import build_pointer_loss
+from jingle.training.pointer_training import evaluate_pointer, pointer_train_step
 from jingle.pipelines.common import UsageError
 from jingle.pipelines.loop import Selection
-from jingle.pipelines.pointer_config import PointerTrainConfig
+from jingle.training.pointer_config import PointerTrainConfig
 from jingle.pipelines.tasks.base import Task, TaskPlan, TaskWorker
 
 ROWS_PER_READ = 8

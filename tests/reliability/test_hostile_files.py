@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from jingle.datasets.audio import AudioError, probe, read_mono
-from jingle.models.checkpoints import CheckpointError, load_state
+from jingle.training.checkpoints import CheckpointError, load_state
 from jingle.models.codecs import CodecUnavailable, load_encodec_state
 from jingle.pipelines import conform, fuse
 from tests.conftest import tone, write

@@ -14,13 +14,13 @@ centred frames) gives the power spectrum, the magnitude and power mel spectrogra
 (``N_MELS`` bands), the onset strength and the frame RMS; chroma comes from a constant-Q
 transform on the same hop (``librosa.feature.chroma_cqt``, ``tuning=0.0``), because the
 STFT's 10.8 Hz bins are wider than a semitone below ~180 Hz. Every clip is also
-transcribed into notes by an independent transcriber (``models/transcription.py``:
-Spotify's Basic Pitch), and the input's onsets are detected (``models/notes.py``).
+transcribed into notes by an independent transcriber (``evaluation/transcription.py``:
+Spotify's Basic Pitch), and the input's onsets are detected (``evaluation/notes.py``).
 
 The scored figures (``SCORE_FIGURES``):
 
 - ``rhythm`` = ``note_onset_f1_above_chance``: the F1 of the output's note onsets against
-  the input's onsets (mir_eval, ±50 ms; ``models/notes.py``), above the F1 the same
+  the input's onsets (mir_eval, ±50 ms; ``evaluation/notes.py``), above the F1 the same
   onsets reach shifted to random times: notes that start on the hits count, bursts
   without a pitch do not, and onsets that match only as often as random ones do count 0.
 - ``harmony`` = ``pitch_class_f1``: the harmonic mean of ``pitch_class_precision`` (the
@@ -48,7 +48,7 @@ The scored figures (``SCORE_FIGURES``):
 
 Reported, not scored (``FIGURE_NAMES``; None where undefined, never NaN):
 
-- the note figures' parts (``models/notes.py``: onset precision and recall, the onset F1
+- the note figures' parts (``evaluation/notes.py``: onset precision and recall, the onset F1
   against the target's notes, pitch-class precision and recall, notes per second);
 - the spectral view the score used before it heard notes: ``onset_corr_input`` /
   ``onset_corr_target`` (Pearson correlation over frames of the onset strength, max-
@@ -93,9 +93,9 @@ import scipy.fft
 import scipy.ndimage
 import scipy.sparse
 
-from jingle.models.cqt_cache import keep_cqt_filters_in_memory
-from jingle.models.notes import NOTE_FIGURE_NAMES, NoteSources, analyse_note_sources, detect_onsets, note_figures
-from jingle.models.transcription import Transcription, transcribe
+from jingle.evaluation.cqt_cache import keep_cqt_filters_in_memory
+from jingle.evaluation.notes import NOTE_FIGURE_NAMES, NoteSources, analyse_note_sources, detect_onsets, note_figures
+from jingle.evaluation.transcription import Transcription, transcribe
 
 HIGHER_IS_BETTER = True
 

@@ -1,7 +1,7 @@
 """One pair's outputs scored against its sources and the shortcuts: ``score_pair``.
 
 The one place where outputs meet the shortcuts, used alike by validation (``val_score``,
-``models/fusion_training.py``), ``jingle evaluate fusion`` (``pipelines/fusion_evaluation.py``)
+``training/fusion_training.py``), ``jingle evaluate fusion`` (``pipelines/fusion_evaluation.py``)
 and the benchmarks. A pair is prepared once (its sources analysed and transcribed, its
 shortcuts made and scored) and any number of outputs are then scored against it.
 
@@ -15,8 +15,8 @@ from typing import Mapping
 
 import numpy as np
 
-from jingle.models.arrangement import ArrangementScore, SourceFeatures, analyse_sources, score_output
-from jingle.models.shortcuts import ALL_SHORTCUTS, reference_shortcuts, shortcut_outputs
+from jingle.evaluation.arrangement import ArrangementScore, SourceFeatures, analyse_sources, score_output
+from jingle.evaluation.shortcuts import ALL_SHORTCUTS, reference_shortcuts, shortcut_outputs
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,4 +1,4 @@
-"""Spectral losses of the fusion model (``models/losses.py`` combines them).
+"""Spectral losses of the fusion model (``training/losses.py`` combines them).
 
 ``MultiResolutionSpectralLoss`` compares decoded audio (EnCodec's domain),
 ``MultiResolutionLogMelLoss`` log-mel frames (the mel codec's), ``LogMelFrames`` turns decoded

@@ -1,7 +1,7 @@
 """What every model's training shares in plain torch: the optimiser, the learning-rate
 schedule and the optimiser step (backward, clipping, step) with its metrics.
 
-The per-model steps (``models/fusion_training.py``, ``models/pointer_training.py``) compute
+The per-model steps (``training/fusion_training.py``, ``training/pointer_training.py``) compute
 a loss and hand it to ``optimizer_step``, so the two trainings cannot drift apart.
 """
 

@@ -5,7 +5,7 @@ harmony. Spectral figures (onset-strength and chroma correlations) cannot tell c
 on the input's hits from the target's harmony smeared in time with broadband bursts on the
 hits: the bursts correlate with the input's onsets as well as notes do. These figures
 listen at the level of notes instead. Every clip goes through one independent
-transcriber (``models/transcription.py``, Spotify's Basic Pitch), and the figures compare
+transcriber (``evaluation/transcription.py``, Spotify's Basic Pitch), and the figures compare
 notes, with fixed definitions (``NOTE_FIGURE_NAMES``; None where undefined, never NaN):
 
 - ``note_onset_f1`` / ``_precision`` / ``_recall``: the output's note onsets against the
@@ -48,8 +48,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jingle.models.transcription import FRAME_RATE as NOTE_FRAME_RATE
-from jingle.models.transcription import Note, Transcription
+from jingle.evaluation.transcription import FRAME_RATE as NOTE_FRAME_RATE
+from jingle.evaluation.transcription import Note, Transcription
 
 ONSET_WINDOW_SECONDS = 0.05  # mir_eval's default, and the tolerance the figures use
 CHANCE_SHIFTS = 64

@@ -33,64 +33,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from jingle.core.config import config_from_dict, require_bool, require_number
-from jingle.models.adversarial import hinge_generator_loss
-from jingle.models.arrangement_losses import arrangement_reconstruction, note_onset_loss, pearson
-from jingle.models.loss_result import LossResult
-from jingle.models.spectral_losses import LogMelFrames, MultiResolutionLogMelLoss, MultiResolutionSpectralLoss, rms_difference
+from jingle.models.novelty import NoveltyTerms, novelty_loss
+from jingle.training.adversarial import hinge_generator_loss
+from jingle.training.arrangement_losses import arrangement_reconstruction, note_onset_loss, pearson
+from jingle.training.loss_result import LossResult
+from jingle.training.spectral_losses import LogMelFrames, MultiResolutionLogMelLoss, MultiResolutionSpectralLoss, rms_difference
 
-NOVELTY_THRESHOLD = 0.7
 ENVELOPE_PARTS = 250  # note 003: 384,000 samples / 250 = 1,536 samples ≈ 64 ms at 24 kHz
 CORRELATION_CLAMP = 0.999  # note 003: caps the cost at -ln(0.001) ≈ 6.91
 DOMAINS = ("audio", "mel")
-
-
-@dataclass
-class NoveltyTerms:
-    """Novelty regularisation (design note 004).
-
-    Attributes:
-        loss: scalar, ``mean_b relu(cos(out, in) - t) + relu(cos(out, tgt) - t)``.
-        similarity_to_input: scalar, batch mean of the cosine similarity to the input.
-        similarity_to_target: scalar, batch mean of the cosine similarity to the target.
-    """
-
-    loss: torch.Tensor
-    similarity_to_input: torch.Tensor
-    similarity_to_target: torch.Tensor
-
-
-def novelty_loss(
-    output: torch.Tensor, input: torch.Tensor, target: torch.Tensor, *, threshold: float = NOVELTY_THRESHOLD
-) -> NoveltyTerms:
-    """Penalise an output whose latents are too close to either source.
-
-    Each latent is centred per channel over its frames (its long-term mean, the overall
-    level and average spectrum, is removed) and then flattened per example ([B, D*T])
-    before the cosine similarity, so the measure is of the whole clip's time-frequency
-    pattern. Uncentred, the cosine of two log-mel clips is dominated by their shared
-    level and spectral tilt (any two pieces of music score ~0.9), so it measured
-    loudness, not novelty; centred, a copy scores 1, an unrelated clip ~0 and a
-    stationary output exactly 0 (nothing moves).
-
-    Args:
-        output, input, target: [B, D, T] latents of the same shape.
-        threshold: similarity allowed for free (0.7 in the notes;
-            ``model.compositional.novelty_threshold``).
-    """
-    if not (output.shape == input.shape == target.shape):
-        raise ValueError(f"novelty_loss needs equal shapes, got {tuple(output.shape)}, {tuple(input.shape)}, {tuple(target.shape)}")
-    if output.dim() != 3:
-        raise ValueError(f"novelty_loss expects [B, D, T] latents, got {tuple(output.shape)}")
-    flat_output = _centred(output).flatten(1)  # [B, D*T]
-    to_input = F.cosine_similarity(flat_output, _centred(input).flatten(1), dim=1)  # [B]
-    to_target = F.cosine_similarity(flat_output, _centred(target).flatten(1), dim=1)  # [B]
-    loss = (F.relu(to_input - threshold) + F.relu(to_target - threshold)).mean()
-    return NoveltyTerms(loss, to_input.mean(), to_target.mean())
-
-
-def _centred(latent: torch.Tensor) -> torch.Tensor:
-    """[B, D, T] minus each channel's mean over frames."""
-    return latent - latent.mean(dim=2, keepdim=True)
 
 
 # --------------------------------------------------------------------------- anti-modulation correlation (note 003)
@@ -226,7 +177,7 @@ class LossWeights:
             one, ``datasets/synth.py``). User data usually has none, so it is off by
             default; on generated data it shows the model what an arrangement of these two
             sources sounds like, which no other term can (bench/fusion_quality.py).
-        onset_weight: 0.0, off: ``note_onset_loss`` (``models/arrangement_losses.py``), the
+        onset_weight: 0.0, off: ``note_onset_loss`` (``training/arrangement_losses.py``), the
             output's onsets on the target's partials follow the input's onsets, and little
             of its onset strength rises off those partials. The reconstruction's rhythm half
             credits a broadband burst on a hit as fully as a note starting there; this term

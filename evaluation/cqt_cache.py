@@ -1,6 +1,6 @@
 """librosa's constant-Q filter basis kept in memory (the arrangement score's chroma).
 
-``keep_cqt_filters_in_memory()`` is idempotent; ``models/arrangement.py`` calls it on import.
+``keep_cqt_filters_in_memory()`` is idempotent; ``evaluation/arrangement.py`` calls it on import.
 """
 
 from __future__ import annotations

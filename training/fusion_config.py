@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from jingle.core.config import SectionedConfig, TrainingConfig, config_from_dict, require_bool, require_int
 from jingle.models.cascade import CascadeConfig
-from jingle.models.losses import LossWeights
+from jingle.training.losses import LossWeights
 from jingle.models.masking import MaskingConfig
 
 
@@ -25,7 +25,7 @@ class ValidationConfig:
 
     Attributes:
         score_segments: held-out segments decoded and scored for ``val_score`` (the
-            arrangement score, ``models/arrangement.py``), the first ones in a fixed
+            arrangement score, ``evaluation/arrangement.py``), the first ones in a fixed
             order; 0 turns the score off (checkpoints are then chosen by the last epoch).
             Decoding costs ~1.5 s per 16 s segment with the mel codec's Griffin-Lim on
             one CPU core, so the default keeps a validation short.

@@ -22,12 +22,12 @@ import torch
 from torch import nn
 
 from jingle.models.cascade import FusionOutput
-from jingle.models.fusion_config import FusionTrainConfig
-from jingle.models.loss_result import LossResult
-from jingle.models.adversarial import build_discriminator, discriminator_loss
-from jingle.models.losses import FusionLoss, loss_domain
+from jingle.training.fusion_config import FusionTrainConfig
+from jingle.training.loss_result import LossResult
+from jingle.training.adversarial import build_discriminator, discriminator_loss
+from jingle.training.losses import FusionLoss, loss_domain
 from jingle.models.masking import MaskingConfig, apply_complementary_mask
-from jingle.models.optimization import autocast, optimizer_step
+from jingle.training.optimization import autocast, optimizer_step
 
 
 @dataclass
@@ -235,13 +235,13 @@ def evaluate(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], objec
 
 @dataclass
 class ArrangementValidator:
-    """``val_score``: the fixed arrangement score (``models/arrangement.py``) of the model's
+    """``val_score``: the fixed arrangement score (``evaluation/arrangement.py``) of the model's
     outputs on held-out segments, decoded through the codec as a user would hear them.
 
     The loss cannot rank checkpoints or trials: its weights are what a search changes, and
     it can be met by shortcuts (a copy, a mix, decorrelated bursts). The score is the same
     whatever the weights. The first ``segments`` held-out segments (a fixed order) are
-    scored through ``models/pair_score.py``, like ``jingle evaluate fusion``; each
+    scored through ``evaluation/pair_score.py``, like ``jingle evaluate fusion``; each
     segment is prepared once per worker (its decoded sources analysed and transcribed, its
     shortcuts made and scored), and the shortcuts' mean scores are reported beside the
     model's (``val_score_plain_mix``...), so every validation shows where the model stands.
@@ -260,7 +260,7 @@ class ArrangementValidator:
     def __call__(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
         """Mean score, mean figures (``val_<figure>``) and the shortcuts' mean scores; empty
         when there is nothing to score."""
-        from jingle.models.pair_score import score_pair
+        from jingle.evaluation.pair_score import score_pair
 
         if self.segments < 1:
             return {}
@@ -307,7 +307,7 @@ class ArrangementValidator:
         return self.codec.decode(latent.float())[:, 0].float().cpu().numpy()  # [B, S]
 
     def _prepare(self, index: int, input: torch.Tensor, target: torch.Tensor, *, cache: bool) -> Any:
-        from jingle.models.pair_score import prepare_pair
+        from jingle.evaluation.pair_score import prepare_pair
 
         if cache and index in self._held_out:
             return self._held_out[index]

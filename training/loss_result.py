@@ -1,7 +1,7 @@
 """What every loss module returns: its total and its named terms (``LossResult``).
 
-A module of its own so that the pointer loss (``models/pointer_loss.py``) and the fusion
-losses (``models/losses.py``) share it without the pointer side importing the fusion
+A module of its own so that the pointer loss (``training/pointer_loss.py``) and the fusion
+losses (``training/losses.py``) share it without the pointer side importing the fusion
 side's auraloss and EnCodec.
 """
 

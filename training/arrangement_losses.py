@@ -1,4 +1,4 @@
-"""The loss terms that ask for an arrangement's parts (``models/losses.py`` combines them):
+"""The loss terms that ask for an arrangement's parts (``training/losses.py`` combines them):
 ``arrangement_reconstruction`` (the target's spectral shape, the input's loudness contour)
 and ``note_onset_loss`` (notes that start on the input's hits, on the target's partials).
 

@@ -3,7 +3,7 @@
 An output is only worth something if it beats what needs no model at all: copies and
 mixes of the sources, noise, and the two regressions real training runs have written. Each
 shortcut is built from the pair's own audio, so every report shows at a glance whether an
-output beats doing nothing clever (``models/pair_score.py`` scores them).
+output beats doing nothing clever (``evaluation/pair_score.py`` scores them).
 
 Shape letters: S samples, F STFT bins, T frames.
 """
@@ -35,7 +35,7 @@ def shortcut_outputs(input: np.ndarray, target: np.ndarray, sample_rate: int, *,
       ``SMEAR_N_FFT``-sample Hann frames), same length and RMS as the mix;
     - ``modulated_target``: the target under the input's loudness (its frame RMS, ~10 ms,
       peak 1): "the input's loudness x the target's music", the smart mixing note 004
-      rejects, and the exact minimum of the reconstruction loss (models/losses.py);
+      rejects, and the exact minimum of the reconstruction loss (training/losses.py);
     - ``rhythmic_noise``: noise with the target's average spectrum under the input's
       loudness: the input's rhythm and the target's timbre with no harmony at all. A
       model trained with the notes' losses wrote nearly this (bench/fusion_quality.py);

@@ -1,6 +1,6 @@
 """Automatic music transcription, offline: audio to notes with Spotify's Basic Pitch.
 
-The note-level figures of the arrangement score (``models/notes.py``) need an independent
+The note-level figures of the arrangement score (``evaluation/notes.py``) need an independent
 listener that turns any clip into notes (onset, offset, pitch). Basic Pitch (Bittner et
 al., "A Lightweight Instrument-Agnostic Model for Polyphonic Note Transcription and
 Multipitch Estimation", ICASSP 2022) is such a transcriber: instrument-agnostic,
@@ -8,7 +8,7 @@ polyphonic, about 17k parameters, trained on real recordings, and independent of
 anything this project trains.
 
 Its ICASSP 2022 model ships in basic-pitch 0.4.0's wheel as ONNX; this project ships the
-same file (``models/assets/basic_pitch/nmp.onnx``, Apache-2.0, Copyright 2022 Spotify AB,
+same file (``evaluation/assets/basic_pitch/nmp.onnx``, Apache-2.0, Copyright 2022 Spotify AB,
 the licence beside it) and runs it with onnxruntime. Why not depend on ``basic-pitch``
 itself: on Linux with Python 3.11 its metadata requires ``tensorflow<2.15.1`` (~2 GB
 installed, and a minute or more of a fresh install), which the ONNX inference does not

@@ -1,5 +1,5 @@
 """The fusion model's optional adversarial term: EnCodec's multi-scale STFT discriminator and
-its hinge and feature-matching losses (``models/losses.py`` weighs them with ``gan_weight``).
+its hinge and feature-matching losses (``training/losses.py`` weighs them with ``gan_weight``).
 
 Shape letters: B batch, S samples, K discriminator scales.
 """

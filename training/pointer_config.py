@@ -21,7 +21,7 @@ from jingle.datasets.alignment import AlignmentConfig
 from jingle.datasets.augmentation_config import AugmentationConfig
 from jingle.datasets.features import MelFeatures
 from jingle.models.pointer import PointerConfig
-from jingle.models.pointer_loss import PointerLossConfig
+from jingle.training.pointer_loss import PointerLossConfig
 
 
 @dataclass(frozen=True)

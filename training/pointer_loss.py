@@ -3,7 +3,7 @@
 ``PointerLoss`` combines a smoothed cross-entropy over raw frames (``smoothed_pointer_nll``)
 with, in edit mode, a stop BCE (``stop_targets``); ``pointer_metrics`` counts right
 pointers per batch and ``pointer_metric_fractions`` turns summed counts into accuracies.
-It imports torch only: the fusion losses' auraloss and EnCodec stay in ``models/losses.py``.
+It imports torch only: the fusion losses' auraloss and EnCodec stay in ``training/losses.py``.
 
 Shape letters: B batch, Te edit frames, Tr raw frames. A pointer is the raw frame an edit
 frame came from; padded edit frames have pointer -1.
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jingle.core.config import config_from_dict, require_int, require_number
-from jingle.models.loss_result import LossResult
+from jingle.training.loss_result import LossResult
 
 POINTER_TOLERANCE_FRAMES = 2  # a near miss: ±2 frames is ±40 ms at 50 frames/s
 

@@ -5,7 +5,7 @@ tested on their own, and called unchanged by the pointer training task
 Shape letters: B batch, M mel bins, Tr raw frames, Te edit frames.
 
 The optimiser, the schedule and the optimiser step are every model's
-(``models/optimization.py``), so the trainings cannot drift apart.
+(``training/optimization.py``), so the trainings cannot drift apart.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from jingle.models.optimization import autocast, optimizer_step
+from jingle.training.optimization import autocast, optimizer_step
 from jingle.models.pointer import PointerOutput
-from jingle.models.pointer_loss import PointerLoss, pointer_metric_fractions, pointer_metrics
+from jingle.training.pointer_loss import PointerLoss, pointer_metric_fractions, pointer_metrics
 
 # A padded batch (``datasets.pointer_sample.PointerBatch``: raw_mel [B, M, Tr], raw_lengths,
 # edit_mel [B, M, Te], edit_lengths, pointers [B, Te], weights, ends; ``.to(device)``).
