@@ -92,7 +92,6 @@ def parse_pair_mode(text: str) -> PairMode:
 
 
 def command(spec: FuseSpec) -> int:
-    _check_layout(spec)
     if spec.batch is not None:
         return run_batch(spec)
     for role, path in (("input", spec.input), ("target", spec.target)):
@@ -127,25 +126,6 @@ def command(spec: FuseSpec) -> int:
 
 def _format(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.2f}"
-
-
-def _check_layout(spec: FuseSpec) -> None:
-    """One pair (INPUT.wav TARGET.wav -o OUT.wav) or --batch PAIRS_DIR --out DIR, not a mix."""
-    if spec.batch is not None:
-        extra = [name for name, value in (("INPUT.wav", spec.input), ("-o", spec.output)) if value is not None]
-        if extra:
-            raise UsageError(f"--batch takes no {' or '.join(extra)}: use --batch PAIRS_DIR --out DIR")
-        if spec.out is None:
-            raise UsageError("--batch needs --out DIR for the fused files")
-        if spec.actors is not None and spec.actors < 1:
-            raise UsageError(f"--actors must be at least 1, got {spec.actors}")
-        return
-    if spec.out is not None or spec.actors is not None:
-        raise UsageError("--out and --actors go with --batch PAIRS_DIR; for one pair use INPUT.wav TARGET.wav -o OUT.wav")
-    if spec.input is None or spec.target is None or spec.output is None:
-        raise UsageError("give INPUT.wav TARGET.wav -o OUT.wav, or --batch PAIRS_DIR --out DIR")
-    if Path(spec.output).suffix.lower() not in (".wav", ".wave"):
-        raise UsageError(f"-o {spec.output} must end in .wav (OUT.png and OUT.json are written beside it)")
 
 
 # ------------------------------------------------------------------ batch (Ray Data)

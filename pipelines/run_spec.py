@@ -359,6 +359,25 @@ class FuseSpec(FusingSpec):
     batch: str | None = None
     out: str | None = None
 
+    def __post_init__(self):
+        """One pair (INPUT.wav TARGET.wav -o OUT.wav) or --batch PAIRS_DIR --out DIR, not a mix."""
+        super().__post_init__()
+        if self.batch is not None:
+            extra = [name for name, value in (("INPUT.wav", self.input), ("-o", self.output)) if value is not None]
+            if extra:
+                raise UsageError(f"--batch takes no {' or '.join(extra)}: use --batch PAIRS_DIR --out DIR")
+            if self.out is None:
+                raise UsageError("--batch needs --out DIR for the fused files")
+            if self.actors is not None and self.actors < 1:
+                raise UsageError(f"--actors must be at least 1, got {self.actors}")
+            return
+        if self.out is not None or self.actors is not None:
+            raise UsageError("--out and --actors go with --batch PAIRS_DIR; for one pair use INPUT.wav TARGET.wav -o OUT.wav")
+        if self.input is None or self.target is None or self.output is None:
+            raise UsageError("give INPUT.wav TARGET.wav -o OUT.wav, or --batch PAIRS_DIR --out DIR")
+        if Path(self.output).suffix.lower() not in (".wav", ".wave"):
+            raise UsageError(f"-o {self.output} must end in .wav (OUT.png and OUT.json are written beside it)")
+
 
 @dataclass(frozen=True, kw_only=True)
 class EvaluateFusionSpec(FusingSpec):

@@ -81,6 +81,11 @@ def test_inference_specs_are_the_commands_flags_and_refuse_in_one_line():
     for bad, message in [
         (lambda: fuse.spec(checkpoint="c", pair="worst"), "--pair must be best, mean or a pair index of 0 or more, got 'worst'"),
         (lambda: fuse.spec(checkpoint="c", pair=-1), "got -1"),
+        (lambda: fuse.spec(checkpoint="c", batch="pairs", input="in.wav", out="fused"), "--batch takes no INPUT.wav"),
+        (lambda: fuse.spec(checkpoint="c", batch="pairs"), "--batch needs --out DIR"),
+        (lambda: fuse.spec(checkpoint="c", input="in.wav", target="tg.wav", output="o.wav", actors=2), "--out and --actors go with --batch"),
+        (lambda: fuse.spec(checkpoint="c", input="in.wav", output="o.wav"), "give INPUT.wav TARGET.wav -o OUT.wav"),
+        (lambda: fuse.spec(checkpoint="c", input="in.wav", target="tg.wav", output="o.mp3"), "-o o.mp3 must end in .wav"),
         (lambda: conform.spec(raw="r", edited="e", out="o"), "--checkpoint is needed with --method network"),
         (lambda: conform.spec(raw="r", edited="e", out="o", method="guess"), "--method must be one of network, align, got 'guess'"),
         (lambda: edit.spec(raw="r", out="o", checkpoint="c", beam=0), "--beam must be at least 1, got 0"),
