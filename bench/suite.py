@@ -122,6 +122,11 @@ def fusion_quality_figures(results: dict) -> list[Figure]:
         Figure("fusion quality", "model's pitch-class precision", model["pitch_class_precision"], "rendered arrangement",
                arrangement["pitch_class_precision"]),
     ]
+    decoded = means.get("arrangement_decoded")  # the arrangement through the codec, as the model's output is decoded
+    if decoded:
+        rows += [Figure("fusion quality", f"model's {label}", model[key], "arrangement through the codec", decoded[key], aim=">= 0.9")
+                 for key, label in (("note_onset_f1", "note-onset F1 against the input"),
+                                    ("pitch_class_recall", "pitch-class recall of the target"))]
     rows.append(Figure("fusion quality", "pairs where the model beats every shortcut", model["wins"], "held-out pairs",
                        float(held_out), "pairs", ">= 1.0"))
     return rows
