@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -161,17 +160,24 @@ def render(outcomes: list[Outcome], *, command: str, started_at: datetime, machi
             lines.append(f"| {outcome.benchmark.name} | **failed** after {outcome.seconds:.0f} s: {escape(outcome.error)} | | | | | | |")
             continue
         for figure in outcome.figures:
-            met = None if quick else figure.aim_met()
-            aim = (f"{figure.aim} (full run)" if figure.aim else "") if quick else ("" if met is None else
-                                                                                  f"{figure.aim}: {'met' if met else '**missed**'}")
-            lines.append(f"| {figure.benchmark} | {escape(figure.name)} | {number(figure.value)} | {escape(figure.baseline)} | "
-                         f"{number(figure.baseline_value)} | {figure.unit} | {number(figure.ratio)} | {aim} |")
+            lines.append(f"| {outcome.benchmark.name} | {escape(figure.name)} | {number(figure.value)} | {escape(figure.baseline)} | "
+                         f"{number(figure.baseline_value)} | {figure.unit} | {number(figure.ratio)} | {aim_cell(figure, quick)} |")
     lines += ["", "| benchmark | what it compares | wall s |", "| --- | --- | --- |"]
     lines += [f"| {o.benchmark.name} | {o.benchmark.what} | {o.seconds:.0f} |" for o in outcomes]
     if left_out:
         lines += ["", "Left out of `--quick`, to keep it under 5 minutes on 2 cores (`python -m bench` runs them): "
                   + ", ".join(b.name for b in left_out) + "."]
     return "\n".join(lines) + "\n"
+
+
+def aim_cell(figure: Figure, quick: bool) -> str:
+    """The aim and whether the figure met it; a quick run shows the aim without a verdict."""
+    if not figure.aim:
+        return ""
+    if quick:
+        return f"{figure.aim} (full run)"
+    met = figure.aim_met()
+    return figure.aim if met is None else f"{figure.aim}: {'met' if met else '**missed**'}"
 
 
 def escape(text: str) -> str:
@@ -215,8 +221,3 @@ def main(argv: list[str] | None = None) -> int:
     print(out.read_text(), end="")
     print(f"[bench] {len(outcomes)} benchmark(s) in {(time.perf_counter() - started) / 60:.1f} min; written to {out}", file=sys.stderr)
     return 1 if any(outcome.error for outcome in outcomes) else 0
-
-
-if __name__ == "__main__":
-    os.chdir(REPO)
-    sys.exit(main())

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.runner import Outcome, render, run_benchmark
-from bench.suite import BENCHMARKS, WORK, Benchmark, Figure
+from bench.suite import BENCHMARKS, WORK, Benchmark, Figure, at_least, at_most
 
 REPO = Path(__file__).resolve().parent.parent
 MACHINE = {"logical_cores": 2, "physical_cores": 2, "cpu": "test CPU", "memory_gb": 24, "load_average_at_start": 0.1}
@@ -27,7 +27,7 @@ def script(tmp_path: Path, body: str) -> str:
 
 
 def speed_figures(results: dict) -> list[Figure]:
-    return [Figure("fake", "pipeline speed", results["fast"], "plain loop", results["slow"], "audio s/s", ">= 1.0")]
+    return [Figure("pipeline speed", results["fast"], "plain loop", results["slow"], "audio s/s", at_least(1.0))]
 
 
 def test_a_figure_is_read_from_results_json_and_set_against_its_baseline(tmp_path):
@@ -50,7 +50,7 @@ def test_a_failing_benchmark_is_one_row_with_its_last_line_and_an_aim_missed_is_
                         full=("--work", WORK), quick=None, figures=speed_figures, ray=False)
     outcome = run_benchmark(failing, quick=False, work=tmp_path / "work", ray_address=None)
     assert outcome.figures == [] and outcome.error.startswith("exit 1: shards: pair 7 is truncated")
-    slow = Outcome(failing, 3.0, [Figure("fake", "pipeline speed", 3.0, "plain loop", 4.0, "audio s/s", ">= 1.0")])
+    slow = Outcome(failing, 3.0, [Figure("pipeline speed", 3.0, "plain loop", 4.0, "audio s/s", at_least(1.0))])
     table = render([outcome, slow], command="python -m bench", started_at=datetime.now(timezone.utc), machine=MACHINE,
                    pending=[], left_out=[], quick=False, wall_seconds=10.0)
     assert "| broken | **failed** after" in table and "pair 7 is truncated" in table
@@ -65,8 +65,15 @@ def test_results_without_the_expected_figures_are_a_failure_not_a_crash(tmp_path
 
 
 def test_a_zero_baseline_has_no_ratio_and_no_verdict():
-    figure = Figure("fake", "x", 1.0, "y", 0.0, aim=">= 1.0")
+    figure = Figure("x", 1.0, "y", 0.0, aim=at_least(1.0))
     assert math.isnan(figure.ratio) and figure.aim_met() is None
+
+
+def test_an_aim_at_most_is_met_below_its_bound_only():
+    """ASHA's trial-epochs against a full search: lower is better."""
+    assert Figure("trial-epochs", 4.0, "full", 12.0, aim=at_most(0.33)).aim_met() is False
+    assert Figure("trial-epochs", 3.0, "full", 12.0, aim=at_most(0.33)).aim_met() is True
+    assert str(at_most(0.33)) == "<= 0.33"
 
 
 @pytest.mark.parametrize("benchmark", BENCHMARKS, ids=lambda benchmark: benchmark.name)
